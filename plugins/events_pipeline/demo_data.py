@@ -1,0 +1,148 @@
+"""Realistic synthetic tracking events, for the local demo, tests and benchmarks.
+
+Events look like what tracking.js sends: several hundred bytes of JSON with
+nested properties, real-looking user agents, IPv4 and IPv6 addresses, sessions
+and visitors that repeat, a mix of event types and sites.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+USER_AGENTS = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_6_1) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/18.1 Safari/605.1.15",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/18.1 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (X11; Linux x86_64; rv:132.0) Gecko/20100101 Firefox/132.0",
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.6778.39 Mobile Safari/537.36",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36 Edg/131.0.2903.51",
+)
+EVENT_TYPES = ("pageview", "pageview", "pageview", "click", "scroll", "form_focus", "form_submit", "custom")
+PATHS = ("/", "/products", "/products/shoes/running", "/cart", "/checkout", "/blog/2026/11/launch", "/search")
+REFERRERS = ("https://www.google.com/", "https://news.ycombinator.com/", "", "https://t.co/abc")
+
+
+@dataclass(frozen=True)
+class DemoClient:
+    """A demo client with its domains.
+
+    :param client_id: the client's id.
+    :param name: display name.
+    :param domains: domains mapped to it in ``client_domains``.
+    :param privacy_level: ``standard`` or ``gdpr``.
+    """
+
+    client_id: str
+    name: str
+    domains: tuple[str, ...]
+    privacy_level: str = "standard"
+
+
+DEMO_CLIENTS = (
+    DemoClient("acme", "Acme Corp", ("acme.com",)),
+    DemoClient("globex", "Globex GmbH", ("globex.de", "globex-shop.eu"), "gdpr"),
+    DemoClient("initech", "Initech", ("initech.io",)),
+)
+#: Hosts events come from: sub-domains of demo clients and one unknown site.
+DEMO_HOSTS = (
+    "www.acme.com",
+    "shop.acme.com",
+    "globex.de",
+    "blog.globex-shop.eu",
+    "app.initech.io",
+    "unknown.example.org",
+)
+
+
+def random_ip(rng: random.Random) -> str:
+    """Return an IPv4 (80 %) or IPv6 (20 %) address literal."""
+    if rng.random() < 0.8:
+        return f"{rng.randint(1, 223)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
+    groups = [f"{rng.randint(0, 0xFFFF):x}" for _ in range(6)]
+    return "2001:db8:" + ":".join(groups)
+
+
+def make_event(rng: random.Random, when: datetime, hosts: Sequence[str] = DEMO_HOSTS) -> dict[str, Any]:
+    """Return one realistic event as a dict (about 500-700 bytes of JSON).
+
+    :param rng: random source (seed it for reproducible data).
+    :param when: the event's timestamp.
+    :param hosts: hosts to pick the page's site from.
+    """
+    host = rng.choice(hosts)
+    path = rng.choice(PATHS)
+    visitor = f"v_{rng.randrange(50_000):05d}"
+    event_type = rng.choice(EVENT_TYPES)
+    url = f"https://{host}{path}?utm_source={rng.choice(('google', 'newsletter', 'direct'))}"
+    return {
+        "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        "event_type": event_type,
+        "timestamp": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "site_id": host,
+        "session_id": f"s_{visitor}_{rng.randrange(20)}",
+        "visitor_id": visitor,
+        "url": url,
+        "user_agent": rng.choice(USER_AGENTS),
+        "ip_address": random_ip(rng),
+        "referrer": rng.choice(REFERRERS),
+        "screen": {"w": rng.choice((390, 1280, 1440, 1920)), "h": rng.choice((844, 800, 900, 1080))},
+        "properties": {
+            "title": f"{path.strip('/').replace('/', ' ').title() or 'Home'} | {host}",
+            "lang": rng.choice(("en-US", "de-DE", "fr-FR", "ja-JP")),
+            "element": {"tag": "button", "id": f"btn-{rng.randrange(40)}"} if event_type == "click" else None,
+            "scroll_depth": rng.choice((25, 50, 75, 100)) if event_type == "scroll" else None,
+            "cart_value": round(rng.uniform(5, 400), 2) if path == "/cart" else None,
+        },
+    }
+
+
+def iter_events(
+    count: int, *, start: datetime | None = None, seed: int = 7, hosts: Sequence[str] = DEMO_HOSTS
+) -> Iterator[dict[str, Any]]:
+    """Yield ``count`` events spread over the hour starting at ``start``.
+
+    :param count: number of events.
+    :param start: first timestamp (default: the start of the current UTC hour).
+    :param seed: random seed.
+    :param hosts: hosts to draw sites from.
+    """
+    rng = random.Random(seed)
+    base = start or datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    for i in range(count):
+        yield make_event(rng, base + timedelta(milliseconds=int(i * 3_600_000 / max(count, 1))), hosts)
+
+
+def ndjson_bytes(
+    events: Iterator[dict[str, Any]] | Sequence[dict[str, Any]], *, gzip_level: int | None = 6
+) -> bytes:
+    """Serialize events as NDJSON, gzip-compressed unless ``gzip_level`` is None.
+
+    :param events: the events.
+    :param gzip_level: gzip compression level, or None for plain NDJSON.
+    """
+    body = "".join(json.dumps(e, separators=(",", ":"), ensure_ascii=False) + "\n" for e in events).encode(
+        "utf-8"
+    )
+    return gzip.compress(body, compresslevel=gzip_level) if gzip_level is not None else body
+
+
+#: A few lines that break SPEC §2, each for a different reason (demo and tests).
+BAD_LINES = (
+    '{"event_type": "pageview", "site_id": "www.acme.com"}',  # no timestamp
+    '{"event_type": "", "timestamp": "2026-11-27T10:00:00Z", "site_id": "www.acme.com"}',  # empty type
+    '{"event_type": "click", "timestamp": "yesterday", "site_id": "www.acme.com"}',  # bad timestamp
+    '{"event_type": "click", "timestamp": "2026-11-27T10:00:00Z", "ip_address": "999.1.1.1"}',  # bad IP
+    "this is not json",
+)
