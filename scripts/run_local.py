@@ -30,6 +30,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "plugins"))
 
+import contextlib
+
 from events_pipeline import demo_data, devstack  # noqa: E402
 
 log = logging.getLogger("run_local")
@@ -197,10 +199,8 @@ def _run_airflow(env: dict[str, str]) -> int:
     def _stop(signum: int, _frame: object) -> None:
         stop["asked"] = True
         log.info("stopping airflow (signal %d)...", signum)
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGINT)
-        except ProcessLookupError:
-            pass
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
@@ -232,10 +232,8 @@ def _print_banner(url: str, env: dict[str, str]) -> None:
     users = env.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "admin:admin").split(",")[0].split(":")[0]
     pw_file = Path(env["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated"
     password = "see " + str(pw_file)
-    try:
+    with contextlib.suppress(OSError, ValueError):
         password = json.loads(pw_file.read_text()).get(users, password)
-    except (OSError, ValueError):
-        pass
     print(
         f"\n  Airflow UI: {url}\n  login: {users} / {password}\n"
         f"  landing bucket: s3://{LANDING}/incoming/  (S3 endpoint in connection aws_default)\n"

@@ -1,0 +1,93 @@
+"""GDPR treatment of IP addresses, shared by ingest and the daily sweep.
+
+For clients with ``privacy_level='gdpr'`` a raw IP is never stored or exported
+(docs/decisions/0002-gdpr-ip-treatment.md):
+
+- ``ip_address`` holds the *truncated* address: the IPv4 /24 or IPv6 /48
+  network (``203.0.113.77`` -> ``203.0.113.0``; ``2001:db8:1:2::5`` -> ``2001:db8:1::``);
+- in ``raw_event_data`` the ``ip_address`` field holds the same truncated value,
+  and ``ip_pseudonym`` a keyed HMAC-SHA256 of the full address (secret: the
+  Airflow Variable ``events_ip_hash_secret``), so a client can still count
+  distinct addresses without anyone being able to enumerate them back.
+
+Treatment is idempotent: applying it to an already-treated event changes
+nothing (a truncated address truncates to itself and an existing pseudonym is kept).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+from typing import Any
+
+IPV4_PREFIX = 24
+IPV6_PREFIX = 48
+RAW_IP_FIELD = "ip_address"
+PSEUDONYM_FIELD = "ip_pseudonym"
+#: Hex characters of the HMAC kept as the pseudonym (128 bits).
+PSEUDONYM_HEX_CHARS = 32
+
+
+def truncate_ip(ip: str) -> str:
+    """Return the network address of ``ip`` at /24 (IPv4) or /48 (IPv6).
+
+    An IPv4-mapped IPv6 address is treated as the IPv4 address it carries.
+
+    :param ip: an IPv4 or IPv6 literal.
+    :raises ValueError: ``ip`` is not an IP literal.
+    """
+    addr = ipaddress.ip_address(ip.strip())
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    prefix = IPV4_PREFIX if addr.version == 4 else IPV6_PREFIX
+    return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False).network_address)
+
+
+def is_truncated(ip: str) -> bool:
+    """Tell whether ``ip`` is already a /24 or /48 network address.
+
+    :param ip: an IP literal.
+    """
+    try:
+        return truncate_ip(ip) == str(ipaddress.ip_address(ip.strip()))
+    except ValueError:
+        return False
+
+
+def ip_pseudonym(ip: str, secret: str) -> str:
+    """Return the keyed pseudonym of ``ip``: HMAC-SHA256(secret, canonical ip), 32 hex chars.
+
+    :param ip: an IP literal (canonicalised first, so ``::FFFF:1.2.3.4`` and
+        ``1.2.3.4`` share a pseudonym).
+    :param secret: the key (Variable ``events_ip_hash_secret``).
+    :raises ValueError: the secret is empty.
+    """
+    if not secret:
+        raise ValueError("events_ip_hash_secret is empty: GDPR pseudonyms need a secret key")
+    addr = ipaddress.ip_address(ip.strip())
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    digest = hmac.new(secret.encode("utf-8"), str(addr).encode("ascii"), hashlib.sha256).hexdigest()
+    return digest[:PSEUDONYM_HEX_CHARS]
+
+
+def protect_event(raw: dict[str, Any], ip: str | None, secret: str) -> tuple[dict[str, Any], str | None]:
+    """Apply the GDPR treatment to one event.
+
+    :param raw: the event object as stored in ``raw_event_data`` (changed in place).
+    :param ip: the event's IP address (the column value), or None.
+    :param secret: the pseudonym key.
+    :return: ``(raw, truncated_ip)``; ``truncated_ip`` is None when there was no IP.
+    """
+    if ip is None:
+        raw_ip = raw.get(RAW_IP_FIELD)
+        ip = raw_ip if isinstance(raw_ip, str) and raw_ip else None
+    if ip is None:
+        return raw, None
+    truncated = truncate_ip(ip)
+    if PSEUDONYM_FIELD not in raw and not is_truncated(ip):
+        raw[PSEUDONYM_FIELD] = ip_pseudonym(ip, secret)
+    if RAW_IP_FIELD in raw:
+        raw[RAW_IP_FIELD] = truncated
+    return raw, truncated
