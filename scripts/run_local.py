@@ -15,6 +15,7 @@ Ctrl-C stops everything it started.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -29,8 +30,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "plugins"))
-
-import contextlib
 
 from events_pipeline import demo_data, devstack  # noqa: E402
 
