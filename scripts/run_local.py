@@ -46,6 +46,7 @@ S3_PORT = int(os.environ.get("EVENTS_S3_PORT", "9000"))
 def main() -> int:
     """Start the stack and block until Ctrl-C; return the exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s run_local %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("botocore").setLevel(logging.WARNING)
     LOCAL.mkdir(parents=True, exist_ok=True)
     stack: list[object] = []
     try:
@@ -196,22 +197,54 @@ def _run_airflow(env: dict[str, str]) -> int:
     stop = {"asked": False}
 
     def _stop(signum: int, _frame: object) -> None:
+        if not stop["asked"]:
+            log.info("stopping airflow (signal %d), this takes ~10-30 s...", signum)
         stop["asked"] = True
-        log.info("stopping airflow (signal %d)...", signum)
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGINT)
+            os.kill(proc.pid, signal.SIGINT)
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
     url = f"http://{API_HOST}:{API_PORT}"
     if _wait_healthy(url, proc):
         _print_banner(url, env)
-    while proc.poll() is None:
+    while proc.poll() is None and not stop["asked"]:
         time.sleep(0.5)
+    _stop_process_group(proc)
     if not stop["asked"]:
         log.error("airflow standalone exited with code %s; see %s", proc.returncode, logfile)
         return proc.returncode or 1
     return 0
+
+
+def _stop_process_group(proc: subprocess.Popen[bytes]) -> None:
+    """Stop standalone and every process it started (scheduler, workers, dag-processor).
+
+    SIGINT to standalone first (its own clean shutdown), then SIGTERM and finally
+    SIGKILL to its whole process group, so no orphan survives Ctrl-C.
+    """
+    for sig, grace in ((signal.SIGINT, 20.0), (signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        target_alive = proc.poll() is None
+        if not target_alive and not _group_alive(proc.pid):
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if sig == signal.SIGINT and target_alive:
+                os.kill(proc.pid, sig)
+            else:
+                os.killpg(proc.pid, sig)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and (proc.poll() is None or _group_alive(proc.pid)):
+            time.sleep(0.5)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 180) -> bool:

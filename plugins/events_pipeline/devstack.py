@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
-logging.getLogger("pgserver").setLevel(logging.WARNING)
+for _noisy in ("pgserver", "werkzeug"):
+    logging.getLogger(_noisy).setLevel(logging.WARNING)
 
 #: Credentials the local S3 server accepts (any non-empty pair works with moto).
 LOCAL_AWS_KEY = "local-access-key"
