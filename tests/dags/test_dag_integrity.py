@@ -15,6 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+
 from events_pipeline.dag_defaults import ALLOWED_TAGS, DAG_IDS, OWNER
 
 REPO = Path(__file__).resolve().parents[2]

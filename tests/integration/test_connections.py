@@ -6,11 +6,11 @@ import logging
 from datetime import UTC, datetime
 
 import pytest
+
 from events_pipeline import devstack
 from events_pipeline.db import connect
 from events_pipeline.errors import ServiceUnreachableError, SettingError
 from events_pipeline.s3 import check_bucket, s3_client
-
 from tests.conftest import LANDING_BUCKET, task_states
 
 
@@ -21,7 +21,7 @@ def test_events_db_connection_reaches_postgres(migrated_db) -> None:
 
 def test_missing_events_db_connection_names_it(monkeypatch) -> None:
     monkeypatch.delenv("AIRFLOW_CONN_EVENTS_DB", raising=False)
-    with pytest.raises(SettingError, match="'events_db' is not defined.*AIRFLOW_CONN_EVENTS_DB"), connect():
+    with pytest.raises(SettingError, match=r"'events_db' is not defined.*AIRFLOW_CONN_EVENTS_DB"), connect():
         pass
 
 
@@ -53,7 +53,7 @@ def test_unreachable_s3_endpoint_names_bucket_and_connection(monkeypatch) -> Non
     monkeypatch.setenv("AIRFLOW_CONN_DEAD_S3", devstack.aws_connection_json(dead))
     client = s3_client("dead_s3")
     client.meta.config.retries = {"max_attempts": 1}
-    with pytest.raises(ServiceUnreachableError, match="'landing'.*'dead_s3'"):
+    with pytest.raises(ServiceUnreachableError, match=r"'landing'.*'dead_s3'"):
         check_bucket(client, "landing", what="Variable events_landing_bucket", conn_id="dead_s3")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from events_pipeline.errors import SettingError
 from events_pipeline.settings import SETTINGS, Setting, get_setting, register
 
