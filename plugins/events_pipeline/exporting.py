@@ -1,0 +1,462 @@
+"""Hourly per-client export: claim the hour's rows, write Parquet parts, publish, mark.
+
+One call of :func:`export_client_hour` exports one client's UTC hour:
+
+1. validate the client's id, bucket and prefix (tenant isolation) and reach both buckets;
+2. CLAIM rows for the hour (``events_log.export_hour``) unless the hour was
+   already published, in one transaction under a per-client advisory lock;
+3. stream ``COPY (SELECT ... WHERE export_hour = H) TO STDOUT`` into Parquet
+   parts, uploading each finished part to the client bucket, then the backup bucket;
+4. write ``_manifest.json`` (the commit marker) to the client bucket, then the backup bucket;
+5. mark the rows ``exported`` (+ ``processed_at``) and record the run as
+   ``succeeded`` in ``export_runs``, in one transaction.
+
+Keys are deterministic per (client, hour, part): a retry after a crash at any
+point rewrites the same objects with the same claimed rows, so there is never a
+duplicate row across hours and never a gap. See ``docs/export.md`` and
+``docs/decisions/export-late-rows-exactly-once.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk.exceptions import AirflowFailException
+
+from events_pipeline.db import advisory_lock_key, connect, load_sql
+from events_pipeline.errors import PipelineError, ServiceUnreachableError, SettingError
+from events_pipeline.export_keys import (
+    MANIFEST_NAME,
+    PART_RE,
+    ExportLocation,
+    TenantIsolationError,
+    backup_location,
+    check_no_overlap,
+    client_location,
+)
+from events_pipeline.intervals import HourInterval, hour_of
+from events_pipeline.manifest import ExportedFile, build_manifest, dump_manifest
+from events_pipeline.parquet_writer import PartSettings, iter_record_batches, write_parts
+from events_pipeline.settings import (
+    AWS_CONN_ID,
+    EVENTS_DB_CONN_ID,
+    VAR_BACKUP_BUCKET,
+    Setting,
+    get_setting,
+    register,
+)
+
+log = logging.getLogger(__name__)
+
+PART_MAX_ROWS = register(
+    Setting("events_export_part_max_rows", 1_000_000, "rows per exported Parquet part before rolling over")
+)
+PART_MAX_BYTES = register(
+    Setting(
+        "events_export_part_max_bytes",
+        256 * 1024 * 1024,
+        "bytes per exported Parquet part before rolling over",
+    )
+)
+ROW_GROUP_ROWS = register(
+    Setting("events_export_row_group_rows", 65_536, "rows per Parquet row group (bounds export memory)")
+)
+
+PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
+
+
+class ExportError(PipelineError):
+    """An export step failed; the message names the client, hour, bucket and key."""
+
+
+class PermanentExportError(ExportError, AirflowFailException):
+    """An export cannot succeed by retrying (configuration or permissions): the task fails at once."""
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """A client's export configuration (a row of ``clients``).
+
+    :param client_id: the client.
+    :param active: whether the client is exported.
+    :param export_bucket: its bucket.
+    :param export_prefix: its key prefix.
+    :param export_conn_id: Airflow connection for its bucket (``None`` -> ``aws_default``).
+    """
+
+    client_id: str
+    active: bool
+    export_bucket: str
+    export_prefix: str
+    export_conn_id: str | None
+
+    @property
+    def conn_id(self) -> str:
+        """The Airflow AWS connection used for the client's bucket."""
+        return self.export_conn_id or AWS_CONN_ID
+
+
+def part_settings() -> PartSettings:
+    """Return the Parquet size bounds from the Airflow Variables (or their defaults)."""
+    return PartSettings(
+        part_max_rows=int(get_setting(PART_MAX_ROWS.name)),
+        part_max_bytes=int(get_setting(PART_MAX_BYTES.name)),
+        row_group_rows=int(get_setting(ROW_GROUP_ROWS.name)),
+    )
+
+
+def active_client_ids(conn_id: str = EVENTS_DB_CONN_ID) -> list[str]:
+    """Return the ids of active clients, sorted (one mapped export each).
+
+    :param conn_id: Airflow connection of the events database.
+    """
+    with connect(conn_id, autocommit=True) as conn:
+        ids = [r[0] for r in conn.execute(load_sql("export/active_clients.sql")).fetchall()]
+    log.info("export: %d active client(s): %s", len(ids), ", ".join(ids) or "-")
+    return ids
+
+
+def load_client(conn: Any, client_id: str) -> ClientConfig | None:
+    """Return a client's configuration, or ``None`` when it does not exist.
+
+    :param conn: an open connection to the events database.
+    :param client_id: the client.
+    """
+    row = conn.execute(load_sql("export/client_config.sql"), {"client_id": client_id}).fetchone()
+    return ClientConfig(*row) if row else None
+
+
+def resolve_locations(
+    conn: Any, client: ClientConfig, hour: HourInterval, backup_bucket: str
+) -> tuple[ExportLocation, ExportLocation]:
+    """Validate the client's configuration against every other client; return both folders.
+
+    :param conn: an open connection to the events database.
+    :param client: the client's configuration.
+    :param hour: the exported hour.
+    :param backup_bucket: the backup bucket.
+    :raises TenantIsolationError: an invalid id, bucket or prefix, or an overlap
+        with another client's space or the backup bucket.
+    """
+    target = client_location(client.client_id, client.export_bucket, client.export_prefix, hour)
+    backup = backup_location(client.client_id, backup_bucket, hour)
+    others = conn.execute(load_sql("export/client_spaces.sql")).fetchall()
+    check_no_overlap(client.client_id, client.export_bucket, client.export_prefix, others, backup_bucket)
+    return target, backup
+
+
+def _params(client_id: str, hour: HourInterval, **extra: Any) -> dict[str, Any]:
+    return {"client_id": client_id, "hour_start": hour.start, "hour_end": hour.end, **extra}
+
+
+def claim_hour(conn: Any, client_id: str, hour: HourInterval, run_id: str | None) -> dict[str, Any]:
+    """Claim the rows of (client, hour) unless the hour is already published; record the attempt.
+
+    Rules (docs/decisions/export-late-rows-exactly-once.md):
+
+    - hour already ``succeeded``: claim nothing (a re-run rewrites the same rows);
+    - no later hour of the client has run: claim every unclaimed pending row
+      created before the hour's end (late rows of earlier hours included);
+    - a later hour already ran (a backfill of an old hour): claim only unclaimed
+      pending rows created inside the hour.
+
+    :param conn: an autocommit connection (this opens its own transaction).
+    :param client_id: the client.
+    :param hour: the hour.
+    :param run_id: the Airflow run id, recorded in ``export_runs``.
+    :return: ``{"published": bool, "claimed": int, "mode": str, "recorded_rows": int | None}``.
+    """
+    params = _params(client_id, hour, run_id=run_id)
+    with conn.transaction():
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(%s)", (advisory_lock_key(f"events_export.claim.{client_id}"),)
+        )
+        status, recorded_rows, later = conn.execute(load_sql("export/lock_run_state.sql"), params).fetchone()
+        published = status == "succeeded"
+        if published:
+            mode, claimed = "published", 0
+        elif later:
+            mode = "within-hour"
+            claimed = conn.execute(load_sql("export/claim_within_hour.sql"), params).rowcount
+        else:
+            mode = "through-hour-end"
+            claimed = conn.execute(load_sql("export/claim_through_hour.sql"), params).rowcount
+        conn.execute(load_sql("export/start_run.sql"), params)
+    return {"published": published, "claimed": claimed, "mode": mode, "recorded_rows": recorded_rows}
+
+
+def _s3_error(exc: Exception, client_id: str, bucket: str, key: str, conn_id: str) -> ExportError:
+    code = ""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        code = str(response.get("Error", {}).get("Code", ""))
+    where = f"client {client_id!r}: writing s3://{bucket}/{key} through connection {conn_id!r}"
+    if code in {"AccessDenied", "403", "Forbidden", "NoSuchBucket", "404", "NotFound"}:
+        return PermanentExportError(f"{where} failed: {code} (bucket missing or access denied)")
+    return ExportError(f"{where} failed: {type(exc).__name__}: {exc}")
+
+
+class _Uploader:
+    """Puts files into the client folder then the backup folder, naming the target on failure."""
+
+    def __init__(self, client: ClientConfig, target: ExportLocation, backup: ExportLocation) -> None:
+        from events_pipeline.s3 import s3_client
+
+        self.client = client
+        self.target, self.backup = target, backup
+        self.target_s3 = s3_client(client.conn_id)
+        self.backup_s3 = s3_client(AWS_CONN_ID)
+
+    def destinations(self) -> list[tuple[Any, ExportLocation, str]]:
+        return [
+            (self.target_s3, self.target, self.client.conn_id),
+            (self.backup_s3, self.backup, AWS_CONN_ID),
+        ]
+
+    def check_client_bucket(self) -> None:
+        """Fail with one line naming the client, bucket and connection when the bucket is unusable.
+
+        The backup bucket is not probed here: an error there surfaces at the
+        first upload, naming the bucket and the Variable.
+        """
+        from events_pipeline.s3 import check_bucket
+
+        check_bucket(
+            self.target_s3,
+            self.target.bucket,
+            what=f"client {self.client.client_id!r} export_bucket",
+            conn_id=self.client.conn_id,
+        )
+
+    def upload_file(self, path: Path, info: ExportedFile) -> None:
+        for s3, loc, conn_id in self.destinations():
+            key = loc.key(info.key)
+            try:
+                s3.upload_file(
+                    str(path),
+                    loc.bucket,
+                    key,
+                    ExtraArgs={"ContentType": PARQUET_CONTENT_TYPE, "Metadata": {"sha256": info.sha256}},
+                )
+            except Exception as exc:
+                raise _s3_error(exc, self.client.client_id, loc.bucket, key, conn_id) from exc
+            log.info(
+                "export client=%s part=%s rows=%d bytes=%d -> s3://%s/%s",
+                self.client.client_id,
+                info.key,
+                info.rows,
+                info.bytes,
+                loc.bucket,
+                key,
+            )
+
+    def put_manifest(self, body: bytes) -> None:
+        for s3, loc, conn_id in self.destinations():
+            try:
+                s3.put_object(
+                    Bucket=loc.bucket, Key=loc.manifest_key, Body=body, ContentType="application/json"
+                )
+            except Exception as exc:
+                raise _s3_error(exc, self.client.client_id, loc.bucket, loc.manifest_key, conn_id) from exc
+
+    def remove_stale_parts(self, keep: set[str]) -> list[str]:
+        """Delete ``part-NNNNN.parquet`` files of the folder not listed in the new manifest."""
+        removed = []
+        for s3, loc, _conn_id in self.destinations():
+            resp = s3.list_objects_v2(Bucket=loc.bucket, Prefix=f"{loc.folder}/")
+            for obj in resp.get("Contents", []):
+                name = obj["Key"][len(loc.folder) + 1 :]
+                if PART_RE.fullmatch(name) and name not in keep:
+                    s3.delete_object(Bucket=loc.bucket, Key=obj["Key"])
+                    removed.append(f"s3://{loc.bucket}/{obj['Key']}")
+        return removed
+
+
+def _stream_parts(
+    conn: Any, client_id: str, hour: HourInterval, uploader: _Uploader, settings: PartSettings
+) -> list[ExportedFile]:
+    params = _params(client_id, hour)
+    copy_sql = (
+        "COPY (" + load_sql("export/select_claimed.sql").strip().rstrip(";") + ") TO STDOUT (FORMAT csv)"
+    )
+    with tempfile.TemporaryDirectory(prefix=f"export-{client_id}-") as workdir, conn.transaction():
+        conn.execute("SET LOCAL DateStyle = 'ISO, YMD'")
+        conn.execute("SET LOCAL work_mem = '64MB'")
+        with conn.cursor().copy(copy_sql, params) as copy:
+            batches = iter_record_batches(copy, settings.csv_block_bytes)
+            return write_parts(batches, Path(workdir), uploader.upload_file, settings)
+
+
+def export_client_hour(
+    client_id: str,
+    data_interval_start: datetime,
+    data_interval_end: datetime,
+    *,
+    run_id: str | None = None,
+    conn_id: str = EVENTS_DB_CONN_ID,
+    settings: PartSettings | None = None,
+) -> dict[str, Any]:
+    """Export one client's UTC hour to its bucket and the backup bucket (idempotent).
+
+    :param client_id: the client to export.
+    :param data_interval_start: the run's ``data_interval_start``.
+    :param data_interval_end: the run's ``data_interval_end`` (exactly one hour later).
+    :param run_id: the Airflow run id, recorded in ``export_runs``.
+    :param conn_id: Airflow connection of the events database.
+    :param settings: Parquet size bounds (default: from the Variables).
+    :return: a summary (client, interval, rows, bytes, files, manifest URIs, seconds).
+    :raises PermanentExportError: retrying cannot help (invalid or overlapping
+        configuration, bucket missing, access denied).
+    :raises ExportError: a step failed; the retry redoes the export idempotently.
+    """
+    hour = hour_of(data_interval_start, data_interval_end)
+    started = time.monotonic()
+    backup_bucket = get_setting(VAR_BACKUP_BUCKET)
+    settings = settings or part_settings()
+    with connect(conn_id, autocommit=True) as conn:
+        client = load_client(conn, client_id)
+        if client is None or not client.active:
+            log.warning(
+                "export client=%s hour=%s: client missing or inactive now; nothing done", client_id, hour
+            )
+            return {"client_id": client_id, "interval_start": hour.start.isoformat(), "skipped": "inactive"}
+        try:
+            target, backup = resolve_locations(conn, client, hour, backup_bucket)
+            uploader = _Uploader(client, target, backup)
+            uploader.check_client_bucket()
+        except (TenantIsolationError, SettingError) as exc:
+            _record_failure(conn, client_id, hour, run_id, exc)
+            raise PermanentExportError(f"export client={client_id} hour={hour}: {exc}") from exc
+        except ServiceUnreachableError as exc:
+            _record_failure(conn, client_id, hour, run_id, exc)
+            raise
+
+        lock = advisory_lock_key(f"events_export.{client_id}.{hour.start.isoformat()}")
+        if not conn.execute("SELECT pg_try_advisory_lock(%s)", (lock,)).fetchone()[0]:
+            raise ExportError(
+                f"export client={client_id} hour={hour}: another export of this hour is running; will retry"
+            )
+        try:
+            return _export_locked(conn, client, hour, target, backup, uploader, settings, run_id, started)
+        except Exception as exc:
+            _record_failure(conn, client_id, hour, run_id, exc)
+            raise
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (lock,))
+
+
+def _export_locked(
+    conn: Any,
+    client: ClientConfig,
+    hour: HourInterval,
+    target: ExportLocation,
+    backup: ExportLocation,
+    uploader: _Uploader,
+    settings: PartSettings,
+    run_id: str | None,
+    started: float,
+) -> dict[str, Any]:
+    cid = client.client_id
+    claim = claim_hour(conn, cid, hour, run_id)
+    expected = conn.execute(load_sql("export/count_claimed.sql"), _params(cid, hour)).fetchone()[0]
+    log.info(
+        "export client=%s hour=%s: claim mode=%s newly_claimed=%d rows_in_hour=%d",
+        cid,
+        hour,
+        claim["mode"],
+        claim["claimed"],
+        expected,
+    )
+    if claim["published"] and claim["recorded_rows"] is not None and expected != claim["recorded_rows"]:
+        log.warning(
+            "export client=%s hour=%s: published with %d rows, %d remain in events_log (retention or "
+            "erasure removed some); the published objects are left untouched at %s",
+            cid,
+            hour,
+            claim["recorded_rows"],
+            expected,
+            target.uri(MANIFEST_NAME),
+        )
+        return {"client_id": cid, "interval_start": hour.start.isoformat(), "skipped": "published-rows-gone"}
+
+    parts = _stream_parts(conn, cid, hour, uploader, settings)
+    written = sum(p.rows for p in parts)
+    if written != expected:
+        raise ExportError(
+            f"export client={cid} hour={hour}: wrote {written} rows but {expected} are claimed "
+            "(rows changed during the export?); retrying rewrites the hour"
+        )
+    manifest = build_manifest(cid, hour, parts)
+    uploader.put_manifest(dump_manifest(manifest))
+    removed = uploader.remove_stale_parts({p.key for p in parts})
+    if removed:
+        log.info("export client=%s hour=%s: removed stale parts %s", cid, hour, removed)
+
+    total_bytes = sum(p.bytes for p in parts)
+    duration_ms = int((time.monotonic() - started) * 1000)
+    files = [{**p.as_dict(), "client_uri": target.uri(p.key), "backup_uri": backup.uri(p.key)} for p in parts]
+    from psycopg.types.json import Jsonb
+
+    with conn.transaction():
+        marked = conn.execute(load_sql("export/mark_exported.sql"), _params(cid, hour)).rowcount
+        conn.execute(
+            load_sql("export/finish_run.sql"),
+            _params(
+                cid,
+                hour,
+                row_count=written,
+                bytes=total_bytes,
+                files=Jsonb(files),
+                manifest_key=target.uri(MANIFEST_NAME),
+                backup_manifest_key=backup.uri(MANIFEST_NAME),
+                duration_ms=duration_ms,
+                run_id=run_id,
+            ),
+        )
+    seconds = duration_ms / 1000
+    log.info(
+        "export client=%s hour=%s DONE rows=%d (newly marked %d) bytes=%d parts=%d seconds=%.2f "
+        "rows_per_s=%.0f -> %s and %s",
+        cid,
+        hour,
+        written,
+        marked,
+        total_bytes,
+        len(parts),
+        seconds,
+        written / seconds if seconds else 0.0,
+        target.uri(MANIFEST_NAME),
+        backup.uri(MANIFEST_NAME),
+    )
+    return {
+        "client_id": cid,
+        "interval_start": hour.start.isoformat(),
+        "rows": written,
+        "bytes": total_bytes,
+        "parts": len(parts),
+        "seconds": seconds,
+        "manifest": target.uri(MANIFEST_NAME),
+        "backup_manifest": backup.uri(MANIFEST_NAME),
+        "claim_mode": claim["mode"],
+    }
+
+
+def _record_failure(
+    conn: Any, client_id: str, hour: HourInterval, run_id: str | None, exc: BaseException
+) -> None:
+    error = " ".join(f"{type(exc).__name__}: {exc}".split())[:2000]
+    log.error("export client=%s hour=%s FAILED: %s", client_id, hour, error)
+    try:
+        if conn.info.transaction_status != 0:  # not idle: a failed transaction is still open
+            conn.rollback()
+        conn.execute(load_sql("export/fail_run.sql"), _params(client_id, hour, run_id=run_id, error=error))
+    except Exception:
+        log.exception(
+            "export client=%s hour=%s: could not record the failure in export_runs", client_id, hour
+        )

@@ -1,0 +1,244 @@
+"""Stream PostgreSQL ``COPY ... TO STDOUT (FORMAT csv)`` into Parquet parts, in bounded memory.
+
+The database renders every column as text once (C code), Arrow's CSV reader
+parses the stream block by block into typed record batches (C++), and a
+``ParquetWriter`` encodes them with zstd into a local part file. When a part
+reaches ``part_max_rows`` rows or ``part_max_bytes`` bytes it is closed, hashed
+and handed to a callback (the caller uploads it and deletes it), then the next
+part starts. Memory holds at most one CSV block and one row group, whatever the
+size of the hour.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from events_pipeline.export_keys import part_name
+from events_pipeline.manifest import ExportedFile
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+log = logging.getLogger(__name__)
+
+#: Exported columns in file order (SPEC §5) with their Arrow types.
+#: ``timestamp``/``created_at`` are UTC timestamps, ``ip_address`` a string,
+#: ``raw_event_data`` the JSON text of the stored object.
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("event_id", "string"),
+    ("event_type", "string"),
+    ("session_id", "string"),
+    ("visitor_id", "string"),
+    ("site_id", "string"),
+    ("timestamp", "timestamp"),
+    ("url", "string"),
+    ("path", "string"),
+    ("user_agent", "string"),
+    ("ip_address", "string"),
+    ("raw_event_data", "string"),
+    ("created_at", "timestamp"),
+    ("batch_id", "string"),
+    ("client_id", "string"),
+)
+#: Columns that may never be NULL in the database.
+NOT_NULL = frozenset({"event_id", "event_type", "timestamp", "raw_event_data", "created_at"})
+
+
+def arrow_schema() -> pa.Schema:
+    """Return the Arrow schema of exported files (timestamps ``timestamp[us, tz=UTC]``)."""
+    import pyarrow as pa
+
+    fields = []
+    for name, kind in COLUMNS:
+        typ = pa.timestamp("us", tz="UTC") if kind == "timestamp" else pa.string()
+        fields.append(pa.field(name, typ, nullable=name not in NOT_NULL))
+    return pa.schema(fields)
+
+
+def _csv_types() -> dict[str, Any]:
+    import pyarrow as pa
+
+    # The COPY query renders timestamps as UTC wall-clock text; the reader parses
+    # them as naive timestamp[us] and the schema cast labels them UTC (same values).
+    return {n: pa.timestamp("us") if k == "timestamp" else pa.string() for n, k in COLUMNS}
+
+
+class _ChunkStream(io.RawIOBase):
+    """A read-only file over an iterator of ``bytes`` chunks (what psycopg's ``copy`` yields)."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks: Iterator[bytes] = iter(chunks)
+        self._buffer = memoryview(b"")
+        self.bytes_read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: Any) -> int:
+        while not self._buffer:
+            try:
+                self._buffer = memoryview(next(self._chunks))
+            except StopIteration:
+                return 0
+        n = min(len(target), len(self._buffer))
+        target[:n] = self._buffer[:n]
+        self._buffer = self._buffer[n:]
+        self.bytes_read += n
+        return n
+
+
+@dataclass
+class PartSettings:
+    """Size bounds of the Parquet output.
+
+    :param part_max_rows: roll over to a new part after this many rows.
+    :param part_max_bytes: roll over once the part file reaches this many bytes.
+    :param row_group_rows: rows per Parquet row group (and the most rows held in memory).
+    :param csv_block_bytes: bytes of CSV parsed at a time.
+    :param compression_level: zstd level.
+    """
+
+    part_max_rows: int = 1_000_000
+    part_max_bytes: int = 256 * 1024 * 1024
+    row_group_rows: int = 65_536
+    csv_block_bytes: int = 8 * 1024 * 1024
+    compression_level: int = 3
+
+    def __post_init__(self) -> None:
+        for name in ("part_max_rows", "part_max_bytes", "row_group_rows", "csv_block_bytes"):
+            if int(getattr(self, name)) <= 0:
+                raise ValueError(f"export setting {name} must be positive, got {getattr(self, name)!r}")
+
+
+def sha256_file(path: Path) -> str:
+    """Return the hex SHA-256 of a file, read in 1 MiB blocks.
+
+    :param path: the file.
+    """
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1024 * 1024), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def iter_record_batches(
+    chunks: Iterable[bytes], block_bytes: int = 8 * 1024 * 1024
+) -> Iterator[pa.RecordBatch]:
+    """Parse a CSV stream from ``COPY (query) TO STDOUT (FORMAT csv)`` into typed record batches.
+
+    NULL (unquoted empty field) becomes null, ``""`` an empty string; values may
+    hold quoted newlines.
+
+    :param chunks: the raw bytes chunks of the COPY output, columns as :data:`COLUMNS`.
+    :param block_bytes: CSV block size (bounds the memory of one batch).
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    schema = arrow_schema()
+    reader = pacsv.open_csv(
+        pa.PythonFile(_ChunkStream(chunks), mode="r"),
+        read_options=pacsv.ReadOptions(
+            column_names=[n for n, _ in COLUMNS], block_size=block_bytes, use_threads=True
+        ),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),
+        convert_options=pacsv.ConvertOptions(
+            column_types=_csv_types(),
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+            null_values=[""],
+        ),
+    )
+    for batch in reader:
+        yield batch.cast(schema) if hasattr(batch, "cast") else pa.Table.from_batches([batch]).cast(schema)
+
+
+def write_parts(
+    batches: Iterable[pa.RecordBatch],
+    workdir: Path,
+    on_part: Callable[[Path, ExportedFile], None],
+    settings: PartSettings | None = None,
+) -> list[ExportedFile]:
+    """Write record batches into Parquet (zstd) part files, handing each finished part to ``on_part``.
+
+    Parts are named ``part-00000.parquet``, ``part-00001.parquet``... An empty
+    input writes no part at all.
+
+    :param batches: record batches with the schema of :func:`arrow_schema`.
+    :param workdir: a scratch folder for the part being written.
+    :param on_part: called with ``(local path, ExportedFile)`` once a part is
+        closed (upload it there; the file is deleted after the call returns).
+    :param settings: size bounds (defaults when ``None``).
+    :return: the parts in order.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    settings = settings or PartSettings()
+    schema = arrow_schema()
+    parts: list[ExportedFile] = []
+    writer: pq.ParquetWriter | None = None
+    path: Path | None = None
+    part_rows = 0
+    pending: list[pa.RecordBatch] = []
+    pending_rows = 0
+
+    def open_part() -> None:
+        nonlocal writer, path, part_rows
+        path = workdir / part_name(len(parts))
+        writer = pq.ParquetWriter(
+            str(path),
+            schema,
+            compression="zstd",
+            compression_level=settings.compression_level,
+            write_statistics=True,
+        )
+        part_rows = 0
+
+    def close_part() -> None:
+        nonlocal writer, path
+        assert writer is not None and path is not None
+        writer.close()
+        info = ExportedFile(path.name, part_rows, path.stat().st_size, sha256_file(path))
+        parts.append(info)
+        try:
+            on_part(path, info)
+        finally:
+            path.unlink(missing_ok=True)
+        writer, path = None, None
+
+    def flush() -> None:
+        nonlocal pending, pending_rows, part_rows
+        if not pending_rows:
+            return
+        table = pa.Table.from_batches(pending, schema=schema)
+        pending, pending_rows = [], 0
+        offset = 0
+        while offset < table.num_rows:
+            if writer is None:
+                open_part()
+            take = min(table.num_rows - offset, settings.part_max_rows - part_rows)
+            writer.write_table(table.slice(offset, take), row_group_size=settings.row_group_rows)
+            part_rows += take
+            offset += take
+            if part_rows >= settings.part_max_rows or path.stat().st_size >= settings.part_max_bytes:
+                close_part()
+
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        pending.append(batch)
+        pending_rows += batch.num_rows
+        if pending_rows >= settings.row_group_rows:
+            flush()
+    flush()
+    if writer is not None:
+        close_part()
+    return parts
