@@ -1,0 +1,4 @@
+-- One registry row, for reports (quarantine error.json, recovery logs).
+SELECT file_id, bucket, key, etag, size_bytes, status, error, rows_loaded, rows_rejected, attempts
+FROM landing_files
+WHERE file_id = %(file_id)s

@@ -1,0 +1,231 @@
+"""The hot path of ingest: decoded lines -> PostgreSQL COPY text rows.
+
+:class:`RowBuilder` validates each line (``validation``), attributes it
+(``attribution``), applies the GDPR treatment (``privacy``) and writes one
+COPY text-format row per good line; bad lines go to a :class:`RejectSink`.
+For a clean, non-GDPR line the original JSON text itself becomes
+``raw_event_data`` (escaped for COPY), so nothing is re-serialised and every
+string survives byte for byte.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from array import array
+from collections.abc import Callable
+from typing import IO, Any
+
+import orjson
+
+from events_pipeline.attribution import GDPR, DomainMatcher
+from events_pipeline.privacy import protect_event
+from events_pipeline.validation import LineRejectedError, replace_nul, validate_event
+
+#: Column order of ``include/sql/ingest/copy_events.sql``.
+COPY_COLUMNS = (
+    "event_id",
+    "event_type",
+    "session_id",
+    "visitor_id",
+    "site_id",
+    "timestamp",
+    "url",
+    "path",
+    "user_agent",
+    "ip_address",
+    "raw_event_data",
+    "client_id",
+    "batch_id",
+    "privacy_level",
+    "file_id",
+)
+NULL = "\\N"
+_NUL_ESCAPE = "\\u0000"
+
+
+def copy_text(value: str | None) -> str:
+    """Escape a value for PostgreSQL's COPY text format (``None`` -> ``\\N``).
+
+    Backslash, tab, newline and carriage return are the only characters with a
+    meaning there; everything else passes through unchanged.
+
+    :param value: the text, or None for SQL NULL.
+    """
+    if value is None:
+        return NULL
+    if "\\" in value:
+        value = value.replace("\\", "\\\\")
+    if "\t" in value:
+        value = value.replace("\t", "\\t")
+    if "\n" in value:
+        value = value.replace("\n", "\\n")
+    if "\r" in value:
+        value = value.replace("\r", "\\r")
+    return value
+
+
+class RejectSink:
+    """Collects rejected lines as NDJSON in a spooled temporary file (bounded memory).
+
+    :param max_memory: bytes kept in memory before spilling to disk.
+    """
+
+    def __init__(self, max_memory: int = 8 << 20) -> None:
+        self._file: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=max_memory)  # noqa: SIM115
+        self.count = 0
+
+    def add(self, line: int, reason: str, raw: str) -> None:
+        """Record one rejected line.
+
+        :param line: 1-based line (or Parquet row) number.
+        :param reason: why, for a person.
+        :param raw: the original line.
+        """
+        self._file.write(orjson.dumps({"line": line, "reason": reason, "raw": raw}) + b"\n")
+        self.count += 1
+
+    def reset(self) -> None:
+        """Forget everything (a load attempt is being redone from the start)."""
+        self._file.seek(0)
+        self._file.truncate()
+        self.count = 0
+
+    def stream(self) -> IO[bytes]:
+        """Return the file rewound to its start, for upload."""
+        self._file.seek(0)
+        return self._file
+
+    def close(self) -> None:
+        """Delete the spool file."""
+        self._file.close()
+
+
+class RowBuilder:
+    """Turns blocks of lines (or Parquet rows) into COPY text, counting as it goes.
+
+    :param matcher: the file's domain matcher.
+    :param file_id: registry id written to every row.
+    :param file_batch_id: ``batch_id`` of events that carry none.
+    :param line_id_prefix: ``bucket/key#etag``, to derive ids of events without one.
+    :param secret: returns the IP pseudonym key (read only when a GDPR event has an IP).
+    :param rejects: where bad lines go.
+    :param skip_lines: line numbers to reject without parsing (set after
+        PostgreSQL refused them), mapped to the reason.
+    """
+
+    def __init__(
+        self,
+        matcher: DomainMatcher,
+        *,
+        file_id: int,
+        file_batch_id: str,
+        line_id_prefix: str,
+        secret: Callable[[], str],
+        rejects: RejectSink,
+        skip_lines: dict[int, str] | None = None,
+    ) -> None:
+        self._matcher = matcher
+        self._file_id = str(file_id)
+        self._file_batch_id = copy_text(file_batch_id)
+        self._line_id_prefix = line_id_prefix
+        self._secret_fn = secret
+        self._secret: str | None = None
+        self.rejects = rejects
+        self.skip_lines = skip_lines or {}
+        self.line_no = 0
+        self.rows = 0
+        self.rows_with_batch = 0
+        self.blank = 0
+        self.nul_lines = 0
+        self.per_client: dict[str, int] = {}
+        self.batch_ids: set[str] = set()
+        #: COPY data row number (1-based) -> source line, to map PostgreSQL errors back.
+        self.copy_line_to_source = array("q", [0])
+
+    def _secret_value(self) -> str:
+        if self._secret is None:
+            self._secret = self._secret_fn()
+        return self._secret
+
+    def ndjson_block(self, lines: list[str]) -> bytes:
+        """Convert one block of NDJSON lines; return the COPY text of the good ones.
+
+        :param lines: decoded lines without their ``\\n``.
+        """
+        loads = orjson.loads
+        decode_error = orjson.JSONDecodeError
+        out: list[str] = []
+        for line in lines:
+            self.line_no += 1
+            n = self.line_no
+            if self.skip_lines and n in self.skip_lines:
+                self.rejects.add(n, self.skip_lines[n], line)
+                continue
+            try:
+                obj = loads(line)
+            except decode_error as exc:
+                if not line or line.isspace():
+                    self.blank += 1
+                    continue
+                self.rejects.add(n, f"not valid JSON: {exc}", line)
+                continue
+            row = self._row(obj, line, n)
+            if row is not None:
+                out.append(row)
+        return "".join(out).encode("utf-8")
+
+    def record_block(self, records: list[dict[str, Any]]) -> bytes:
+        """Convert one block of Parquet rows (dicts); return the COPY text of the good ones.
+
+        :param records: rows as dicts with SPEC §2 field names.
+        """
+        out: list[str] = []
+        for record in records:
+            self.line_no += 1
+            n = self.line_no
+            raw = orjson.dumps(record, default=str, option=orjson.OPT_NAIVE_UTC).decode("utf-8")
+            if self.skip_lines and n in self.skip_lines:
+                self.rejects.add(n, self.skip_lines[n], raw)
+                continue
+            row = self._row(record, raw, n, reserialize=True)
+            if row is not None:
+                out.append(row)
+        return "".join(out).encode("utf-8")
+
+    def _row(self, obj: Any, raw: str | None, n: int, *, reserialize: bool = False) -> str | None:
+        original = raw
+        if _NUL_ESCAPE in raw:  # type: ignore[operator]
+            obj, replaced = replace_nul(obj)
+            if replaced:
+                self.nul_lines += 1
+                reserialize = True
+        try:
+            ev = validate_event(obj, line_id=f"{self._line_id_prefix}:{n}" if type(obj) is dict else "")
+        except LineRejectedError as exc:
+            self.rejects.add(n, str(exc), original)  # type: ignore[arg-type]
+            return None
+        owner = self._matcher.match(ev.site_id)
+        ip = ev.ip_address
+        if owner.privacy_level == GDPR and ip is not None:
+            obj, ip = protect_event(obj, ip, self._secret_value())
+            reserialize = True
+        if reserialize:
+            raw = orjson.dumps(obj, default=str, option=orjson.OPT_NAIVE_UTC).decode("utf-8")
+        client_id = owner.client_id
+        self.per_client[client_id] = self.per_client.get(client_id, 0) + 1
+        batch_id = ev.batch_id
+        if batch_id is not None:
+            self.batch_ids.add(batch_id)
+            self.rows_with_batch += 1
+            batch_text = copy_text(batch_id)
+        else:
+            batch_text = self._file_batch_id
+        self.rows += 1
+        self.copy_line_to_source.append(n)
+        return (
+            f"{ev.event_id}\t{copy_text(ev.event_type)}\t{copy_text(ev.session_id)}\t"
+            f"{copy_text(ev.visitor_id)}\t{copy_text(ev.site_id)}\t{ev.timestamp}\t"
+            f"{copy_text(ev.url)}\t{copy_text(ev.path)}\t{copy_text(ev.user_agent)}\t"
+            f"{ip if ip is not None else NULL}\t{copy_text(raw)}\t"
+            f"{client_id if client_id else NULL}\t{batch_text}\t{owner.privacy_level}\t{self._file_id}\n"
+        )

@@ -1,0 +1,160 @@
+"""Streaming readers of landing files: NDJSON, gzip NDJSON and Parquet.
+
+Memory stays bounded whatever the file size: NDJSON is read in fixed-size
+chunks (decompressed on the fly for gzip) and handed out as blocks of decoded
+lines; Parquet is read one row group batch at a time from a local spool file.
+A file that cannot be read raises :class:`UnreadableFileError`, which sends it to
+``quarantine/``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from collections.abc import Iterator
+from typing import IO, Any
+
+from events_pipeline.errors import PipelineError
+
+#: Bytes read from the (decompressed) stream at a time.
+CHUNK_BYTES = 1 << 20
+#: Rows per Parquet batch.
+PARQUET_BATCH_ROWS = 10_000
+GZIP_MAGIC = b"\x1f\x8b"
+UTF8_BOM = b"\xef\xbb\xbf"
+
+NDJSON = "ndjson"
+NDJSON_GZIP = "ndjson.gz"
+PARQUET = "parquet"
+_SUFFIXES = (
+    (".ndjson.gz", NDJSON_GZIP),
+    (".jsonl.gz", NDJSON_GZIP),
+    (".ndjson", NDJSON),
+    (".jsonl", NDJSON),
+    (".parquet", PARQUET),
+)
+
+
+class UnreadableFileError(PipelineError):
+    """A landing file cannot be read at all; it is quarantined.
+
+    :param kind: a short machine-readable kind (``corrupt_gzip``, ``invalid_utf8``,
+        ``unsupported_format``, ``corrupt_parquet``).
+    :param detail: what is wrong, for a person.
+    :param line: the 1-based line where it was found, when known.
+    """
+
+    def __init__(self, kind: str, detail: str, line: int | None = None) -> None:
+        super().__init__(f"{kind}: {detail}" + (f" (line {line})" if line else ""))
+        self.kind = kind
+        self.detail = detail
+        self.line = line
+
+
+def file_format(key: str) -> str:
+    """Return the format of a landing object from its name.
+
+    :param key: the object key.
+    :raises UnreadableFileError: the extension is not one SPEC §2 lists.
+    """
+    lower = key.lower()
+    for suffix, fmt in _SUFFIXES:
+        if lower.endswith(suffix):
+            return fmt
+    raise UnreadableFileError(
+        "unsupported_format",
+        "file name must end with .ndjson, .jsonl, .ndjson.gz, .jsonl.gz or .parquet",
+    )
+
+
+def _raw_chunks(stream: IO[bytes], gzipped: bool) -> Iterator[bytes]:
+    if not gzipped:
+        while chunk := stream.read(CHUNK_BYTES):
+            yield chunk
+        return
+    reader = gzip.GzipFile(fileobj=stream, mode="rb")
+    try:
+        while True:
+            try:
+                chunk = reader.read(CHUNK_BYTES)
+            except (gzip.BadGzipFile, zlib.error, EOFError) as exc:
+                raise UnreadableFileError(
+                    "corrupt_gzip", f"gzip stream is corrupt or truncated: {exc}"
+                ) from None
+            if not chunk:
+                return
+            yield chunk
+    finally:
+        reader.close()
+
+
+def iter_line_blocks(stream: IO[bytes], *, gzipped: bool) -> Iterator[list[str]]:
+    """Yield the file's lines, decoded from UTF-8, in blocks (one block per chunk).
+
+    Line endings (``\\n``) are removed; a ``\\r`` before them is kept (JSON
+    treats it as whitespace). A UTF-8 byte-order mark at the start is dropped.
+
+    :param stream: a binary file object (an S3 ``StreamingBody``, a local file).
+    :param gzipped: the stream is gzip-compressed (several members allowed).
+    :raises UnreadableFileError: corrupt gzip, or bytes that are not UTF-8 (names the line).
+    """
+    carry = b""
+    lines_before = 0
+    first = True
+    for chunk in _raw_chunks(stream, gzipped):
+        if first:
+            first = False
+            if chunk.startswith(UTF8_BOM):
+                chunk = chunk[len(UTF8_BOM) :]
+            elif not gzipped and chunk.startswith(GZIP_MAGIC):
+                raise UnreadableFileError(
+                    "invalid_utf8", "file starts with gzip magic bytes but its name has no .gz suffix", 1
+                )
+        data = carry + chunk if carry else chunk
+        cut = data.rfind(b"\n")
+        if cut == -1:
+            carry = data
+            if len(carry) > 64 * CHUNK_BYTES:
+                raise UnreadableFileError("line_too_long", f"a line is longer than {64 * CHUNK_BYTES} bytes")
+            continue
+        carry = data[cut + 1 :]
+        block = _decode(data[:cut], lines_before)
+        lines = block.split("\n")
+        lines_before += len(lines)
+        yield lines
+    if carry:
+        yield [_decode(carry, lines_before)]
+
+
+def _decode(data: bytes, lines_before: int) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = lines_before + data.count(b"\n", 0, exc.start) + 1
+        raise UnreadableFileError(
+            "invalid_utf8",
+            f"bytes {data[exc.start : exc.start + 4]!r} are not UTF-8 (the file must be UTF-8 throughout)",
+            line,
+        ) from None
+
+
+def iter_parquet_batches(path: str) -> Iterator[list[dict[str, Any]]]:
+    """Yield the rows of a local Parquet file as blocks of dicts.
+
+    :param path: a local file path (the landing object spooled to disk).
+    :raises UnreadableFileError: the file is not valid Parquet.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+        batches = pf.iter_batches(batch_size=PARQUET_BATCH_ROWS)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            yield batch.to_pylist()
+    except (pa.ArrowException, OSError) as exc:
+        raise UnreadableFileError("corrupt_parquet", f"not a readable Parquet file: {exc}") from None
