@@ -108,6 +108,15 @@ def _ip_hash_secret() -> str:
     return path.read_text().strip()
 
 
+def _demo_start_date() -> str:
+    """Start the DAGs 3 hours before the first local run (kept across restarts)."""
+    path = LOCAL / "start_date"
+    if not path.exists():
+        start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
+        path.write_text(start.isoformat())
+    return path.read_text().strip()
+
+
 def _airflow_env(events_conn_uri: str, airflow_sql_conn: str, s3_endpoint: str) -> dict[str, str]:
     home = LOCAL / "airflow"
     home.mkdir(parents=True, exist_ok=True)
@@ -128,6 +137,7 @@ def _airflow_env(events_conn_uri: str, airflow_sql_conn: str, s3_endpoint: str) 
         "AIRFLOW_VAR_EVENTS_LANDING_BUCKET": LANDING,
         "AIRFLOW_VAR_EVENTS_BACKUP_BUCKET": BACKUP,
         "AIRFLOW_VAR_EVENTS_IP_HASH_SECRET": _ip_hash_secret(),
+        "EVENTS_PIPELINE_START_DATE": _demo_start_date(),
     }
     # Anything the user exported wins over these defaults.
     return {k: os.environ.get(k, v) for k, v in env.items()}

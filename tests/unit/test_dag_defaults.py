@@ -6,6 +6,8 @@ import logging
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
+import pytest
+
 from events_pipeline.dag_defaults import default_args, failure_summary, on_failure_log
 
 
@@ -54,3 +56,13 @@ def test_default_args_retry_with_capped_exponential_backoff() -> None:
     assert args["retry_delay"] == timedelta(minutes=1)
     assert args["max_retry_delay"] == timedelta(minutes=30)
     assert args["on_failure_callback"] is on_failure_log
+
+
+def test_start_date_defaults_and_parses_environment_values() -> None:
+    from events_pipeline.dag_defaults import start_date_from_env
+
+    assert start_date_from_env("") == datetime(2026, 1, 1, tzinfo=UTC)
+    assert start_date_from_env("2026-11-27T07:00:00") == datetime(2026, 11, 27, 7, tzinfo=UTC)
+    assert start_date_from_env("2026-11-27T07:00:00+00:00") == datetime(2026, 11, 27, 7, tzinfo=UTC)
+    with pytest.raises(ValueError, match="EVENTS_PIPELINE_START_DATE"):
+        start_date_from_env("last tuesday")
