@@ -152,7 +152,9 @@ def plan(
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point (see the module docstring)."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("requirements", type=Path, help="pinned requirements.txt")
     parser.add_argument("--out", type=Path, required=True, help="where to write the requirements to add")
     parser.add_argument(

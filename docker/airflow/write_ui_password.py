@@ -27,7 +27,10 @@ def main() -> int:
         if not os.environ.get(name)
     ]
     if missing:
-        print(f"write_ui_password: environment variable(s) {', '.join(missing)} not set (see .env)", file=sys.stderr)
+        print(
+            f"write_ui_password: environment variable(s) {', '.join(missing)} not set (see .env)",
+            file=sys.stderr,
+        )
         return 1
     path = Path(os.environ["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
     path.parent.mkdir(parents=True, exist_ok=True)
