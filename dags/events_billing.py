@@ -1,0 +1,52 @@
+"""events_billing: per-client billing rollups per UTC day (daily, catch-up, backfillable)."""
+
+from __future__ import annotations
+
+from airflow.sdk import CronDataIntervalTimetable, dag, task
+
+from events_pipeline.dag_defaults import START_DATE, default_args, runbook_link
+
+DOC = f"""
+### Billing rollups
+
+Recomputes `billing_daily` for the run's UTC day (its data interval) and the
+2 days before it (late exports settle), from tables retention never touches:
+`ingest_counts` (events received per client; `''` = unattributed),
+`landing_files.rows_rejected` (rejected lines, by load day), `export_runs`
+(succeeded exports: events and bytes exported, last export time). One row per
+client and day, plus the pseudo-row `client_id='_total'` with the day's totals,
+`events_rejected` and `events_unattributed` (unknown per client: NULL there).
+Then records the day in `billing_runs`: retention only deletes rows of billed days.
+
+- **Schedule**: daily at 00:00 UTC for the day that just ended; catch-up on:
+  backfill any range with `airflow backfill create --dag-id events_billing --from-date A --to-date B`.
+- **Inputs**: `events_db`. **Outputs**: `billing_daily`, `billing_runs`.
+- **Re-runs** recompute the same figures (delete + insert per day in one transaction).
+  See [{runbook_link("events_billing")}] and docs/maintenance.md.
+"""
+
+
+@dag(
+    dag_id="events_billing",
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+    start_date=START_DATE,
+    catchup=True,
+    max_active_runs=4,
+    default_args=default_args(),
+    tags=["events", "billing"],
+    doc_md=DOC,
+)
+def events_billing() -> None:
+    """One task: roll up the interval's day(s)."""
+
+    @task
+    def compute_billing(data_interval_start=None, data_interval_end=None, run_id=None) -> dict:  # noqa: ANN001
+        """Recompute billing_daily for the data interval's day(s)."""
+        from events_pipeline import billing
+
+        return billing.run(data_interval_start, data_interval_end, run_id=run_id)
+
+    compute_billing()
+
+
+events_billing()

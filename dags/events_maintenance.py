@@ -1,0 +1,96 @@
+"""events_maintenance: partitions ahead, archival, re-attribution, GDPR sweep, retention (daily)."""
+
+from __future__ import annotations
+
+from airflow.sdk import CronDataIntervalTimetable, dag, task
+
+from events_pipeline.dag_defaults import START_DATE, default_args, runbook_link
+
+DOC = f"""
+### Daily maintenance of `events_log`
+
+One task per step, so on-call sees which one failed; each is idempotent and
+can simply be cleared and re-run.
+
+1. **ensure_partitions** - daily partitions from yesterday to 3 days ahead.
+2. **archive_stale_pending** - events still `pending` 30 days after `created_at`
+   become `archived` (bounded batches; counts per client in the log and in `maintenance_log`).
+3. **reattribute_events** - unattributed pending events whose `site_id` now matches
+   `client_domains` get their client (and the GDPR treatment for GDPR clients);
+   the next hourly export picks them up.
+4. **sweep_gdpr_ips** - rows of GDPR clients still holding a raw IP are anonymised
+   exactly as at ingest.
+5. **apply_retention** - exported events are deleted `retention_days` (per client)
+   after `processed_at`: whole partitions dropped or rebuilt, bounded batches
+   otherwise; only days already billed (`billing_runs`) are touched.
+
+- **Schedule**: daily at 03:00 UTC (no catch-up: each run works on "now").
+- **Inputs**: `events_db`; Variables `events_ip_hash_secret` and the optional
+  `events_retention_*`, `events_archive_after_days`, `events_maintenance_batch_blocks`.
+- **Outputs**: `events_log` changes, `maintenance_log` rows (one per step/client/partition).
+- **If it fails**: the log line names the step, partition or client. A retention
+  lock timeout means long queries held `events_log`: it retries by itself.
+  See [{runbook_link("events_maintenance")}] and docs/maintenance.md.
+"""
+
+
+@dag(
+    dag_id="events_maintenance",
+    schedule=CronDataIntervalTimetable("0 3 * * *", timezone="UTC"),
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    default_args=default_args(),
+    tags=["events", "maintenance", "privacy"],
+    doc_md=DOC,
+)
+def events_maintenance() -> None:
+    """Maintenance steps in order."""
+
+    @task
+    def ensure_partitions() -> list[str]:
+        """Create the daily partitions around today."""
+        from events_pipeline.db import connect
+        from events_pipeline.partitions import ensure_partitions_around
+
+        with connect() as conn:
+            return ensure_partitions_around(conn)
+
+    @task
+    def archive_stale_pending(run_id: str | None = None) -> dict:
+        """Archive events pending for longer than the archival age."""
+        from events_pipeline import archival
+
+        return archival.run(run_id=run_id)
+
+    @task
+    def reattribute_events(run_id: str | None = None) -> dict:
+        """Attribute unattributed pending events whose site now maps to a client."""
+        from events_pipeline import reattribution
+
+        return reattribution.run(run_id=run_id)
+
+    @task
+    def sweep_gdpr_ips(run_id: str | None = None) -> dict:
+        """Anonymise rows of GDPR clients that still hold a raw IP."""
+        from events_pipeline import gdpr_sweep
+
+        return gdpr_sweep.run(run_id=run_id)
+
+    @task
+    def apply_retention(run_id: str | None = None) -> dict:
+        """Delete expired exported events (only days billing has rolled up)."""
+        from events_pipeline import retention
+
+        return retention.run(run_id=run_id)
+
+    (
+        ensure_partitions()
+        >> archive_stale_pending()
+        >> reattribute_events()
+        >> sweep_gdpr_ips()
+        >> apply_retention()
+    )
+
+
+events_maintenance()

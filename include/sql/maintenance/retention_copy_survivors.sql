@@ -1,0 +1,13 @@
+-- Copy the rows retention keeps (pending, archived, not yet expired, not yet
+-- billed, unknown client) from {partition} into {target}.
+INSERT INTO {target}
+SELECT e.*
+FROM {partition} AS e
+LEFT JOIN unnest(%(client_ids)s::text[], %(cutoffs)s::timestamptz[]) AS k (client_id, cutoff)
+    ON k.client_id = e.client_id
+WHERE (
+    e.export_status = 'exported'
+    AND e.processed_at < k.cutoff
+    AND e.created_at < %(billed_end)s
+    AND coalesce(e.export_hour, e.created_at) < %(billed_end)s
+) IS NOT TRUE

@@ -1,0 +1,371 @@
+"""Retention: delete exported events ``retention_days`` (per client) after ``processed_at``.
+
+Partition by partition (``events_log`` is range-partitioned by UTC day of
+``created_at``), never one table-wide DELETE
+(docs/decisions/maintenance-retention-partitions.md):
+
+- **skip** a partition with nothing to delete (most of them, cheaply: only days
+  old enough for the smallest retention are even looked at);
+- **drop** a partition whose rows are all expired: DETACH + DROP, a catalog
+  change instead of millions of row deletions (no WAL per row, no bloat);
+- **swap** a partition where only a few rows survive (archived, still pending,
+  a client with a longer retention): copy the survivors into a fresh table,
+  then DETACH + DROP the old one and ATTACH the new one under the same name;
+- **batch** when many rows survive (or for the DEFAULT partition): bounded
+  DELETEs over slices of heap blocks, each committed on its own.
+
+Locks: the day's partition is locked EXCLUSIVE while survivors are copied (it
+blocks writers of *that old day* only; readers and ingest into today's
+partition go on). DETACH needs ACCESS EXCLUSIVE on ``events_log`` for a few
+milliseconds; it is taken with ``lock_timeout`` (default 500 ms, below
+PostgreSQL's 1 s ``deadlock_timeout``) and retried with backoff, so ingest never
+waits more than the timeout, and when retention meets erasure or an export
+holding the parent, retention is the side that backs off (no deadlock, no lost
+work). ``DETACH ... CONCURRENTLY`` is not possible: events_log has a DEFAULT partition.
+
+Billing gate: a row is only deleted when both its ``created_at`` day and its
+export hour's day are covered by ``billing_runs`` (contiguously), so retention
+never removes anything billing has not rolled up.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from events_pipeline import batches
+from events_pipeline.db import connect, load_sql
+from events_pipeline.errors import PipelineError
+from events_pipeline.partitions import DEFAULT_PARTITION, PARENT, day_bounds, existing_partitions
+from events_pipeline.settings import Setting, get_setting, register
+
+if TYPE_CHECKING:
+    import psycopg
+
+log = logging.getLogger(__name__)
+
+SET_LOCK_TIMEOUT_MS = register(
+    Setting(
+        "events_retention_lock_timeout_ms",
+        500,
+        "longest wait (ms) for a lock on events_log during retention before backing off and retrying",
+    )
+)
+SET_SWAP_MAX_SURVIVOR_RATIO = register(
+    Setting(
+        "events_retention_swap_max_survivor_ratio",
+        0.25,
+        "a partition is rebuilt (survivors copied, old one dropped) when at most this share of rows "
+        "survives; above it expired rows are deleted in bounded batches",
+    )
+)
+SET_BATCH_BLOCKS = register(
+    Setting(
+        "events_maintenance_batch_blocks",
+        batches.DEFAULT_BATCH_BLOCKS,
+        "heap blocks (8 kB) per bounded batch of retention/archival",
+    )
+)
+
+#: Attempts at taking the ACCESS EXCLUSIVE lock before giving up (task retries later).
+LOCK_ATTEMPTS = 8
+
+
+class RetentionLockError(PipelineError):
+    """The lock needed to swap or drop a partition could not be taken (busy table)."""
+
+
+@dataclass
+class PartitionResult:
+    """What retention did to one partition.
+
+    :param partition: the partition table name.
+    :param mode: ``skip``, ``drop``, ``swap`` or ``batch``.
+    :param total: rows in the partition before.
+    :param deleted: rows deleted.
+    :param kept: rows kept.
+    :param seconds: wall time spent.
+    :param lock_wait_s: longest wait for a lock on the parent (swap/drop only).
+    :param lock_attempts: attempts needed to take that lock.
+    """
+
+    partition: str
+    mode: str
+    total: int = 0
+    deleted: int = 0
+    kept: int = 0
+    seconds: float = 0.0
+    lock_wait_s: float = 0.0
+    lock_attempts: int = 0
+
+
+@dataclass
+class RetentionResult:
+    """Outcome of one retention pass.
+
+    :param billed_through: the last billed day (the gate), or None.
+    :param partitions: one result per partition looked at.
+    """
+
+    billed_through: date | None
+    partitions: list[PartitionResult] = field(default_factory=list)
+
+    @property
+    def deleted(self) -> int:
+        """Rows deleted in total."""
+        return sum(p.deleted for p in self.partitions)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-friendly summary (the task's return value)."""
+        return {
+            "billed_through": self.billed_through.isoformat() if self.billed_through else None,
+            "deleted": self.deleted,
+            "partitions": [p.__dict__ for p in self.partitions if p.mode != "skip"],
+        }
+
+
+def billed_through(conn: psycopg.Connection) -> date | None:
+    """Return the last day billing covers without a gap (None: nothing billed yet).
+
+    :param conn: an open connection.
+    """
+    row = conn.execute(load_sql("maintenance/billed_through.sql")).fetchone()
+    return row[0] if row else None
+
+
+def client_cutoffs(conn: psycopg.Connection, now: datetime) -> dict[str, datetime]:
+    """Map each client to the ``processed_at`` before which its exported rows expire.
+
+    :param conn: an open connection.
+    :param now: the reference time.
+    """
+    rows = conn.execute("SELECT client_id, retention_days FROM clients").fetchall()
+    return {cid: now - timedelta(days=int(days)) for cid, days in rows}
+
+
+def _params(cutoffs: dict[str, datetime], billed_end: datetime) -> dict[str, Any]:
+    return {
+        "client_ids": list(cutoffs),
+        "cutoffs": list(cutoffs.values()),
+        "billed_end": billed_end,
+    }
+
+
+def _stats(conn: psycopg.Connection, partition: str, params: dict[str, Any]) -> tuple[int, int]:
+    from psycopg import sql
+
+    query = sql.SQL(load_sql("maintenance/retention_stats.sql")).format(partition=sql.Identifier(partition))
+    total, deletable = conn.execute(query, params).fetchone()  # type: ignore[misc]
+    return int(total), int(deletable)
+
+
+def run_retention(
+    conn: psycopg.Connection,
+    now: datetime | None = None,
+    *,
+    lock_timeout_ms: int = 500,
+    swap_max_survivor_ratio: float = 0.25,
+    batch_blocks: int = batches.DEFAULT_BATCH_BLOCKS,
+    force_mode: str | None = None,
+    run_id: str | None = None,
+) -> RetentionResult:
+    """Delete every expired exported event, partition by partition.
+
+    :param conn: an open connection (switched to autocommit: each step commits on its own).
+    :param now: the reference time (UTC now by default).
+    :param lock_timeout_ms: longest wait for a lock on ``events_log`` per attempt.
+    :param swap_max_survivor_ratio: rebuild a partition when at most this share survives.
+    :param batch_blocks: heap blocks per bounded DELETE batch.
+    :param force_mode: ``"batch"`` or ``"swap"`` to force a mode (benchmarks).
+    :param run_id: the Airflow run id, for ``maintenance_log``.
+    """
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    conn.autocommit = True
+    gate = billed_through(conn)
+    result = RetentionResult(billed_through=gate)
+    if gate is None:
+        log.warning("retention: billing_runs is empty, nothing is deleted until billing has run")
+        return result
+    billed_end = day_bounds(gate)[1]
+    cutoffs = client_cutoffs(conn, now)
+    if not cutoffs:
+        log.info("retention: no clients, nothing to do")
+        return result
+    params = _params(cutoffs, billed_end)
+    latest_cutoff = max(cutoffs.values())
+    horizon = min(latest_cutoff, billed_end)
+    candidates = [
+        (day, name) for day, name in sorted(existing_partitions(conn).items()) if day_bounds(day)[0] < horizon
+    ]
+    log.info(
+        "retention: billed through %s, %d client(s), %d daily partition(s) old enough to look at",
+        gate,
+        len(cutoffs),
+        len(candidates),
+    )
+    targets: list[tuple[date | None, str]] = [*candidates, (None, DEFAULT_PARTITION)]
+    for day, name in targets:
+        started = datetime.now(UTC)
+        t0 = time.monotonic()
+        total, deletable = _stats(conn, name, params)
+        part = PartitionResult(partition=name, mode="skip", total=total, kept=total)
+        if deletable:
+            survivors = total - deletable
+            use_swap = day is not None and survivors <= swap_max_survivor_ratio * total
+            if force_mode is not None and day is not None:
+                use_swap = force_mode == "swap"
+            if use_swap:
+                assert day is not None
+                _swap_partition(conn, name, day, params, lock_timeout_ms, part)
+            else:
+                part.mode = "batch"
+                part.deleted = _delete_in_batches(conn, name, params, batch_blocks)
+                part.kept = total - part.deleted
+        part.seconds = round(time.monotonic() - t0, 3)
+        if part.mode != "skip":
+            rate = part.deleted / part.seconds if part.seconds else 0.0
+            log.info(
+                "retention: %s mode=%s deleted=%d kept=%d in %.2fs (%.0f rows/s), "
+                "longest parent-lock wait %.3fs over %d attempt(s)",
+                name,
+                part.mode,
+                part.deleted,
+                part.kept,
+                part.seconds,
+                rate,
+                part.lock_wait_s,
+                part.lock_attempts,
+            )
+            with conn.transaction():
+                batches.record(
+                    conn,
+                    "retention",
+                    started_at=started,
+                    rows=part.deleted,
+                    partition=name,
+                    details={k: v for k, v in part.__dict__.items() if k != "partition"},
+                    run_id=run_id,
+                )
+        result.partitions.append(part)
+    log.info("retention: %d row(s) deleted in total", result.deleted)
+    return result
+
+
+def _delete_in_batches(
+    conn: psycopg.Connection, partition: str, params: dict[str, Any], batch_blocks: int
+) -> int:
+    """Delete the expired rows of ``partition`` slice by slice, one commit per slice."""
+    from psycopg import sql
+
+    query = sql.SQL(load_sql("maintenance/retention_delete_batch.sql")).format(
+        partition=sql.Identifier(partition)
+    )
+    deleted = 0
+    for lo, hi in batches.block_ranges(batches.relation_blocks(conn, partition), batch_blocks):
+        deleted += conn.execute(query, {**params, "lo": lo, "hi": hi}).rowcount
+    return deleted
+
+
+def _swap_partition(
+    conn: psycopg.Connection,
+    name: str,
+    day: date,
+    params: dict[str, Any],
+    lock_timeout_ms: int,
+    part: PartitionResult,
+) -> None:
+    """Copy the survivors of ``name`` into a new table, then replace (or just drop) the partition.
+
+    Runs in one transaction; on a lock timeout everything is rolled back and
+    retried after a backoff, up to :data:`LOCK_ATTEMPTS` times.
+    """
+    import psycopg
+    from psycopg import sql
+
+    start, end = day_bounds(day)
+    new_name = f"{name}_swap"
+    ident, new_ident, parent = sql.Identifier(name), sql.Identifier(new_name), sql.Identifier(PARENT)
+    copy_sql = sql.SQL(load_sql("maintenance/retention_copy_survivors.sql")).format(
+        partition=ident, target=new_ident
+    )
+    delay = 0.2
+    for attempt in range(1, LOCK_ATTEMPTS + 1):
+        part.lock_attempts = attempt
+        try:
+            with conn.transaction():
+                conn.execute(
+                    sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{lock_timeout_ms}ms"))
+                )
+                # Writers of this old day wait (briefly); readers and ingest do not.
+                conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(ident))
+                total = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(ident)).fetchone()[0]  # type: ignore[index]
+                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(new_ident))
+                conn.execute(
+                    sql.SQL(
+                        "CREATE TABLE {new} (LIKE {parent} INCLUDING DEFAULTS INCLUDING CONSTRAINTS "
+                        "INCLUDING INDEXES)"
+                    ).format(new=new_ident, parent=parent)
+                )
+                conn.execute(
+                    sql.SQL(
+                        "ALTER TABLE {new} ADD CONSTRAINT {c} CHECK (created_at >= {s} AND created_at < {e})"
+                    ).format(
+                        new=new_ident,
+                        c=sql.Identifier(f"{name}_bound"),
+                        s=sql.Literal(start),
+                        e=sql.Literal(end),
+                    )
+                )
+                kept = conn.execute(copy_sql, params).rowcount
+                t_lock = time.monotonic()
+                conn.execute(
+                    sql.SQL("ALTER TABLE {parent} DETACH PARTITION {p}").format(parent=parent, p=ident)
+                )
+                part.lock_wait_s = max(part.lock_wait_s, round(time.monotonic() - t_lock, 3))
+                conn.execute(sql.SQL("DROP TABLE {}").format(ident))
+                if kept:
+                    conn.execute(sql.SQL("ALTER TABLE {new} RENAME TO {p}").format(new=new_ident, p=ident))
+                    conn.execute(
+                        sql.SQL(
+                            "ALTER TABLE {parent} ATTACH PARTITION {p} FOR VALUES FROM ({s}) TO ({e})"
+                        ).format(parent=parent, p=ident, s=sql.Literal(start), e=sql.Literal(end))
+                    )
+                    part.mode = "swap"
+                else:
+                    conn.execute(sql.SQL("DROP TABLE {}").format(new_ident))
+                    part.mode = "drop"
+            part.total, part.kept, part.deleted = int(total), int(kept), int(total) - int(kept)
+            return
+        except psycopg.errors.LockNotAvailable:
+            log.warning(
+                "retention: %s: lock not granted within %d ms (attempt %d/%d), retrying in %.1fs",
+                name,
+                lock_timeout_ms,
+                attempt,
+                LOCK_ATTEMPTS,
+                delay,
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+    raise RetentionLockError(
+        f"retention: could not lock partition {name} / table {PARENT} within {lock_timeout_ms} ms in "
+        f"{LOCK_ATTEMPTS} attempts (long-running queries on {PARENT}?); nothing was changed, the task retries"
+    )
+
+
+def run(run_id: str | None = None) -> dict[str, Any]:
+    """Task entry point: retention with the settings from Airflow Variables.
+
+    :param run_id: the Airflow run id, for ``maintenance_log``.
+    """
+    with connect() as conn:
+        return run_retention(
+            conn,
+            lock_timeout_ms=int(get_setting(SET_LOCK_TIMEOUT_MS.name)),
+            swap_max_survivor_ratio=float(get_setting(SET_SWAP_MAX_SURVIVOR_RATIO.name)),
+            batch_blocks=int(get_setting(SET_BATCH_BLOCKS.name)),
+            run_id=run_id,
+        ).as_dict()

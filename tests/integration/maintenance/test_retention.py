@@ -1,0 +1,107 @@
+"""Retention against the real PostgreSQL: per-client retention, modes, the billing gate."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from events_pipeline.partitions import existing_partitions
+from events_pipeline.retention import run_retention
+
+from .conftest import add_client, count, day_start, event, insert_events, mark_billed
+
+
+def _seed(db, today):
+    """acme keeps 7 days, globex 20; rows 12 days old are exported (plus some pending/archived)."""
+    add_client(db, "acme", retention_days=7)
+    add_client(db, "globex", retention_days=20)
+    old = day_start(today - timedelta(days=12)) + timedelta(hours=5)
+    rows = [event(old, client_id="acme", status="exported") for _ in range(30)]
+    rows += [event(old, client_id="globex", status="exported") for _ in range(10)]
+    rows += [event(old, client_id="acme", status="pending") for _ in range(2)]
+    rows += [event(old, client_id="acme", status="archived") for _ in range(1)]
+    rows += [event(old, client_id=None, status="pending", site_id="unknown.example") for _ in range(1)]
+    # A day where every row is expired: its partition is dropped.
+    older = day_start(today - timedelta(days=15)) + timedelta(hours=1)
+    rows += [event(older, client_id="acme", status="exported") for _ in range(20)]
+    # Recent exported rows: kept.
+    recent = day_start(today - timedelta(days=2))
+    rows += [event(recent, client_id="acme", status="exported") for _ in range(5)]
+    insert_events(db, rows)
+    return old, older
+
+
+def test_retention_per_client_and_pending_never_deleted(maint_db, partitions_back, run_dag):
+    db, today = maint_db, partitions_back
+    old, older = _seed(db, today)
+    mark_billed(db, today - timedelta(days=40), today - timedelta(days=1))
+
+    dr = run_dag("events_maintenance", logical_date=datetime.now(UTC))
+    assert dr.state == "success"
+
+    # acme's expired rows are gone, globex (20 days) keeps its own, pending/archived stay.
+    assert count(db, "client_id = 'acme' AND export_status = 'exported' AND created_at < %s", (old + timedelta(days=1),)) == 0
+    assert count(db, "client_id = 'globex'") == 10
+    assert count(db, "export_status = 'pending' AND created_at < %s", (old + timedelta(days=1),)) == 3
+    assert count(db, "export_status = 'archived'") == 1
+    assert count(db, "created_at >= %s", (day_start(today - timedelta(days=2)),)) == 5
+    parts = existing_partitions(db)
+    assert (today - timedelta(days=15)) not in parts  # wholly expired: dropped
+    assert (today - timedelta(days=12)) in parts  # survivors kept under the same name
+    modes = dict(db.execute("SELECT partition_name, details->>'mode' FROM maintenance_log WHERE step='retention'"))
+    assert modes[f"events_log_p{today - timedelta(days=15):%Y%m%d}"] == "drop"
+    assert modes[f"events_log_p{today - timedelta(days=12):%Y%m%d}"] in {"swap", "batch"}
+
+    # Re-running changes nothing.
+    before = count(db)
+    dr = run_dag("events_maintenance", logical_date=datetime.now(UTC))
+    assert dr.state == "success"
+    assert count(db) == before
+
+
+def test_retention_modes_agree(maint_db, partitions_back):
+    """swap and batch modes delete exactly the same rows."""
+    db, today = maint_db, partitions_back
+    add_client(db, "acme", retention_days=7)
+    add_client(db, "globex", retention_days=20)
+    mark_billed(db, today - timedelta(days=40), today)
+    results = {}
+    for mode, days_ago in (("swap", 11), ("batch", 10)):
+        t = day_start(today - timedelta(days=days_ago)) + timedelta(hours=3)
+        insert_events(db, [event(t, client_id="acme", status="exported") for _ in range(40)])
+        insert_events(db, [event(t, client_id="globex", status="exported") for _ in range(7)])
+        insert_events(db, [event(t, client_id="acme", status="pending") for _ in range(3)])
+        res = run_retention(db, force_mode=mode, batch_blocks=1)
+        part = [p for p in res.partitions if p.partition == f"events_log_p{t:%Y%m%d}"][0]
+        assert part.mode == mode
+        results[mode] = (part.deleted, part.kept)
+        assert count(db, "created_at >= %s AND created_at < %s", (t - timedelta(hours=3), t + timedelta(hours=21))) == 10
+    assert results["swap"] == results["batch"] == (40, 10)
+
+
+def test_retention_waits_for_billing(maint_db, partitions_back):
+    """Rows of a day billing has not rolled up are never deleted."""
+    db, today = maint_db, partitions_back
+    add_client(db, "acme", retention_days=7)
+    t = day_start(today - timedelta(days=10)) + timedelta(hours=2)
+    insert_events(db, [event(t, client_id="acme", status="exported") for _ in range(5)])
+
+    assert run_retention(db).deleted == 0  # nothing billed yet
+    mark_billed(db, today - timedelta(days=12), today - timedelta(days=11))
+    assert run_retention(db).deleted == 0  # day not billed yet
+    mark_billed(db, today - timedelta(days=10), today - timedelta(days=10))
+    assert run_retention(db).deleted == 5
+
+
+def test_retention_default_partition_batches(maint_db, partitions_back):
+    """Rows sitting in the DEFAULT partition (a day without partition) are deleted in batches."""
+    db, today = maint_db, partitions_back
+    add_client(db, "acme", retention_days=7)
+    t = day_start(today - timedelta(days=60)) + timedelta(hours=2)
+    insert_events(db, [event(t, client_id="acme", status="exported") for _ in range(4)])
+    insert_events(db, [event(t, client_id="acme", status="pending")])
+    mark_billed(db, today - timedelta(days=70), today)
+    res = run_retention(db)
+    assert [(p.partition, p.mode, p.deleted) for p in res.partitions if p.mode != "skip"] == [
+        ("events_log_default", "batch", 4)
+    ]
+    assert count(db) == 1
