@@ -64,7 +64,7 @@ def events_ingest() -> None:
     @task(outlets=[EVENTS_LOG], trigger_rule="none_failed")
     def summarize(results: list[list[dict[str, Any]]], **context: Any) -> dict[str, Any]:
         """Log the run summary; emit an events_log Asset event when rows were committed."""
-        from airflow.exceptions import AirflowSkipException
+        from airflow.sdk.exceptions import AirflowSkipException
 
         from events_pipeline import ingest
 
