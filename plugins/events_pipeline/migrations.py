@@ -133,7 +133,11 @@ def apply_migrations(conn: psycopg.Connection, directory: Path = MIGRATIONS_DIR)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point: apply migrations to ``--dsn`` or an Airflow connection."""
+    """Command-line entry point: apply migrations, then make sure partitions exist around today.
+
+    :param argv: arguments (default ``sys.argv[1:]``): ``--dsn`` or ``--conn-id``.
+    :return: the process exit code.
+    """
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -142,17 +146,22 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--conn-id", default="events_db", help="Airflow connection id (default events_db)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    from events_pipeline.partitions import ensure_partitions_around
+
     if args.dsn:
         import psycopg
 
         with psycopg.connect(args.dsn) as conn:
             applied = apply_migrations(conn)
+            created = ensure_partitions_around(conn)
     else:
         from events_pipeline.db import connect
 
         with connect(args.conn_id) as conn:
             applied = apply_migrations(conn)
+            created = ensure_partitions_around(conn)
     print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
+    print(f"created {len(created)} partition(s) of events_log: {', '.join(created) or 'none missing'}")
     return 0
 
 

@@ -106,3 +106,14 @@ def test_events_db_migrate_dag_runs_twice(run_dag, migrated_db):
     for _ in range(2):
         dr = run_dag("events_db_migrate")
         assert dr.state == "success", task_states(dr)
+
+
+def test_migrations_command_line_applies_and_creates_partitions(fresh_db, capsys):
+    from events_pipeline.migrations import main
+
+    assert main(["--dsn", fresh_db]) == 0
+    assert main(["--dsn", fresh_db]) == 0
+    out = capsys.readouterr().out
+    assert f"applied {len(discover())} migration(s)" in out
+    assert "applied 0 migration(s): none pending" in out
+    assert "created 0 partition(s) of events_log: none missing" in out
