@@ -117,7 +117,7 @@ class CheckOutcome:
 
     :param check: the check name (task id and runbook anchor).
     :param ok: ``True`` when healthy.
-    :param message: one line for the log and the alert, ending with the runbook link.
+    :param message: one line for the log and the alert, starting with the check and runbook link.
     """
 
     check: str
@@ -162,12 +162,14 @@ def _interval(params: Mapping[str, Any]) -> str:
 
 
 def with_runbook(check: str, text: str) -> str:
-    """Append the runbook link of ``check`` to ``text``.
+    """Prefix ``text`` with the check name and its runbook link.
+
+    The link comes first so it survives when the alert summary cuts a long message.
 
     :param check: the check name (its runbook anchor).
     :param text: the message.
     """
-    return f"{check}: {text} | runbook: {runbook_link(check)}"
+    return f"{check} [runbook: {runbook_link(check)}]: {text}"
 
 
 # --- SQL checks: settings they read and the message of their result row -------
@@ -364,7 +366,7 @@ def interval_of(context: Mapping[str, Any]) -> tuple[datetime, datetime]:
     if start is None or end is None:
         raise HealthCheckError(
             "this run has no data interval (triggered with logical_date null): trigger events_health with "
-            "a logical date or let the scheduler run it | runbook: " + runbook_link("events_health")
+            "a logical date or let the scheduler run it [runbook: " + runbook_link("events_health") + "]"
         )
     return start, end
 

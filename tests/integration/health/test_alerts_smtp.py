@@ -1,0 +1,90 @@
+"""A failing events_health run e-mails one alert per failing check, through a real local SMTP server."""
+
+from __future__ import annotations
+
+import email
+import json
+import socket
+from collections.abc import Iterator
+from datetime import timedelta
+from email.header import decode_header, make_header
+from typing import Any
+
+import pytest
+
+from tests.integration.health.conftest import add_client, add_events, current_hour, put_object
+
+
+class _Inbox:
+    """aiosmtpd handler keeping every message it receives."""
+
+    def __init__(self) -> None:
+        self.messages: list[email.message.Message] = []
+        self.recipients: list[list[str]] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd API
+        self.messages.append(email.message_from_bytes(envelope.content))
+        self.recipients.append(list(envelope.rcpt_tos))
+        return "250 Message accepted for delivery"
+
+
+@pytest.fixture
+def smtp_inbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Inbox]:
+    """A local SMTP server on 127.0.0.1 and the smtp_default connection pointing at it."""
+    from aiosmtpd.controller import Controller
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    inbox = _Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    conn = {
+        "conn_type": "smtp",
+        "host": "127.0.0.1",
+        "port": port,
+        "extra": {
+            "disable_ssl": True,
+            "disable_tls": True,
+            "from_email": "airflow@example.com",
+            "retry_limit": 0,
+            "timeout": 10,
+        },
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", json.dumps(conn))
+    monkeypatch.setenv("AIRFLOW_VAR_EVENTS_ALERT_EMAIL_TO", "oncall@example.com, lead@example.com")
+    yield inbox
+    controller.stop()
+
+
+def _subject(msg: email.message.Message) -> str:
+    return str(make_header(decode_header(msg["Subject"])))
+
+
+def test_one_email_per_failing_check(health_env, db, run_health, smtp_inbox):
+    end = current_hour()
+    start = end - timedelta(hours=1)
+    add_client(db, "acme")
+    add_events(db, 10, created_at=start + timedelta(minutes=1), client_id="acme", batch_id="b-split")
+    add_events(db, 10, created_at=start + timedelta(minutes=2), client_id="acme", batch_id="b-split")
+    put_object(health_env, "quarantine/bad.ndjson.gz", b"\x1f\x8b broken")
+
+    run = run_health(end)
+
+    assert run.failed() == {"check_batch_consistency", "check_quarantine"}, run.errors
+    assert len(run.alerts) == 2
+    subjects = sorted(_subject(m) for m in smtp_inbox.messages)
+    assert len(subjects) == 2, subjects
+    assert "task=check_batch_consistency" in subjects[0]
+    assert "task=check_quarantine" in subjects[1]
+    assert all(s.startswith("[events-pipeline] FAILED dag=events_health") for s in subjects)
+    assert smtp_inbox.recipients == [["oncall@example.com", "lead@example.com"]] * 2
+    bodies = [
+        m.get_payload(0).get_payload(decode=True).decode()
+        if m.is_multipart()
+        else m.get_payload(decode=True).decode()
+        for m in smtp_inbox.messages
+    ]
+    assert any("[runbook: docs/runbook.md#check_quarantine]" in b for b in bodies)
+    assert any("quarantine/bad.ndjson.gz" in b for b in bodies)
+    assert all("runbook: docs/runbook.md#events_health" in b for b in bodies)
