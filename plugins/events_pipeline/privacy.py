@@ -1,7 +1,7 @@
 """GDPR treatment of IP addresses, shared by ingest and the daily sweep.
 
 For clients with ``privacy_level='gdpr'`` a raw IP is never stored or exported
-(docs/decisions/0002-gdpr-ip-treatment.md):
+(docs/decisions/gdpr-ip-treatment.md):
 
 - ``ip_address`` holds the *truncated* address: the IPv4 /24 or IPv6 /48
   network (``203.0.113.77`` -> ``203.0.113.0``; ``2001:db8:1:2::5`` -> ``2001:db8:1::``);
