@@ -1,0 +1,41 @@
+"""Archival boundaries against the real PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from events_pipeline.archival import run_archival
+
+from .conftest import add_client, count, event, insert_events
+
+
+def test_archival_boundary_and_rerun(maint_db, partitions_back):
+    db = maint_db
+    add_client(db, "acme")
+    now = datetime.now(UTC).replace(microsecond=0)
+    cutoff = now - timedelta(days=30)
+    insert_events(
+        db,
+        [
+            event(cutoff - timedelta(seconds=1), status="pending"),  # just older: archived
+            event(cutoff - timedelta(days=3), status="pending", client_id=None, site_id="x.org"),
+            event(cutoff + timedelta(seconds=1), status="pending"),  # just younger: stays pending
+            event(cutoff - timedelta(days=1), status="exported"),  # exported: untouched
+            event(now - timedelta(days=90), status="pending"),  # DEFAULT partition
+        ],
+    )
+    res = run_archival(db, now=now, batch_blocks=1)
+    assert res["archived"] == 3
+    assert res["per_client"] == {"acme": 2, "": 1}
+    assert count(db, "export_status = 'archived'") == 3
+    assert count(db, "export_status = 'pending' AND created_at > %s", (cutoff,)) == 1
+    assert count(db, "export_status = 'exported'") == 1
+    logged = dict(db.execute("SELECT coalesce(client_id, ''), rows_affected FROM maintenance_log WHERE step = 'archival'"))
+    assert logged == {"acme": 2, "": 1}
+
+    # Re-run: nothing more; days wholly before the cutoff are not scanned again.
+    again = run_archival(db, now=now)
+    assert again["archived"] == 0
+    done_day = (cutoff - timedelta(days=3)).date()
+    assert done_day not in [p[-8:] for p in again["partitions"]]
+    assert f"events_log_p{done_day:%Y%m%d}" not in again["partitions"]

@@ -1,0 +1,89 @@
+"""Re-attribution and the SQL domain rule (edge cases shared with ingest's Python rule)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from events_pipeline.reattribution import match_sites, run_reattribution
+
+from .conftest import add_client, count, event, insert_events
+
+SECRET = "test-ip-hash-secret"
+
+#: (site_id, expected client) - the same table must hold for ingest's Python rule.
+DOMAIN_CASES = [
+    ("acme.com", "acme"),  # exact
+    ("shop.acme.com", "acme"),  # sub-domain -> parent
+    ("a.b.shop.acme.com", "acme"),  # deep sub-domain
+    ("eu.shop.acme.com", "acme-eu"),  # nearest listed parent wins
+    ("shop.acme.com:8080", "acme"),  # port dropped
+    ("ACME.COM", "acme"),  # case
+    ("Shop.Acme.Com.", "acme"),  # trailing dot
+    ("acme.com.:443", "acme"),  # trailing dot and port
+    (" acme.com ", "acme"),  # surrounding blanks
+    ("notacme.com", None),  # suffix of a label is not a parent
+    ("acme.com.evil.org", None),  # unknown
+    ("com", None),  # bare TLD
+    ("", None),
+    (".", None),
+]
+
+
+@pytest.fixture
+def domains(maint_db):
+    add_client(maint_db, "acme", domains=["acme.com"])
+    add_client(maint_db, "acme-eu", domains=["eu.shop.acme.com"])
+    return maint_db
+
+
+@pytest.mark.parametrize(("site", "expected"), DOMAIN_CASES)
+def test_domain_rule(domains, site, expected):
+    assert match_sites(domains, [site]).get(site, (None,))[0] == expected
+
+
+def test_reattribution_then_export_ready(maint_db, partitions_back, run_dag):
+    db = maint_db
+    add_client(db, "acme")
+    add_client(db, "globex", privacy_level="gdpr")
+    t = datetime.now(UTC) - timedelta(hours=5)
+    insert_events(
+        db,
+        [
+            event(t, client_id=None, site_id="shop.acme.com", visitor_id="a"),
+            event(t, client_id=None, site_id="Globex.DE:443", visitor_id="g", ip="198.51.100.23"),
+            event(t, client_id=None, site_id="unknown.org", visitor_id="u"),
+            event(t, client_id=None, site_id="shop.acme.com", visitor_id="old", status="archived"),
+        ],
+    )
+    # The mappings appear after the rows were loaded.
+    db.execute("INSERT INTO client_domains VALUES ('acme.com', 'acme'), ('globex.de', 'globex')")
+
+    dr = run_dag("events_maintenance", logical_date=datetime.now(UTC))
+    assert dr.state == "success"
+
+    rows = {
+        r[0]: r[1:]
+        for r in db.execute(
+            "SELECT visitor_id, client_id, export_status, export_hour, privacy_level, host(ip_address), "
+            "raw_event_data FROM events_log"
+        )
+    }
+    # Attributed, still pending and unclaimed: what the next hourly export picks up.
+    assert rows["a"][:4] == ("acme", "pending", None, "standard")
+    assert rows["g"][:4] == ("globex", "pending", None, "gdpr")
+    assert rows["g"][4] == "198.51.100.0"
+    assert rows["g"][5]["ip_address"] == "198.51.100.0" and "ip_pseudonym" in rows["g"][5]
+    assert rows["u"][0] is None
+    assert rows["old"][0] is None  # archived rows are not re-attributed
+    assert count(db, "export_hour IS NULL AND client_id IS NOT NULL AND export_status = 'pending'") == 2
+    logged = dict(db.execute("SELECT client_id, rows_affected FROM maintenance_log WHERE step = 'reattribution'"))
+    assert logged == {"acme": 1, "globex": 1}
+
+    # Re-run: nothing changes.
+    assert run_reattribution(db, SECRET) == {}
+    assert json.dumps(rows["g"][5], sort_keys=True) == json.dumps(
+        db.execute("SELECT raw_event_data FROM events_log WHERE visitor_id = 'g'").fetchone()[0], sort_keys=True
+    )
