@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -143,8 +144,12 @@ def iter_record_batches(
     import pyarrow.csv as pacsv
 
     schema = arrow_schema()
+    stream = iter(chunks)
+    first = next((c for c in stream if c), None)
+    if first is None:  # no rows: Arrow refuses an empty CSV
+        return
     reader = pacsv.open_csv(
-        pa.PythonFile(_ChunkStream(chunks), mode="r"),
+        pa.PythonFile(_ChunkStream(itertools.chain([first], stream)), mode="r"),
         read_options=pacsv.ReadOptions(
             column_names=[n for n, _ in COLUMNS], block_size=block_bytes, use_threads=True
         ),
@@ -157,7 +162,7 @@ def iter_record_batches(
         ),
     )
     for batch in reader:
-        yield batch.cast(schema) if hasattr(batch, "cast") else pa.Table.from_batches([batch]).cast(schema)
+        yield batch.cast(schema)
 
 
 def write_parts(
