@@ -1,0 +1,204 @@
+"""Exactly once under crashes, retries and concurrent runs (real PostgreSQL and S3 server)."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from events_pipeline import ingest, ingest_faults
+from events_pipeline.demo_data import iter_events
+from tests.conftest import LANDING_BUCKET, task_states
+from tests.integration.ingest.conftest import count, keys, ndjson, put, registry
+
+START = datetime(2026, 11, 27, 11, tzinfo=UTC)
+
+
+class SimulatedCrashError(RuntimeError):
+    """Raised at a checkpoint to simulate a worker dying there."""
+
+
+def _crash_once() -> Any:
+    state = {"fired": 0}
+
+    def hook(key: str) -> None:
+        if not state["fired"]:
+            state["fired"] += 1
+            raise SimulatedCrashError(f"simulated crash at {key}")
+
+    return hook, state
+
+
+def _crash_always(key: str) -> None:
+    raise SimulatedCrashError(f"simulated crash at {key}")
+
+
+def _files(s3: Any, n: int = 3, per_file: int = 4) -> int:
+    for i in range(n):
+        put(s3, f"crash/f{i}.ndjson.gz", ndjson(list(iter_events(per_file, start=START, seed=10 + i))))
+    return n * per_file
+
+
+def _assert_exactly_once(db: Any, s3: Any, expected_rows: int, files: int) -> None:
+    assert count(db) == expected_rows
+    assert db.execute("SELECT count(DISTINCT event_id) FROM events_log").fetchone()[0] == expected_rows
+    assert db.execute("SELECT sum(rows_loaded) FROM ingest_counts").fetchone()[0] == expected_rows
+    reg = registry(db)
+    assert [r["status"] for r in reg] == ["processed"] * files
+    assert keys(s3, "incoming/") == []
+    assert len(keys(s3, "processed/")) == files
+
+
+@pytest.mark.parametrize("point", ingest_faults.POINTS)
+def test_crash_then_airflow_retry_loads_exactly_once(
+    point: str, ingest_env: Any, db: Any, run_dag: Any
+) -> None:
+    s3 = ingest_env
+    expected = _files(s3)
+    hook, state = _crash_once()
+    with ingest_faults.inject(point, hook):
+        dr = run_dag("events_ingest")
+    assert state["fired"] == 1
+    assert dr.state == "success", task_states(dr)
+    _assert_exactly_once(db, s3, expected, 3)
+
+
+@pytest.mark.parametrize("point", ["before_commit", "during_move"])
+def test_worker_dies_then_next_run_takes_over_after_the_lease(
+    point: str, ingest_env: Any, db: Any, run_dag: Any
+) -> None:
+    s3 = ingest_env
+    expected = _files(s3, n=2)
+    with ingest_faults.inject(point, _crash_always):
+        dr = run_dag("events_ingest")
+    assert dr.state == "failed"
+    reg = registry(db)
+    assert all(r["error"] and "simulated crash" in r["error"] for r in reg)
+    if point == "before_commit":
+        assert count(db) == 0 and {r["status"] for r in reg} == {"claimed"}
+    else:  # committed, copied to processed/, not yet deleted from incoming/
+        assert count(db) == expected and {r["status"] for r in reg} == {"loaded"}
+        assert len(keys(s3, "incoming/")) == 2 and len(keys(s3, "processed/")) == 2
+
+    # a run before the lease expires leaves the files alone
+    assert run_dag("events_ingest").state == "success"
+    assert {r["status"] for r in registry(db)} == {reg[0]["status"]}
+
+    db.execute("UPDATE landing_files SET lease_expires_at = now() - interval '1 second'")
+    assert run_dag("events_ingest").state == "success"
+    _assert_exactly_once(db, s3, expected, 2)
+    assert {r["attempts"] for r in registry(db)} == {2}
+
+
+def _worker(dsn: str, endpoint: str, name: str, out: dict[str, Any], barrier: threading.Barrier) -> None:
+    import boto3
+    import psycopg
+
+    client = boto3.client("s3", endpoint_url=endpoint)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        token = ingest.new_token(name)
+        barrier.wait()
+        claims = ingest.claim_available(conn, client, LANDING_BUCKET, token, max_files=50, lease_minutes=30)
+        results = [
+            ingest.process_claim(
+                conn, client, LANDING_BUCKET, c, lease_minutes=30, max_attempts=5, secret=lambda: "s"
+            )
+            for c in claims
+        ]
+    out[name] = results
+
+
+def test_two_concurrent_runs_never_load_a_file_twice(
+    ingest_env: Any, db: Any, migrated_db: Any, s3_server: Any
+) -> None:
+    s3 = ingest_env
+    expected = _files(s3, n=8, per_file=5)
+    out: dict[str, Any] = {}
+    barrier = threading.Barrier(2)
+    threads = [
+        threading.Thread(
+            target=_worker, args=(migrated_db.dsn("events"), s3_server.endpoint_url, n, out, barrier)
+        )
+        for n in ("run-a", "run-b")
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    loaded = [r.key for rs in out.values() for r in rs if r.outcome == ingest.LOADED]
+    assert sorted(loaded) == sorted(f"incoming/crash/f{i}.ndjson.gz" for i in range(8))
+    _assert_exactly_once(db, s3, expected, 8)
+
+
+def test_two_loaders_holding_the_same_file_load_it_once(
+    ingest_env: Any, db: Any, migrated_db: Any, s3_server: Any
+) -> None:
+    """Run A's lease expired and run B took the file over while A is still about to load it."""
+    import boto3
+    import psycopg
+
+    s3 = ingest_env
+    expected = _files(s3, n=1, per_file=50)
+    dsn = migrated_db.dsn("events")
+    client = boto3.client("s3", endpoint_url=s3_server.endpoint_url)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        (claim_a,) = ingest.claim_available(conn, client, LANDING_BUCKET, "a", max_files=5, lease_minutes=30)
+        conn.execute("UPDATE landing_files SET lease_expires_at = now() - interval '1 second'")
+        (claim_b,) = ingest.claim_available(conn, client, LANDING_BUCKET, "b", max_files=5, lease_minutes=30)
+    assert claim_a.file_id == claim_b.file_id
+
+    results: dict[str, Any] = {}
+    barrier = threading.Barrier(2)
+
+    def load(claim: Any) -> None:
+        c3 = boto3.client("s3", endpoint_url=s3_server.endpoint_url)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            barrier.wait()
+            results[claim.token] = ingest.process_claim(
+                conn, c3, LANDING_BUCKET, claim, lease_minutes=30, max_attempts=5, secret=lambda: "s"
+            )
+
+    threads = [threading.Thread(target=load, args=(c,)) for c in (claim_a, claim_b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results["a"].outcome == ingest.SKIPPED
+    assert results["b"].outcome == ingest.LOADED
+    _assert_exactly_once(db, s3, expected, 1)
+
+
+def test_zombie_and_retry_of_the_same_claim_load_once(
+    ingest_env: Any, db: Any, migrated_db: Any, s3_server: Any
+) -> None:
+    """Two attempts with the SAME claim token (a zombie task and its retry) race on the row lock."""
+    import boto3
+    import psycopg
+
+    s3 = ingest_env
+    expected = _files(s3, n=1, per_file=200)
+    dsn = migrated_db.dsn("events")
+    client = boto3.client("s3", endpoint_url=s3_server.endpoint_url)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        (claim,) = ingest.claim_available(conn, client, LANDING_BUCKET, "z", max_files=5, lease_minutes=30)
+
+    outcomes: list[str] = []
+    barrier = threading.Barrier(2)
+
+    def load() -> None:
+        c3 = boto3.client("s3", endpoint_url=s3_server.endpoint_url)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            barrier.wait()
+            result = ingest.load_claimed_file(conn, c3, LANDING_BUCKET, claim, lease_minutes=30)
+            outcomes.append(result.outcome)
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(outcomes) == [ingest.LOADED, ingest.SKIPPED]
+    assert count(db) == expected
+    assert registry(db)[0]["status"] == "loaded"
