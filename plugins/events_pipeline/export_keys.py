@@ -105,11 +105,13 @@ def _segments(prefix: str) -> tuple[str, ...]:
 def check_no_overlap(
     client_id: str, bucket: str, prefix: str, others: Iterable[tuple[str, str, str]], backup_bucket: str
 ) -> None:
-    """Fail when this client's export space overlaps another client's or the backup bucket.
+    """Fail when this client's export space lies inside another client's, or in the backup bucket.
 
-    Two clients overlap when they share a bucket and one prefix equals, or is a
-    folder above, the other (segment-wise: ``data`` contains ``data/b`` but not
-    ``data-b``): one client would then see, list or overwrite the other's files.
+    A client is refused when it shares a bucket with another client whose prefix
+    equals its own or is a folder above it (segment-wise: ``data`` contains
+    ``data/b`` but not ``data-b``): its files would land in the other's space.
+    The outer client keeps exporting: the nested one never writes, so nothing
+    foreign appears in the outer space. Equal prefixes refuse both clients.
 
     :param client_id: the client being exported.
     :param bucket: its ``export_bucket``.
@@ -128,11 +130,10 @@ def check_no_overlap(
         if other_id == client_id or other_bucket != bucket:
             continue
         theirs = _segments(other_prefix or "")
-        shorter = min(len(mine), len(theirs))
-        if mine[:shorter] == theirs[:shorter]:
+        if mine[: len(theirs)] == theirs:
             raise TenantIsolationError(
-                f"client {client_id!r}: export space s3://{bucket}/{prefix}/ overlaps client "
-                f"{other_id!r}'s s3://{other_bucket}/{other_prefix}/ (same bucket, nested or equal "
+                f"client {client_id!r}: export space s3://{bucket}/{prefix}/ lies inside client "
+                f"{other_id!r}'s s3://{other_bucket}/{other_prefix}/ (same bucket, equal or nested "
                 "prefix); give each client a disjoint prefix"
             )
 

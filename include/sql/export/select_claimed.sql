@@ -1,6 +1,7 @@
 -- Exported columns of (client, hour), as text for COPY ... (FORMAT csv).
 -- Timestamps are rendered as UTC wall-clock (the session's DateStyle is ISO),
--- ip_address as its text form, raw_event_data as its JSON text.
+-- ip_address in inet's output form ('1.2.3.4', '2001:db8::1', '1.2.3.0/24'),
+-- raw_event_data as its JSON text.
 SELECT
     event_id::text,
     event_type,
@@ -11,7 +12,7 @@ SELECT
     url,
     path,
     user_agent,
-    ip_address::text,
+    ip_address,
     raw_event_data::text,
     (created_at AT TIME ZONE 'UTC'),
     batch_id,
