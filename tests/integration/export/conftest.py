@@ -98,8 +98,7 @@ def make_rows(
             "site_id": ev["site_id"],
             "timestamp": datetime.fromisoformat(ev["timestamp"].replace("Z", "+00:00")),
             "url": ev["url"],
-            "path": ev["url"].split("?")[0].split("/", 3)[-1]
-            and "/" + ev["url"].split("?")[0].split("/", 3)[-1],
+            "path": "/" + ev["url"].split("?")[0].split("/", 3)[-1],
             "user_agent": ev["user_agent"],
             "ip_address": ev["ip_address"],
             "raw_event_data": json.dumps(ev),

@@ -139,7 +139,7 @@ def test_crash_between_upload_and_marking_then_retry(export_env, db, run_dag, fa
     insert_rows(db, make_rows("acme", spread(H0, 12), seed=1))
     dr = run_hour(run_dag, H0)  # attempt 1 uploads, then fails to mark; the retry completes
     assert dr.state == "success", task_states(dr)
-    manifest, table = read_hour(s3, "client-acme", folder(ACME, H0))
+    _, table = read_hour(s3, "client-acme", folder(ACME, H0))
     assert sorted(_ids(table)) == sorted(_db_ids(db))
     assert len(set(_ids(table))) == 12
     run = db.execute("SELECT status, attempts, row_count FROM export_runs").fetchone()

@@ -50,8 +50,8 @@ def test_exports_each_client_hour_to_both_buckets(export_env, db, run_dag):
     )
     assert status == {"acme:exported": 40, "acme:pending": 5, "globex:exported": 15, "-:pending": 4}
     run = db.execute(
-        "SELECT status, row_count, bytes, jsonb_array_length(files), manifest_key, backup_manifest_key, attempts "
-        "FROM export_runs WHERE client_id = 'acme'"
+        "SELECT status, row_count, bytes, jsonb_array_length(files), manifest_key, backup_manifest_key, "
+        "attempts FROM export_runs WHERE client_id = 'acme'"
     ).fetchone()
     assert run[0] == "succeeded" and run[1] == 40 and run[2] > 0 and run[3] == 1
     assert run[4] == f"s3://client-acme/{folder('exports/acme', HOUR)}/_manifest.json"

@@ -143,9 +143,8 @@ def test_consumers_read_back_every_field(export_env, db, run_dag, tmp_path):
     assert schema.field("created_at").type == pa.timestamp("us", tz="UTC")
     assert schema.field("ip_address").type == pa.string()
     assert schema.field("raw_event_data").type == pa.string()
-    body = s3.get_object(Bucket="client-acme", Key=f"{folder('acme', HOUR)}/part-00000.parquet")[
-        "Body"
-    ].read()
+    key = f"{folder('acme', HOUR)}/part-00000.parquet"
+    body = s3.get_object(Bucket="client-acme", Key=key)["Body"].read()
     meta = pq.ParquetFile(io.BytesIO(body)).metadata
     assert meta.row_group(0).column(0).compression == "ZSTD"
 
