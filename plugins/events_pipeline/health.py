@@ -484,6 +484,9 @@ def evaluate_backlog(
 def error_reason(raw: bytes | str | None) -> str:
     """Extract a short reason from a quarantine ``.error.json`` body.
 
+    Ingest writes ``{"kind", "detail", "line", ...}``; ``reason`` / ``error`` /
+    ``message`` are understood too, anything else is shown raw (cut to 200 chars).
+
     :param raw: the object's bytes (``None`` when there is no error file).
     """
     if raw is None:
@@ -494,9 +497,12 @@ def error_reason(raw: bytes | str | None) -> str:
     except ValueError:
         return " ".join(text.split())[:200]
     if isinstance(doc, dict):
-        for key in ("reason", "error", "message", "detail"):
-            if doc.get(key):
-                return " ".join(str(doc[key]).split())[:200]
+        detail = next((doc[k] for k in ("detail", "reason", "error", "message") if doc.get(k)), None)
+        if detail is not None:
+            text = f"{doc['kind']}: {detail}" if doc.get("kind") else str(detail)
+            if doc.get("line"):
+                text += f" at line {doc['line']}"
+            return " ".join(text.split())[:200]
     return " ".join(json.dumps(doc).split())[:200]
 
 

@@ -118,6 +118,7 @@ def test_quarantine_verdicts_ignore_error_files():
     ("raw", "reason"),
     [
         (b'{"reason": "not UTF-8 at byte 12"}', "not UTF-8 at byte 12"),
+        (b'{"kind": "invalid_utf8", "detail": "byte 0xff", "line": 3}', "invalid_utf8: byte 0xff at line 3"),
         (b'{"error": "bad\\n gzip"}', "bad gzip"),
         (b'{"other": 1}', '{"other": 1}'),
         (b"plain text", "plain text"),
@@ -131,3 +132,20 @@ def test_error_reason(raw, reason):
 def test_interval_required():
     with pytest.raises(health.HealthCheckError, match="no data interval"):
         health.interval_of({"data_interval_start": None, "data_interval_end": None})
+
+
+def test_runbook_has_an_entry_per_dag_and_check():
+    from events_pipeline.dag_defaults import DAG_IDS, RUNBOOK
+
+    text = (SQL_ROOT.parents[1] / RUNBOOK).read_text()
+    headings = set(re.findall(r"^## (\S+)\s*$", text, flags=re.MULTILINE))
+    missing = {*DAG_IDS, *health.CHECK_NAMES, "log_monitoring_metrics"} - headings
+    assert not missing, f"docs/runbook.md lacks ## {sorted(missing)}"
+
+
+def test_health_doc_lists_every_threshold():
+
+    text = (SQL_ROOT.parents[1] / "docs" / "health.md").read_text()
+    for name in SETTINGS:
+        if name.startswith(("events_health_", "events_alert_")):
+            assert f"`{name}`" in text, name

@@ -165,7 +165,7 @@ def test_file_in_quarantine_fails_with_its_reason(health_env, db, run_health):
     put_object(
         health_env,
         "quarantine/2026/11/bad.ndjson.gz.error.json",
-        b'{"key": "incoming/2026/11/bad.ndjson.gz", "reason": "corrupt gzip: CRC check failed"}',
+        b'{"key": "incoming/2026/11/bad.ndjson.gz", "kind": "corrupt_gzip", "detail": "CRC check failed"}',
     )
 
     run = run_health()
@@ -174,7 +174,7 @@ def test_file_in_quarantine_fails_with_its_reason(health_env, db, run_health):
     msg = run.errors["check_quarantine"]
     assert "1 file(s) in s3://test-landing/quarantine/ could not be read" in msg
     assert "quarantine/2026/11/bad.ndjson.gz since " in msg
-    assert "(corrupt gzip: CRC check failed)" in msg
+    assert "(corrupt_gzip: CRC check failed)" in msg
     assert msg.startswith("check_quarantine [runbook: docs/runbook.md#check_quarantine]: ")
 
 
