@@ -154,10 +154,31 @@ def _params(cutoffs: dict[str, datetime], billed_end: datetime) -> dict[str, Any
     }
 
 
-def _stats(conn: psycopg.Connection, partition: str, params: dict[str, Any]) -> tuple[int, int]:
+#: Partitions of at most this many blocks are counted exactly; larger ones are sampled.
+EXACT_STATS_MAX_BLOCKS = 2000
+#: Share of blocks sampled (TABLESAMPLE SYSTEM) to choose between swap and batch.
+SAMPLE_PERCENT = 2.0
+
+
+def _any_deletable(conn: psycopg.Connection, partition: str, params: dict[str, Any]) -> bool:
     from psycopg import sql
 
-    query = sql.SQL(load_sql("maintenance/retention_stats.sql")).format(partition=sql.Identifier(partition))
+    query = sql.SQL(load_sql("maintenance/retention_any_deletable.sql")).format(
+        partition=sql.Identifier(partition)
+    )
+    return bool(conn.execute(query, params).fetchone()[0])  # type: ignore[index]
+
+
+def _stats(conn: psycopg.Connection, partition: str, params: dict[str, Any]) -> tuple[int, int]:
+    """Return ``(rows, deletable rows)`` of ``partition``: exact when small, else from a block sample."""
+    from psycopg import sql
+
+    sample = sql.SQL("")
+    if batches.relation_blocks(conn, partition) > EXACT_STATS_MAX_BLOCKS:
+        sample = sql.SQL("TABLESAMPLE SYSTEM ({}) REPEATABLE (42)").format(sql.Literal(SAMPLE_PERCENT))
+    query = sql.SQL(load_sql("maintenance/retention_stats.sql")).format(
+        partition=sql.Identifier(partition), sample=sample
+    )
     total, deletable = conn.execute(query, params).fetchone()  # type: ignore[misc]
     return int(total), int(deletable)
 
@@ -210,11 +231,10 @@ def run_retention(
     for day, name in targets:
         started = datetime.now(UTC)
         t0 = time.monotonic()
-        total, deletable = _stats(conn, name, params)
-        part = PartitionResult(partition=name, mode="skip", total=total, kept=total)
-        if deletable:
-            survivors = total - deletable
-            use_swap = day is not None and survivors <= swap_max_survivor_ratio * total
+        part = PartitionResult(partition=name, mode="skip")
+        if _any_deletable(conn, name, params):
+            est_total, est_deletable = (0, 0) if day is None else _stats(conn, name, params)
+            use_swap = day is not None and est_total - est_deletable <= swap_max_survivor_ratio * est_total
             if force_mode is not None and day is not None:
                 use_swap = force_mode == "swap"
             if use_swap:
@@ -223,7 +243,6 @@ def run_retention(
             else:
                 part.mode = "batch"
                 part.deleted = _delete_in_batches(conn, name, params, batch_blocks)
-                part.kept = total - part.deleted
         part.seconds = round(time.monotonic() - t0, 3)
         if part.mode != "skip":
             rate = part.deleted / part.seconds if part.seconds else 0.0

@@ -1,4 +1,4 @@
--- Rows of one partition, and how many of them retention may delete now.
+-- Rows of one partition (or of a sample of its blocks), and how many retention may delete now.
 -- {partition}: the partition table. Parameters: client_ids/cutoffs (per client,
 -- rows processed before the cutoff are expired), billed_end (rows created or
 -- exported at or after it are not yet billed and are kept).
@@ -10,6 +10,6 @@ SELECT
           AND e.created_at < %(billed_end)s
           AND coalesce(e.export_hour, e.created_at) < %(billed_end)s
     ) AS deletable
-FROM {partition} AS e
+FROM {partition} AS e {sample}
 LEFT JOIN unnest(%(client_ids)s::text[], %(cutoffs)s::timestamptz[]) AS k (client_id, cutoff)
     ON k.client_id = e.client_id
