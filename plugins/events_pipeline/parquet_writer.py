@@ -82,16 +82,23 @@ class _ChunkStream(io.RawIOBase):
         return True
 
     def readinto(self, target: Any) -> int:
-        while not self._buffer:
-            try:
-                self._buffer = memoryview(next(self._chunks))
-            except StopIteration:
-                return 0
-        n = min(len(target), len(self._buffer))
-        target[:n] = self._buffer[:n]
-        self._buffer = self._buffer[n:]
-        self.bytes_read += n
-        return n
+        # Fill the whole request unless the stream ends: Arrow's CSV reader
+        # treats each read as a block, and a row may not straddle two short reads.
+        view = memoryview(target).cast("B")
+        filled = 0
+        while filled < len(view):
+            if not self._buffer:
+                try:
+                    self._buffer = memoryview(next(self._chunks))
+                except StopIteration:
+                    break
+                continue
+            n = min(len(view) - filled, len(self._buffer))
+            view[filled : filled + n] = self._buffer[:n]
+            self._buffer = self._buffer[n:]
+            filled += n
+        self.bytes_read += filled
+        return filled
 
 
 @dataclass
@@ -219,22 +226,27 @@ def write_parts(
             path.unlink(missing_ok=True)
         writer, path = None, None
 
-    def flush() -> None:
+    def flush(final: bool = False) -> None:
+        """Write whole row groups from ``pending`` (and the remainder when ``final``)."""
         nonlocal pending, pending_rows, part_rows
         if not pending_rows:
             return
         table = pa.Table.from_batches(pending, schema=schema)
-        pending, pending_rows = [], 0
         offset = 0
         while offset < table.num_rows:
             if writer is None:
                 open_part()
-            take = min(table.num_rows - offset, settings.part_max_rows - part_rows)
-            writer.write_table(table.slice(offset, take), row_group_size=settings.row_group_rows)
+            # one row group at a time, so the byte bound is checked after each
+            take = min(table.num_rows - offset, settings.part_max_rows - part_rows, settings.row_group_rows)
+            if take < settings.row_group_rows and take == table.num_rows - offset and not final:
+                break  # keep a short tail for the next row group
+            writer.write_table(table.slice(offset, take), row_group_size=take)
             part_rows += take
             offset += take
             if part_rows >= settings.part_max_rows or path.stat().st_size >= settings.part_max_bytes:
                 close_part()
+        rest = table.slice(offset)
+        pending, pending_rows = rest.to_batches(), rest.num_rows
 
     for batch in batches:
         if batch.num_rows == 0:
@@ -243,7 +255,7 @@ def write_parts(
         pending_rows += batch.num_rows
         if pending_rows >= settings.row_group_rows:
             flush()
-    flush()
+    flush(final=True)
     if writer is not None:
         close_part()
     return parts
