@@ -56,9 +56,12 @@ def test_healthy_state_passes_every_check(health_env, db, run_health):
 
 
 def test_low_attribution_rate_fails_naming_unknown_sites(health_env, db, run_health):
-    end = current_hour()
+    # The bad hour is 3 hours back and the latest hour is healthy: a backfilled
+    # health run of the bad hour judges that hour (its data interval), not "now - 1 h".
+    end = current_hour() - timedelta(hours=2)
     start = end - timedelta(hours=1)
     add_client(db, "acme")
+    add_events(db, 500, created_at=current_hour() - timedelta(minutes=30), client_id="acme", batch_id="b0")
     add_events(db, 50, created_at=start + timedelta(minutes=1), client_id="acme", batch_id="b1")
     add_events(
         db,
@@ -82,7 +85,8 @@ def test_low_attribution_rate_fails_naming_unknown_sites(health_env, db, run_hea
     assert run.failed() == {"check_attribution_rate"}, run.errors
     assert run.dag_run.state == "failed"
     msg = run.errors["check_attribution_rate"]
-    assert "attribution rate 25.0% (50 of 200 events" in msg
+    interval = f"{start:%Y-%m-%dT%H:%M:%SZ}..{end:%Y-%m-%dT%H:%M:%SZ}"
+    assert f"attribution rate 25.0% (50 of 200 events created in {interval})" in msg
     assert "below 95.0%" in msg
     assert "shop.unknown.example (120 events, first at " in msg
     assert msg.index("shop.unknown.example") < msg.index("blog.other.example")
