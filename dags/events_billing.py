@@ -40,7 +40,7 @@ def events_billing() -> None:
     """One task: roll up the interval's day(s)."""
 
     @task
-    def compute_billing(data_interval_start=None, data_interval_end=None, run_id=None) -> dict:  # noqa: ANN001
+    def compute_billing(data_interval_start=None, data_interval_end=None, run_id=None) -> dict:
         """Recompute billing_daily for the data interval's day(s)."""
         from events_pipeline import billing
 

@@ -243,8 +243,8 @@ def purge_backup(
                 if entry.get("sha256") != sha or entry.get("bytes") != len(data):
                     if filtered is None:
                         log.warning(
-                            "erasure: client %s: manifest s3://%s/%s was stale for %s (crash after a rewrite?); "
-                            "corrected",
+                            "erasure: client %s: manifest s3://%s/%s was stale for %s "
+                            "(crash after a rewrite?); corrected",
                             client_id,
                             bucket,
                             manifest_key,

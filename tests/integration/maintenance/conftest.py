@@ -99,7 +99,14 @@ def add_client(
     db.execute(
         "INSERT INTO clients (client_id, name, privacy_level, export_bucket, export_prefix, retention_days) "
         "VALUES (%s, %s, %s, %s, %s, %s)",
-        (client_id, client_id.title(), privacy_level, bucket, prefix or f"exports/{client_id}", retention_days),
+        (
+            client_id,
+            client_id.title(),
+            privacy_level,
+            bucket,
+            prefix or f"exports/{client_id}",
+            retention_days,
+        ),
     )
     for d in domains:
         db.execute("INSERT INTO client_domains (domain, client_id) VALUES (%s, %s)", (d, client_id))

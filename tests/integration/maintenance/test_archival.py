@@ -30,7 +30,11 @@ def test_archival_boundary_and_rerun(maint_db, partitions_back):
     assert count(db, "export_status = 'archived'") == 3
     assert count(db, "export_status = 'pending' AND created_at > %s", (cutoff,)) == 1
     assert count(db, "export_status = 'exported'") == 1
-    logged = dict(db.execute("SELECT coalesce(client_id, ''), rows_affected FROM maintenance_log WHERE step = 'archival'"))
+    logged = dict(
+        db.execute(
+            "SELECT coalesce(client_id, ''), rows_affected FROM maintenance_log WHERE step = 'archival'"
+        )
+    )
     assert logged == {"acme": 2, "": 1}
 
     # Re-run: nothing more; days wholly before the cutoff are not scanned again.

@@ -25,7 +25,8 @@ def _fixture_day(db, day):
         (fid, day, fid, day, fid, day),
     )
     db.execute(
-        "INSERT INTO export_runs (client_id, interval_start, interval_end, status, row_count, bytes, finished_at) "
+        "INSERT INTO export_runs "
+        "(client_id, interval_start, interval_end, status, row_count, bytes, finished_at) "
         "VALUES ('acme', %s, %s, 'succeeded', 5, 1000, %s), ('acme', %s, %s, 'succeeded', 3, 700, %s), "
         "('globex', %s, %s, 'failed', 3, 0, NULL)",
         (

@@ -63,7 +63,13 @@ def _put_hour(s3, client, hour, files, *, relative_keys):
 
 def _rows(hour, visitors, client="acme"):
     return [
-        {"event_id": f"{v}-{i}", "visitor_id": v, "event_type": "pageview", "created_at": hour, "client_id": client}
+        {
+            "event_id": f"{v}-{i}",
+            "visitor_id": v,
+            "event_type": "pageview",
+            "created_at": hour,
+            "client_id": client,
+        }
         for i, v in enumerate(visitors)
     ]
 
@@ -93,12 +99,16 @@ def test_erasure_across_hours(maint_db, partitions_back, s3, run_dag):
     )
     f3 = _put_hour(s3, "acme", h3, {"part-0.parquet": _rows(h3, ["amy"])}, relative_keys=True)
     g1 = _put_hour(s3, "globex", h1, {"part-0.parquet": _rows(h1, ["bob"], "globex")}, relative_keys=True)
-    untouched = {k: s3.get_object(Bucket=BACKUP, Key=k)["ETag"] for k in (f"{f3}/part-0.parquet", f"{g1}/part-0.parquet")}
+    untouched = {
+        k: s3.get_object(Bucket=BACKUP, Key=k)["ETag"]
+        for k in (f"{f3}/part-0.parquet", f"{g1}/part-0.parquet")
+    }
     insert_events(db, [event(h1, client_id="acme", visitor_id="bob", status="exported") for _ in range(3)])
     insert_events(db, [event(h2, client_id="acme", visitor_id="amy", status="exported")])
     insert_events(db, [event(h1, client_id="globex", visitor_id="bob", status="exported")])
     rid = db.execute(
-        "INSERT INTO gdpr_erasure_requests (client_id, visitor_id) VALUES ('acme', 'bob') RETURNING request_id"
+        "INSERT INTO gdpr_erasure_requests (client_id, visitor_id) "
+        "VALUES ('acme', 'bob') RETURNING request_id"
     ).fetchone()[0]
 
     dr = run_dag("events_gdpr_erasure", logical_date=datetime.now(UTC))
@@ -143,7 +153,10 @@ def test_erasure_across_hours(maint_db, partitions_back, s3, run_dag):
     assert f"s3://acme-exports/events/acme/dt={h1:%Y-%m-%d}/hour={h1:%H}/_manifest.json" in client_keys
 
     # Re-run: nothing left to do, nothing rewritten.
-    etags = {k: s3.get_object(Bucket=BACKUP, Key=k)["ETag"] for k in (f"{f1}/part-0.parquet", f"{f1}/_manifest.json")}
+    etags = {
+        k: s3.get_object(Bucket=BACKUP, Key=k)["ETag"]
+        for k in (f"{f1}/part-0.parquet", f"{f1}/_manifest.json")
+    }
     dr = run_dag("events_gdpr_erasure", logical_date=datetime.now(UTC))
     assert dr.state == "success"
     for k, etag in etags.items():
@@ -159,7 +172,8 @@ def test_erasure_crash_between_object_and_manifest(maint_db, partitions_back, s3
     # Simulate the crash: the object already lost bob, the manifest still says 2 rows.
     s3.put_object(Bucket=BACKUP, Key=f"{folder}/part-0.parquet", Body=_parquet(_rows(h1, ["amy"])))
     db.execute(
-        "INSERT INTO gdpr_erasure_requests (client_id, visitor_id, status, attempts) VALUES ('acme', 'bob', 'processing', 1)"
+        "INSERT INTO gdpr_erasure_requests (client_id, visitor_id, status, attempts) "
+        "VALUES ('acme', 'bob', 'processing', 1)"
     )
     import boto3
 

@@ -40,7 +40,9 @@ def test_sweep_after_switch_to_gdpr(maint_db, partitions_back, run_dag):
         )
     }
     for vid, raw_ip in (("a", "203.0.113.77"), ("b", "2001:db8:1:2::5")):
-        expected_raw, expected_ip = protect_event(json.loads(rows["ab".index(vid)]["raw_event_data"]), raw_ip, SECRET)
+        expected_raw, expected_ip = protect_event(
+            json.loads(rows["ab".index(vid)]["raw_event_data"]), raw_ip, SECRET
+        )
         assert got[vid][0] == expected_ip
         assert got[vid][1] == expected_raw
         assert got[vid][1]["ip_pseudonym"] == ip_pseudonym(raw_ip, SECRET)

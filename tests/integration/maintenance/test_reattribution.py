@@ -79,11 +79,14 @@ def test_reattribution_then_export_ready(maint_db, partitions_back, run_dag):
     assert rows["u"][0] is None
     assert rows["old"][0] is None  # archived rows are not re-attributed
     assert count(db, "export_hour IS NULL AND client_id IS NOT NULL AND export_status = 'pending'") == 2
-    logged = dict(db.execute("SELECT client_id, rows_affected FROM maintenance_log WHERE step = 'reattribution'"))
+    logged = dict(
+        db.execute("SELECT client_id, rows_affected FROM maintenance_log WHERE step = 'reattribution'")
+    )
     assert logged == {"acme": 1, "globex": 1}
 
     # Re-run: nothing changes.
     assert run_reattribution(db, SECRET) == {}
     assert json.dumps(rows["g"][5], sort_keys=True) == json.dumps(
-        db.execute("SELECT raw_event_data FROM events_log WHERE visitor_id = 'g'").fetchone()[0], sort_keys=True
+        db.execute("SELECT raw_event_data FROM events_log WHERE visitor_id = 'g'").fetchone()[0],
+        sort_keys=True,
     )

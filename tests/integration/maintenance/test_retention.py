@@ -32,14 +32,21 @@ def _seed(db, today):
 
 def test_retention_per_client_and_pending_never_deleted(maint_db, partitions_back, run_dag):
     db, today = maint_db, partitions_back
-    old, older = _seed(db, today)
+    old, _ = _seed(db, today)
     mark_billed(db, today - timedelta(days=40), today - timedelta(days=1))
 
     dr = run_dag("events_maintenance", logical_date=datetime.now(UTC))
     assert dr.state == "success"
 
     # acme's expired rows are gone, globex (20 days) keeps its own, pending/archived stay.
-    assert count(db, "client_id = 'acme' AND export_status = 'exported' AND created_at < %s", (old + timedelta(days=1),)) == 0
+    assert (
+        count(
+            db,
+            "client_id = 'acme' AND export_status = 'exported' AND created_at < %s",
+            (old + timedelta(days=1),),
+        )
+        == 0
+    )
     assert count(db, "client_id = 'globex'") == 10
     assert count(db, "export_status = 'pending' AND created_at < %s", (old + timedelta(days=1),)) == 3
     assert count(db, "export_status = 'archived'") == 1
@@ -47,7 +54,9 @@ def test_retention_per_client_and_pending_never_deleted(maint_db, partitions_bac
     parts = existing_partitions(db)
     assert (today - timedelta(days=15)) not in parts  # wholly expired: dropped
     assert (today - timedelta(days=12)) in parts  # survivors kept under the same name
-    modes = dict(db.execute("SELECT partition_name, details->>'mode' FROM maintenance_log WHERE step='retention'"))
+    modes = dict(
+        db.execute("SELECT partition_name, details->>'mode' FROM maintenance_log WHERE step='retention'")
+    )
     assert modes[f"events_log_p{today - timedelta(days=15):%Y%m%d}"] == "drop"
     assert modes[f"events_log_p{today - timedelta(days=12):%Y%m%d}"] in {"swap", "batch"}
 
@@ -71,10 +80,15 @@ def test_retention_modes_agree(maint_db, partitions_back):
         insert_events(db, [event(t, client_id="globex", status="exported") for _ in range(7)])
         insert_events(db, [event(t, client_id="acme", status="pending") for _ in range(3)])
         res = run_retention(db, force_mode=mode, batch_blocks=1)
-        part = [p for p in res.partitions if p.partition == f"events_log_p{t:%Y%m%d}"][0]
+        part = next(p for p in res.partitions if p.partition == f"events_log_p{t:%Y%m%d}")
         assert part.mode == mode
         results[mode] = part.deleted
-        assert count(db, "created_at >= %s AND created_at < %s", (t - timedelta(hours=3), t + timedelta(hours=21))) == 10
+        assert (
+            count(
+                db, "created_at >= %s AND created_at < %s", (t - timedelta(hours=3), t + timedelta(hours=21))
+            )
+            == 10
+        )
     assert results["swap"] == results["batch"] == 40
 
 
