@@ -62,6 +62,7 @@ SUBJECT_PREFIX = "[events-pipeline] "
 #: Keys of alerts already sent by this process (a callback invoked twice for the
 #: same failure, e.g. by a task and a DAG callback, alerts once).
 _SENT: set[tuple[str, ...]] = set()
+_SENT_MAX = 10_000
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,8 @@ def notify(summary: str, context: dict) -> None:
         if key in _SENT:
             log.info("alert already sent for %s; not sending it again", "/".join(key))
             return
+        if len(_SENT) >= _SENT_MAX:  # a long-lived process: forget old keys
+            _SENT.clear()
         _SENT.add(key)
         configured = channels()
     except Exception:  # alerting must never raise
