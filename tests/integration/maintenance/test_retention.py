@@ -90,6 +90,16 @@ def test_retention_modes_agree(maint_db, partitions_back):
             == 10
         )
     assert results["swap"] == results["batch"] == 40
+    # The swapped-in partition carries exactly the parent's indexes, attached (no duplicates).
+    swapped = f"events_log_p{today - timedelta(days=11):%Y%m%d}"
+    normal = f"events_log_p{today - timedelta(days=10):%Y%m%d}"
+    n_idx = "SELECT count(*) FROM pg_index WHERE indrelid = %s::regclass"
+    assert db.execute(n_idx, (swapped,)).fetchone()[0] == db.execute(n_idx, (normal,)).fetchone()[0]
+    attached = (
+        "SELECT count(*) FROM pg_inherits i JOIN pg_index x ON x.indexrelid = i.inhrelid "
+        "WHERE x.indrelid = %s::regclass"
+    )
+    assert db.execute(attached, (swapped,)).fetchone()[0] == db.execute(n_idx, (swapped,)).fetchone()[0]
 
 
 def test_retention_waits_for_billing(maint_db, partitions_back):
