@@ -18,7 +18,7 @@ from typing import IO, Any
 import orjson
 
 from events_pipeline.attribution import GDPR, DomainMatcher
-from events_pipeline.privacy import protect_event
+from events_pipeline.gdpr_ingest import IpProtector
 from events_pipeline.validation import LineRejectedError, replace_nul, validate_event
 
 #: Column order of ``include/sql/ingest/copy_events.sql``.
@@ -129,7 +129,7 @@ class RowBuilder:
         self._file_batch_id = copy_text(file_batch_id)
         self._line_id_prefix = line_id_prefix
         self._secret_fn = secret
-        self._secret: str | None = None
+        self._protector: IpProtector | None = None
         self.rejects = rejects
         self.skip_lines = skip_lines or {}
         self.line_no = 0
@@ -142,10 +142,10 @@ class RowBuilder:
         #: COPY data row number (1-based) -> source line, to map PostgreSQL errors back.
         self.copy_line_to_source = array("q", [0])
 
-    def _secret_value(self) -> str:
-        if self._secret is None:
-            self._secret = self._secret_fn()
-        return self._secret
+    def _ip_protector(self) -> IpProtector:
+        if self._protector is None:
+            self._protector = IpProtector(self._secret_fn())
+        return self._protector
 
     def ndjson_block(self, lines: list[str]) -> bytes:
         """Convert one block of NDJSON lines; return the COPY text of the good ones.
@@ -207,7 +207,7 @@ class RowBuilder:
         owner = self._matcher.match(ev.site_id)
         ip = ev.ip_address
         if owner.privacy_level == GDPR and ip is not None:
-            obj, ip = protect_event(obj, ip, self._secret_value())
+            obj, ip = self._ip_protector().protect_event(obj, ip)
             reserialize = True
         if reserialize:
             raw = orjson.dumps(obj, default=str, option=orjson.OPT_NAIVE_UTC).decode("utf-8")

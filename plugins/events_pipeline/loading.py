@@ -34,12 +34,20 @@ def lock_claim(conn: psycopg.Connection, file_id: int) -> tuple[str, str | None,
 def copy_events(conn: psycopg.Connection, blocks: Iterable[bytes]) -> int:
     """Stream COPY text-format blocks into ``events_log``.
 
+    A queued writer sends the data from a background thread, so building the
+    next block (Python) overlaps with PostgreSQL consuming the previous one.
+
     :param conn: connection inside the load transaction.
     :param blocks: encoded COPY text, whole rows per block (empty blocks are skipped).
     :return: bytes sent to PostgreSQL.
     """
+    from psycopg.copy import QueuedLibpqWriter
+
     sent = 0
-    with conn.cursor() as cur, cur.copy(load_sql("ingest/copy_events.sql")) as copy:
+    with (
+        conn.cursor() as cur,
+        cur.copy(load_sql("ingest/copy_events.sql"), writer=QueuedLibpqWriter(cur)) as copy,
+    ):
         for block in blocks:
             if block:
                 copy.write(block)

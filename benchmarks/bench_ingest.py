@@ -1,0 +1,379 @@
+"""Benchmark: the ingest load path vs the seed's INSERTs, Airflow's insert_rows and a plain COPY.
+
+Generates ``--events`` realistic events (demo_data: ~600 bytes of JSON, nested
+properties, real user agents, IPv4 + IPv6, one GDPR client) into ``--files``
+gzip NDJSON objects on a local S3 server, then measures on the same data and
+the same embedded PostgreSQL (``events_log`` emptied between methods):
+
+1. ``pipeline``: the real ingest path, end to end from landing objects to
+   committed, attributed rows (claim, stream from S3, gunzip, validate,
+   attribute, GDPR, COPY, registry + ingest_counts, move to processed/), one
+   worker process, as one mapped ``load_batch`` task runs it (a child
+   process, so the in-process S3 server does not share its GIL; its time
+   includes nothing of the child's start-up);
+2. ``copy_ceiling``: a plain psycopg COPY (``write_row``) of already-parsed
+   rows into the same table and index set (no validation, no S3);
+3. ``insert_rows``: ``PostgresHook.insert_rows`` (what ``S3ToSqlOperator``
+   does) into the same table, commit every 1000 rows;
+4. ``seed``: the seed's design, multi-row INSERT of 50 rows per transaction
+   with the seed's six indexes (GIN on raw_event_data included).
+
+With ``--big-mb N`` it also loads one gzip NDJSON file of N MB (uncompressed)
+in a child process and reports the child's peak RSS next to a small file's,
+showing memory does not grow with file size.
+
+Prints a table and writes ``benchmarks/results/ingest.json``.
+
+Usage: ``PYTHONPATH=plugins:. .venv/bin/python benchmarks/bench_ingest.py [--events 100000]
+[--files 10] [--big-mb 1000] [--profile]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import io
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "plugins"))
+
+BUCKET = "bench-landing"
+COLUMNS = (
+    "event_id",
+    "event_type",
+    "session_id",
+    "visitor_id",
+    "site_id",
+    "timestamp",
+    "url",
+    "path",
+    "user_agent",
+    "ip_address",
+    "raw_event_data",
+    "client_id",
+    "batch_id",
+    "privacy_level",
+    "file_id",
+)
+SEED_INDEXES = (
+    "CREATE INDEX bench_seed_ts ON events_log (timestamp)",
+    "CREATE INDEX bench_seed_site_created ON events_log (site_id, created_at)",
+    "CREATE INDEX bench_seed_session ON events_log (session_id)",
+    "CREATE INDEX bench_seed_event_type ON events_log (event_type)",
+    "CREATE INDEX bench_seed_processed ON events_log (processed_at)",
+    "CREATE INDEX bench_seed_gin ON events_log USING gin (raw_event_data)",
+)
+START = datetime(2026, 11, 27, 10, tzinfo=UTC)
+
+
+def _reset(conn: Any) -> None:
+    conn.execute("TRUNCATE events_log, ingest_counts, landing_files RESTART IDENTITY CASCADE")
+    conn.execute("CHECKPOINT")
+
+
+def _parsed_rows(events: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """Rows as the baselines get them: already parsed and attributed (not timed)."""
+    from urllib.parse import urlsplit
+
+    from events_pipeline.demo_data import DEMO_CLIENTS
+
+    owner = {d: (c.client_id, c.privacy_level) for c in DEMO_CLIENTS for d in c.domains}
+    rows = []
+    for e in events:
+        site = e["site_id"]
+        client = next((owner[d] for d in owner if site == d or site.endswith("." + d)), (None, "standard"))
+        rows.append(
+            (
+                e["event_id"],
+                e["event_type"],
+                e["session_id"],
+                e["visitor_id"],
+                site,
+                e["timestamp"],
+                e["url"],
+                urlsplit(e["url"]).path,
+                e["user_agent"],
+                e["ip_address"],
+                json.dumps(e, separators=(",", ":"), ensure_ascii=False),
+                client[0],
+                "bench-batch",
+                client[1],
+                1,
+            )
+        )
+    return rows
+
+
+def run_pipeline(dsn: str, endpoint: str, *, profile: bool = False) -> dict[str, Any]:
+    """Claim and load every landing object as one load_batch worker would."""
+    import boto3
+    import psycopg
+
+    from events_pipeline import ingest
+
+    client = boto3.client("s3", endpoint_url=endpoint)
+    t0 = time.perf_counter()
+    prof = None
+    if profile:
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.enable()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        claims = ingest.claim_available(conn, client, BUCKET, "bench", max_files=10_000, lease_minutes=30)
+        results = [
+            ingest.process_claim(
+                conn, client, BUCKET, c, lease_minutes=30, max_attempts=5, secret=lambda: "bench-secret"
+            )
+            for c in claims
+        ]
+    seconds = time.perf_counter() - t0
+    out: dict[str, Any] = {
+        "seconds": seconds,
+        "rows": sum(r.rows_loaded for r in results),
+        "files": len(results),
+    }
+    if prof is not None:
+        import pstats
+
+        prof.disable()
+        buf = io.StringIO()
+        pstats.Stats(prof, stream=buf).sort_stats(os.environ.get("BENCH_PROFILE_SORT", "tottime")).print_stats(25)
+        out["profile_top"] = buf.getvalue()
+    return out
+
+
+def run_copy(conn: Any, rows: list[tuple[Any, ...]]) -> float:
+    """Plain psycopg COPY with write_row of parsed rows, one transaction."""
+    cols = ", ".join(f'"{c}"' if c == "timestamp" else c for c in COLUMNS)
+    t0 = time.perf_counter()
+    with conn.transaction(), conn.cursor() as cur, cur.copy(f"COPY events_log ({cols}) FROM STDIN") as cp:
+        for row in rows:
+            cp.write_row(row)
+    return time.perf_counter() - t0
+
+
+def run_insert_rows(rows: list[tuple[Any, ...]]) -> float:
+    """PostgresHook.insert_rows, as S3ToSqlOperator calls it (commit every 1000)."""
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    hook = PostgresHook(postgres_conn_id="events_db")
+    t0 = time.perf_counter()
+    hook.insert_rows("events_log", rows, target_fields=list(COLUMNS), commit_every=1000)
+    return time.perf_counter() - t0
+
+
+def run_seed(conn: Any, rows: list[tuple[Any, ...]]) -> float:
+    """The seed: six indexes, multi-row INSERT of 50 rows per transaction."""
+    cols = ", ".join(f'"{c}"' if c == "timestamp" else c for c in COLUMNS)
+    one = "(" + ", ".join(["%s"] * len(COLUMNS)) + ")"
+    for ddl in SEED_INDEXES:
+        conn.execute(ddl)
+    try:
+        t0 = time.perf_counter()
+        for i in range(0, len(rows), 50):
+            chunk = rows[i : i + 50]
+            sql = f"INSERT INTO events_log ({cols}) VALUES " + ", ".join([one] * len(chunk))
+            with conn.transaction():
+                conn.execute(sql, [v for row in chunk for v in row])
+        return time.perf_counter() - t0
+    finally:
+        for ddl in SEED_INDEXES:
+            conn.execute(f"DROP INDEX IF EXISTS {ddl.split()[2]}")
+
+
+def _upload_big(client: Any, key: str, target_mb: int) -> tuple[int, int]:
+    """Upload a gzip NDJSON of about ``target_mb`` MB (uncompressed) as repeated gzip members."""
+    from events_pipeline.demo_data import iter_events, ndjson_bytes
+
+    block = ndjson_bytes(list(iter_events(10_000, start=START, seed=99)), gzip_level=None)
+    member = gzip.compress(block, compresslevel=1)
+    repeats = max(1, int(target_mb * 1e6 // len(block)))
+
+    class Repeated(io.RawIOBase):
+        def __init__(self) -> None:
+            self.left = repeats
+            self.buf = b""
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, b: Any) -> int:
+            while not self.buf and self.left:
+                self.buf = member
+                self.left -= 1
+            n = min(len(b), len(self.buf))
+            b[:n] = self.buf[:n]
+            self.buf = self.buf[n:]
+            return n
+
+    client.upload_fileobj(io.BufferedReader(Repeated(), 1 << 20), BUCKET, key)
+    return repeats * len(block), repeats * 10_000
+
+
+def child_load(dsn: str, endpoint: str, profile: bool) -> None:
+    """Entry of the child process: load everything, print rows/seconds/peak RSS as JSON."""
+    result = run_pipeline(dsn, endpoint, profile=profile)
+    result["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
+
+
+def _child(dsn: str, endpoint: str, *, profile: bool = False) -> dict[str, Any]:
+    """Run the pipeline path in a child process (the S3 server's thread must not share its GIL)."""
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'plugins'}:{REPO}"}
+    cmd = [sys.executable, __file__, "--child", dsn, endpoint] + (["--profile"] if profile else [])
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    """Run the benchmark (see module docstring)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--files", type=int, default=10)
+    parser.add_argument("--big-mb", type=int, default=0, help="also load one file of this many MB")
+    parser.add_argument("--profile", action="store_true", help="cProfile the pipeline path")
+    parser.add_argument("--child", nargs=2, metavar=("DSN", "ENDPOINT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child_load(*args.child, args.profile)
+        return
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    os.environ.setdefault("AIRFLOW_HOME", str(tmp / "airflow"))
+    os.environ.update({"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"})
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    import boto3
+    import psycopg
+
+    from events_pipeline import devstack
+    from events_pipeline.demo_data import DEMO_CLIENTS, iter_events, ndjson_bytes
+    from events_pipeline.migrations import apply_migrations
+    from events_pipeline.partitions import ensure_partitions_around
+
+    pg = devstack.start_postgres(tmp / "pg" / "data")
+    s3srv = devstack.start_s3()
+    try:
+        pg.create_database("events")
+        dsn = pg.dsn("events")
+        os.environ["AIRFLOW_CONN_EVENTS_DB"] = pg.airflow_uri("events")
+        client = boto3.client("s3", endpoint_url=s3srv.endpoint_url)
+        client.create_bucket(Bucket=BUCKET)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            apply_migrations(conn)
+            ensure_partitions_around(conn)
+            for c in DEMO_CLIENTS:
+                conn.execute(
+                    "INSERT INTO clients (client_id, name, privacy_level, export_bucket, export_prefix) "
+                    "VALUES (%s, %s, %s, 'b', %s)",
+                    (c.client_id, c.name, c.privacy_level, c.client_id),
+                )
+                for d in c.domains:
+                    conn.execute("INSERT INTO client_domains (domain, client_id) VALUES (%s, %s)", (d, c.client_id))
+
+        events = list(iter_events(args.events, start=START, seed=7))
+        per_file = -(-len(events) // args.files)
+        landing_bytes = 0
+        bodies = []
+        for i in range(args.files):
+            body = ndjson_bytes(events[i * per_file : (i + 1) * per_file])
+            bodies.append(body)
+            landing_bytes += len(body)
+        raw_bytes = sum(len(json.dumps(e, separators=(",", ":"))) + 1 for e in events)
+        rows = _parsed_rows(events)
+        results: dict[str, Any] = {}
+
+        def upload() -> None:
+            for i, body in enumerate(bodies):
+                client.put_object(Bucket=BUCKET, Key=f"incoming/bench/f{i:03d}.ndjson.gz", Body=body)
+
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            _reset(conn)
+            upload()
+            r = _child(dsn, s3srv.endpoint_url, profile=args.profile)
+            assert r["rows"] == len(events), r
+            results["pipeline"] = r["seconds"]
+            profile_top = r.get("profile_top")
+            for name, fn in (
+                ("copy_ceiling", lambda: run_copy(conn, rows)),
+                ("insert_rows", lambda: run_insert_rows(rows)),
+                ("seed", lambda: run_seed(conn, rows)),
+            ):
+                _reset(conn)
+                results[name] = fn()
+                n = conn.execute("SELECT count(*) FROM events_log").fetchone()[0]
+                assert n == len(events), (name, n)
+            _reset(conn)
+
+        eps = {k: len(events) / v for k, v in results.items()}
+        report: dict[str, Any] = {
+            "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "events": len(events),
+            "files": args.files,
+            "landing_gzip_bytes": landing_bytes,
+            "uncompressed_bytes": raw_bytes,
+            "cpu_count": os.cpu_count(),
+            "load_average_1m": os.getloadavg()[0],
+            "seconds": {k: round(v, 3) for k, v in results.items()},
+            "events_per_second": {k: round(v) for k, v in eps.items()},
+            "ratios": {
+                "pipeline_vs_copy_ceiling": round(eps["pipeline"] / eps["copy_ceiling"], 2),
+                "pipeline_vs_seed": round(eps["pipeline"] / eps["seed"], 2),
+                "pipeline_vs_insert_rows": round(eps["pipeline"] / eps["insert_rows"], 2),
+            },
+            "targets": {"pipeline_vs_copy_ceiling": 0.8, "pipeline_vs_seed": 8.0},
+        }
+
+        if args.big_mb:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                _reset(conn)
+            client.put_object(Bucket=BUCKET, Key="incoming/rss/small.ndjson.gz", Body=bodies[0])
+            small = _child(dsn, s3srv.endpoint_url)
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                _reset(conn)
+            size, n_big = _upload_big(client, "incoming/rss/big.ndjson.gz", args.big_mb)
+            big = _child(dsn, s3srv.endpoint_url)
+            assert big["rows"] == n_big, big
+            report["memory"] = {
+                "small_file": {"uncompressed_bytes": len(gzip.decompress(bodies[0])), **small},
+                "big_file": {"uncompressed_bytes": size, **big},
+            }
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                _reset(conn)
+
+        out = REPO / "benchmarks" / "results" / "ingest.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"\ningest benchmark: {len(events):,} events, {args.files} gzip NDJSON files, "
+              f"{raw_bytes / len(events):.0f} bytes/event, load avg {report['load_average_1m']:.2f}")
+        print(f"{'method':<14} {'seconds':>8} {'events/s':>10} {'vs pipeline':>12}")
+        for k in ("pipeline", "copy_ceiling", "insert_rows", "seed"):
+            print(f"{k:<14} {results[k]:>8.2f} {eps[k]:>10,.0f} {eps['pipeline'] / eps[k]:>11.2f}x")
+        print("ratios:", json.dumps(report["ratios"]))
+        if "memory" in report:
+            m = report["memory"]
+            for k in ("small_file", "big_file"):
+                print(f"{k}: {m[k]['uncompressed_bytes'] / 1e6:,.0f} MB uncompressed, {m[k]['rows']:,} rows in "
+                      f"{m[k]['seconds']:.1f} s, peak RSS {m[k]['max_rss_mb']:.0f} MB")
+        if profile_top:
+            print(profile_top)
+        print(f"written to {out.relative_to(REPO)}")
+    finally:
+        s3srv.stop()
+        pg.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
