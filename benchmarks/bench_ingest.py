@@ -149,7 +149,9 @@ def run_pipeline(dsn: str, endpoint: str, *, profile: bool = False) -> dict[str,
 
         prof.disable()
         buf = io.StringIO()
-        pstats.Stats(prof, stream=buf).sort_stats(os.environ.get("BENCH_PROFILE_SORT", "tottime")).print_stats(25)
+        pstats.Stats(prof, stream=buf).sort_stats(
+            os.environ.get("BENCH_PROFILE_SORT", "tottime")
+        ).print_stats(25)
         out["profile_top"] = buf.getvalue()
     return out
 
@@ -280,7 +282,9 @@ def main() -> None:
                     (c.client_id, c.name, c.privacy_level, c.client_id),
                 )
                 for d in c.domains:
-                    conn.execute("INSERT INTO client_domains (domain, client_id) VALUES (%s, %s)", (d, c.client_id))
+                    conn.execute(
+                        "INSERT INTO client_domains (domain, client_id) VALUES (%s, %s)", (d, c.client_id)
+                    )
 
         events = list(iter_events(args.events, start=START, seed=7))
         per_file = -(-len(events) // args.files)
@@ -355,8 +359,10 @@ def main() -> None:
         out = REPO / "benchmarks" / "results" / "ingest.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"\ningest benchmark: {len(events):,} events, {args.files} gzip NDJSON files, "
-              f"{raw_bytes / len(events):.0f} bytes/event, load avg {report['load_average_1m']:.2f}")
+        print(
+            f"\ningest benchmark: {len(events):,} events, {args.files} gzip NDJSON files, "
+            f"{raw_bytes / len(events):.0f} bytes/event, load avg {report['load_average_1m']:.2f}"
+        )
         print(f"{'method':<14} {'seconds':>8} {'events/s':>10} {'vs pipeline':>12}")
         for k in ("pipeline", "copy_ceiling", "insert_rows", "seed"):
             print(f"{k:<14} {results[k]:>8.2f} {eps[k]:>10,.0f} {eps['pipeline'] / eps[k]:>11.2f}x")
@@ -364,8 +370,10 @@ def main() -> None:
         if "memory" in report:
             m = report["memory"]
             for k in ("small_file", "big_file"):
-                print(f"{k}: {m[k]['uncompressed_bytes'] / 1e6:,.0f} MB uncompressed, {m[k]['rows']:,} rows in "
-                      f"{m[k]['seconds']:.1f} s, peak RSS {m[k]['max_rss_mb']:.0f} MB")
+                print(
+                    f"{k}: {m[k]['uncompressed_bytes'] / 1e6:,.0f} MB uncompressed, {m[k]['rows']:,} rows in "
+                    f"{m[k]['seconds']:.1f} s, peak RSS {m[k]['max_rss_mb']:.0f} MB"
+                )
         if profile_top:
             print(profile_top)
         print(f"written to {out.relative_to(REPO)}")

@@ -138,10 +138,10 @@ def _decode(data: bytes, lines_before: int) -> str:
         ) from None
 
 
-def iter_parquet_batches(path: str) -> Iterator[list[dict[str, Any]]]:
+def iter_parquet_batches(path: str | IO[bytes]) -> Iterator[list[dict[str, Any]]]:
     """Yield the rows of a local Parquet file as blocks of dicts.
 
-    :param path: a local file path (the landing object spooled to disk).
+    :param path: a local file path or seekable binary file (the landing object spooled to disk).
     :raises UnreadableFileError: the file is not valid Parquet.
     """
     import pyarrow as pa

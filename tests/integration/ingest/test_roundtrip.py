@@ -60,7 +60,7 @@ def _event(n: int, text: dict[str, str], props: dict[str, Any]) -> dict[str, Any
 
 
 _fields = st.fixed_dictionaries(
-    {f: _text for f in ("event_type", "session_id", "visitor_id", "url", "path", "user_agent")}
+    dict.fromkeys(("event_type", "session_id", "visitor_id", "url", "path", "user_agent"), _text)
 )
 _props = st.dictionaries(
     _text, st.one_of(_text, st.integers(-(2**53), 2**53), st.lists(_text, max_size=3)), max_size=4

@@ -1,0 +1,111 @@
+"""Streaming readers: line blocks across chunk boundaries, gzip members, and unreadable files."""
+
+from __future__ import annotations
+
+import gzip
+import io
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from events_pipeline import readers
+from events_pipeline.readers import UnreadableFileError, file_format, iter_line_blocks, iter_parquet_batches
+
+
+def _lines(data: bytes, *, gzipped: bool = False) -> list[str]:
+    return [line for block in iter_line_blocks(io.BytesIO(data), gzipped=gzipped) for line in block]
+
+
+@pytest.fixture
+def tiny_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Force 7-byte chunks so lines and multi-byte characters straddle chunk boundaries."""
+    monkeypatch.setattr(readers, "CHUNK_BYTES", 7)
+
+
+@pytest.mark.usefixtures("tiny_chunks")
+def test_lines_survive_chunk_boundaries() -> None:
+    text = '{"a":"日本語"}\n{"b":"🎉🎉"}\n\n{"c":1}'
+    assert _lines(text.encode()) == ['{"a":"日本語"}', '{"b":"🎉🎉"}', "", '{"c":1}']
+
+
+def test_trailing_newline_gives_no_extra_line_and_crlf_keeps_cr() -> None:
+    assert _lines(b"a\r\nb\n") == ["a\r", "b"]
+
+
+def test_bom_is_dropped() -> None:
+    assert _lines(b"\xef\xbb\xbf{}\n") == ["{}"]
+
+
+@pytest.mark.usefixtures("tiny_chunks")
+def test_gzip_multi_member() -> None:
+    data = gzip.compress(b"one\ntw") + gzip.compress(b"o\nthree\n")
+    assert _lines(data, gzipped=True) == ["one", "two", "three"]
+
+
+def test_empty_inputs() -> None:
+    assert _lines(b"") == []
+    assert _lines(gzip.compress(b""), gzipped=True) == []
+    assert _lines(b"", gzipped=True) == []
+
+
+@pytest.mark.usefixtures("tiny_chunks")
+def test_invalid_utf8_names_the_line() -> None:
+    data = b'{"a":1}\n{"b":2}\n{"c":"caf\xe9"}\n'
+    with pytest.raises(UnreadableFileError) as exc:
+        _lines(data)
+    assert exc.value.kind == "invalid_utf8"
+    assert exc.value.line == 3
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"\x1f\x8b\x08\x00garbage" * 3, gzip.compress(b"x" * 10_000)[:40], b"plain text, not gzip\n"],
+    ids=["corrupt", "truncated", "not-gzip"],
+)
+def test_corrupt_gzip(data: bytes) -> None:
+    with pytest.raises(UnreadableFileError) as exc:
+        _lines(data, gzipped=True)
+    assert exc.value.kind == "corrupt_gzip"
+
+
+def test_gzip_bytes_without_gz_suffix_are_explained() -> None:
+    with pytest.raises(UnreadableFileError, match="gzip magic bytes"):
+        _lines(gzip.compress(b"{}\n"))
+
+
+@pytest.mark.parametrize(
+    ("key", "fmt"),
+    [
+        ("incoming/a.ndjson", "ndjson"),
+        ("incoming/a.JSONL", "ndjson"),
+        ("incoming/a.ndjson.gz", "ndjson.gz"),
+        ("incoming/a.jsonl.gz", "ndjson.gz"),
+        ("incoming/a.parquet", "parquet"),
+    ],
+)
+def test_file_format(key: str, fmt: str) -> None:
+    assert file_format(key) == fmt
+
+
+@pytest.mark.parametrize("key", ["incoming/a.csv", "incoming/a.json", "incoming/a.gz", "incoming/a"])
+def test_unsupported_format(key: str) -> None:
+    with pytest.raises(UnreadableFileError) as exc:
+        file_format(key)
+    assert exc.value.kind == "unsupported_format"
+
+
+def test_parquet_rows(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(readers, "PARQUET_BATCH_ROWS", 2)
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"event_type": ["a", "b", "c"], "n": [1, 2, 3]}), buf)
+    buf.seek(0)
+    blocks = list(iter_parquet_batches(buf))
+    assert [len(b) for b in blocks] == [2, 1]
+    assert blocks[1] == [{"event_type": "c", "n": 3}]
+
+
+def test_corrupt_parquet() -> None:
+    with pytest.raises(UnreadableFileError) as exc:
+        list(iter_parquet_batches(io.BytesIO(b"PAR1 nope")))
+    assert exc.value.kind == "corrupt_parquet"
