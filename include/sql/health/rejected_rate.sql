@@ -1,6 +1,7 @@
 -- Health check "check_rejected_rate" (docs/runbook.md#check_rejected_rate).
 -- Share of rejected lines among the lines of the landing files loaded in the
--- run's data interval (landing_files.loaded_at in [interval_start, interval_end)):
+-- run's data interval (landing_files.loaded_at in [interval_start, interval_end),
+-- index landing_files_loaded_at_idx; ingest sets loaded_at with the load):
 -- rows_rejected / (rows_loaded + rows_rejected). ok is false when at least
 -- min_lines lines were read and the rate is above max_rate.
 -- Parameters: interval_start, interval_end, max_rate (0..1), min_lines.
@@ -8,11 +9,11 @@ WITH files AS (
     SELECT file_id, bucket, key, rejected_key,
            coalesce(rows_loaded, 0) AS loaded,
            coalesce(rows_rejected, 0) AS rejected,
-           coalesce(loaded_at, created_at) AS loaded_at
+           loaded_at
     FROM landing_files
     WHERE status IN ('loaded', 'processed')
-      AND coalesce(loaded_at, created_at) >= %(interval_start)s::timestamptz
-      AND coalesce(loaded_at, created_at) < %(interval_end)s::timestamptz
+      AND loaded_at >= %(interval_start)s::timestamptz
+      AND loaded_at < %(interval_end)s::timestamptz
 ),
 totals AS (
     SELECT count(*) AS file_count,
