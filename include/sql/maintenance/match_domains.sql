@@ -1,11 +1,30 @@
 -- Domain matching rule (SPEC §3), set-based: for each site_id in %(sites)s,
 -- the client of its exact domain, else of its nearest listed parent domain.
--- The site is lower-cased, trimmed, its port and trailing dot(s) dropped.
+-- The site is normalised as ingest does (attribution.normalize_site): trimmed,
+-- lower-cased, scheme / path / user-info removed, [IPv6] unwrapped, a single
+-- ':port' dropped, trailing dot(s) dropped.
 -- A site with no match is absent from the result.
-WITH norm AS (
-    SELECT s.site_id,
-           rtrim(regexp_replace(lower(btrim(s.site_id)), ':[0-9]*$', ''), '.') AS host
-    FROM unnest(%(sites)s::text[]) AS s (site_id)
+WITH s0 AS (
+    SELECT x.site_id, lower(btrim(x.site_id, E' \t\n\r\f\x0b')) AS s
+    FROM unnest(%(sites)s::text[]) AS x (site_id)
+),
+s1 AS (  -- no scheme, no path, no user-info
+    SELECT site_id,
+           regexp_replace(
+               split_part(CASE WHEN position('://' IN s) > 0 THEN substr(s, position('://' IN s) + 3) ELSE s END,
+                          '/', 1),
+               '^.*@', '') AS s
+    FROM s0
+),
+norm AS (  -- [ipv6] literal unwrapped, else a single ':port' dropped; trailing dots dropped
+    SELECT site_id,
+           rtrim(CASE
+                     WHEN left(s, 1) = '[' AND position(']' IN s) > 0 THEN substr(s, 2, position(']' IN s) - 2)
+                     WHEN left(s, 1) = '[' THEN substr(s, 2)
+                     WHEN length(s) - length(replace(s, ':', '')) = 1 THEN split_part(s, ':', 1)
+                     ELSE s
+                 END, '.') AS host
+    FROM s1
 ),
 suffixes AS (
     SELECT n.site_id,

@@ -24,6 +24,13 @@ DOMAIN_CASES = [
     ("Shop.Acme.Com.", "acme"),  # trailing dot
     ("acme.com.:443", "acme"),  # trailing dot and port
     (" acme.com ", "acme"),  # surrounding blanks
+    ("acme.com\t", "acme"),  # surrounding whitespace
+    ("v.acme-eu.tv", "tv-client"),  # no letter trimmed off the ends
+    ("Shop.Acme.COM:8443.", "acme"),  # port then trailing dot
+    ("https://Shop.Acme.com/cart?x=1", "acme"),  # a URL given as site_id
+    ("user@acme.com", "acme"),  # user-info
+    ("[2001:db8::1]:80", None),  # IPv6 literal
+    ("acme.com:abc", "acme"),  # anything after a single colon is a port
     ("notacme.com", None),  # suffix of a label is not a parent
     ("acme.com.evil.org", None),  # unknown
     ("com", None),  # bare TLD
@@ -36,6 +43,7 @@ DOMAIN_CASES = [
 def domains(maint_db):
     add_client(maint_db, "acme", domains=["acme.com"])
     add_client(maint_db, "acme-eu", domains=["eu.shop.acme.com"])
+    add_client(maint_db, "tv-client", domains=["v.acme-eu.tv"])
     return maint_db
 
 
