@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.health.conftest import add_client, add_events, current_hour, put_object
+from tests.integration.health.conftest import add_client, add_events, current_hour
 
 
 class _Inbox:
@@ -61,30 +61,33 @@ def _subject(msg: email.message.Message) -> str:
     return str(make_header(decode_header(msg["Subject"])))
 
 
-def test_one_email_per_failing_check(health_env, db, run_health, smtp_inbox):
+def test_one_email_per_failing_check(health_env, db, run_health, smtp_inbox, monkeypatch):
+    """Two kinds of failure: bad data (fails at once) and a missing bucket (retried 3 times first)."""
     end = current_hour()
     start = end - timedelta(hours=1)
     add_client(db, "acme")
     add_events(db, 10, created_at=start + timedelta(minutes=1), client_id="acme", batch_id="b-split")
     add_events(db, 10, created_at=start + timedelta(minutes=2), client_id="acme", batch_id="b-split")
-    put_object(health_env, "quarantine/bad.ndjson.gz", b"\x1f\x8b broken")
+    monkeypatch.setenv("AIRFLOW_VAR_EVENTS_LANDING_BUCKET", "no-such-landing-bucket")
 
     run = run_health(end)
 
-    assert run.failed() == {"check_batch_consistency", "check_quarantine"}, run.errors
-    assert len(run.alerts) == 2
+    failing = {"check_batch_consistency", "check_incoming_backlog", "check_quarantine"}
+    assert run.failed() == failing, run.errors
+    assert len(run.alerts) == 3
     subjects = sorted(_subject(m) for m in smtp_inbox.messages)
-    assert len(subjects) == 2, subjects
-    assert "task=check_batch_consistency" in subjects[0]
-    assert "task=check_quarantine" in subjects[1]
-    assert all(s.startswith("[events-pipeline] FAILED dag=events_health") for s in subjects)
-    assert smtp_inbox.recipients == [["oncall@example.com", "lead@example.com"]] * 2
+    assert len(subjects) == 3, subjects
+    for subject, task in zip(subjects, sorted(failing), strict=True):
+        assert subject.startswith("[events-pipeline] FAILED dag=events_health task=" + task), subject
+    # the S3 checks were retried (default_args: 3 retries) and still alerted once, at the last try
+    assert sum("try=4" in s for s in subjects) == 2, subjects
+    assert smtp_inbox.recipients == [["oncall@example.com", "lead@example.com"]] * 3
     bodies = [
         m.get_payload(0).get_payload(decode=True).decode()
         if m.is_multipart()
         else m.get_payload(decode=True).decode()
         for m in smtp_inbox.messages
     ]
-    assert any("[runbook: docs/runbook.md#check_quarantine]" in b for b in bodies)
-    assert any("quarantine/bad.ndjson.gz" in b for b in bodies)
+    assert any("[runbook: docs/runbook.md#check_batch_consistency]" in b for b in bodies)
+    assert sum("no-such-landing-bucket" in b for b in bodies) == 2
     assert all("runbook: docs/runbook.md#events_health" in b for b in bodies)
