@@ -28,6 +28,7 @@ from typing import Any
 from airflow.providers.common.sql.operators.sql import SQLCheckOperator, SQLCheckResult
 
 from events_pipeline.dag_defaults import runbook_link
+from events_pipeline.errors import PipelineError
 from events_pipeline.settings import EVENTS_DB_CONN_ID, VAR_LANDING_BUCKET, Setting, get_setting, register
 
 log = logging.getLogger(__name__)
@@ -107,8 +108,8 @@ ERROR_SUFFIX = ".error.json"
 MAX_LISTED = 5
 
 
-class HealthCheckError(Exception):
-    """Raised by the S3 checks; the DAG task turns it into ``AirflowFailException``."""
+class HealthCheckError(PipelineError):
+    """A check cannot judge this run (e.g. no data interval); the operator fails the task."""
 
 
 @dataclass(frozen=True)
