@@ -240,3 +240,27 @@ def test_missing_export_run_fails_per_client(health_env, db, run_health):
     assert "gone" not in msg
     assert "newbie" not in msg
     assert msg.startswith("check_export_runs [runbook: docs/runbook.md#check_export_runs]: ")
+
+
+def test_checks_are_independent_tasks_on_hourly_intervals(dagbag):
+    from airflow.providers.common.sql.operators.sql import SQLCheckOperator
+
+    dag = dagbag.dags["events_health"]
+    assert set(dag.task_ids) == CHECKS
+    for t in dag.tasks:  # no chaining: a failing check never skips another
+        assert not t.upstream_task_ids and not t.downstream_task_ids, t.task_id
+    sql_checks = {t.task_id: t for t in dag.tasks if isinstance(t, SQLCheckOperator)}
+    assert set(sql_checks) == {
+        "check_attribution_rate",
+        "check_pending_exports",
+        "check_batch_consistency",
+        "check_rejected_rate",
+        "check_export_runs",
+    }
+    for t in sql_checks.values():
+        assert t.conn_id == "events_db"
+        assert t.retry_on_failure is False  # bad data fails at once; DB errors still retry
+        # the SQL file was found through template_searchpath (include/sql) and read at parse time
+        assert f'Health check "{t.task_id}"' in t.sql
+    assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"
+    assert dag.timetable.summary == "0 * * * *"
