@@ -263,4 +263,4 @@ def test_checks_are_independent_tasks_on_hourly_intervals(dagbag):
         # the SQL file was found through template_searchpath (include/sql) and read at parse time
         assert f'Health check "{t.task_id}"' in t.sql
     assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"
-    assert dag.timetable.summary == "0 * * * *"
+    assert dag.timetable.expression == "0 * * * *"
