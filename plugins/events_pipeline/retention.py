@@ -83,7 +83,7 @@ class PartitionResult:
     """What retention did to one partition.
 
     :param partition: the partition table name.
-    :param mode: ``skip``, ``drop``, ``swap`` or ``batch``.
+    :param mode: ``skip``, ``deferred`` (becomes a swap on the next run), ``drop``, ``swap`` or ``batch``.
     :param total: rows in the partition before.
     :param deleted: rows deleted.
     :param kept: rows kept.
@@ -124,6 +124,7 @@ class RetentionResult:
             "billed_through": self.billed_through.isoformat() if self.billed_through else None,
             "deleted": self.deleted,
             "partitions": [p.__dict__ for p in self.partitions if p.mode != "skip"],
+            "deferred": [p.partition for p in self.partitions if p.mode == "deferred"],
         }
 
 
@@ -161,16 +162,23 @@ SAMPLE_PERCENT = 2.0
 
 
 def _any_deletable(conn: psycopg.Connection, partition: str, params: dict[str, Any]) -> bool:
+    """Exact: does ``partition`` hold a row retention may delete now?
+
+    First the index-only bound (``retention_may_expire.sql``: milliseconds), then
+    an ``EXISTS`` probe that stops at the first expired row.
+    """
     from psycopg import sql
 
-    query = sql.SQL(load_sql("maintenance/retention_any_deletable.sql")).format(
-        partition=sql.Identifier(partition)
-    )
+    ident = sql.Identifier(partition)
+    may = sql.SQL(load_sql("maintenance/retention_may_expire.sql")).format(partition=ident)
+    if not conn.execute(may, params).fetchone()[0]:  # type: ignore[index]
+        return False
+    query = sql.SQL(load_sql("maintenance/retention_any_deletable.sql")).format(partition=ident)
     return bool(conn.execute(query, params).fetchone()[0])  # type: ignore[index]
 
 
-def _stats(conn: psycopg.Connection, partition: str, params: dict[str, Any]) -> tuple[int, int]:
-    """Return ``(rows, deletable rows)`` of ``partition``: exact when small, else from a block sample."""
+def _stats(conn: psycopg.Connection, partition: str, params: dict[str, Any]) -> tuple[int, int, int]:
+    """Return ``(rows, deletable now, deletable a day later)``: exact when small, else from a block sample."""
     from psycopg import sql
 
     sample = sql.SQL("")
@@ -179,8 +187,8 @@ def _stats(conn: psycopg.Connection, partition: str, params: dict[str, Any]) -> 
     query = sql.SQL(load_sql("maintenance/retention_stats.sql")).format(
         partition=sql.Identifier(partition), sample=sample
     )
-    total, deletable = conn.execute(query, params).fetchone()  # type: ignore[misc]
-    return int(total), int(deletable)
+    total, deletable, deletable_next = conn.execute(query, params).fetchone()  # type: ignore[misc]
+    return int(total), int(deletable), int(deletable_next)
 
 
 def run_retention(
@@ -233,18 +241,36 @@ def run_retention(
         t0 = time.monotonic()
         part = PartitionResult(partition=name, mode="skip")
         if _any_deletable(conn, name, params):
-            est_total, est_deletable = (0, 0) if day is None else _stats(conn, name, params)
-            use_swap = day is not None and est_total - est_deletable <= swap_max_survivor_ratio * est_total
+            est_total, est_now, est_next = (0, 0, 0) if day is None else _stats(conn, name, params)
+            few_survivors = est_total - est_now <= swap_max_survivor_ratio * est_total
+            use_swap = day is not None and few_survivors
+            # Partly expired today but nearly all tomorrow (the day after the oldest
+            # dropped one): deleting part of it row by row now would cost WAL for
+            # nothing; tomorrow's run swaps it. Rows are at most one run late.
+            defer = (
+                day is not None
+                and not few_survivors
+                and est_total - est_next <= swap_max_survivor_ratio * est_total
+            )
             if force_mode is not None and day is not None:
-                use_swap = force_mode == "swap"
-            if use_swap:
+                use_swap, defer = force_mode == "swap", False
+            if defer:
+                part.mode = "deferred"
+                log.info(
+                    "retention: %s deferred to the next run: ~%d of ~%d rows expired now, ~%d tomorrow",
+                    name,
+                    est_now,
+                    est_total,
+                    est_next,
+                )
+            elif use_swap:
                 assert day is not None
                 _swap_partition(conn, name, day, params, lock_timeout_ms, part)
             else:
                 part.mode = "batch"
                 part.deleted = _delete_in_batches(conn, name, params, batch_blocks)
         part.seconds = round(time.monotonic() - t0, 3)
-        if part.mode != "skip":
+        if part.mode not in ("skip", "deferred"):
             rate = part.deleted / part.seconds if part.seconds else 0.0
             log.info(
                 "retention: %s mode=%s deleted=%d kept=%d in %.2fs (%.0f rows/s), "

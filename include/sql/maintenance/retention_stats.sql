@@ -1,7 +1,9 @@
--- Rows of one partition (or of a sample of its blocks), and how many retention may delete now.
--- {partition}: the partition table. Parameters: client_ids/cutoffs (per client,
--- rows processed before the cutoff are expired), billed_end (rows created or
--- exported at or after it are not yet billed and are kept).
+-- Rows of one partition (or of a sample of its blocks), how many retention may
+-- delete now, and how many it may delete one day later (to defer a partition
+-- that becomes a cheap swap tomorrow instead of batch-deleting part of it today).
+-- {partition}: the partition table; {sample}: empty or a TABLESAMPLE clause.
+-- Parameters: client_ids/cutoffs (per client, rows processed before the cutoff
+-- are expired), billed_end (rows created or exported at or after it are kept).
 SELECT
     count(*) AS total,
     count(*) FILTER (
@@ -9,7 +11,13 @@ SELECT
           AND e.processed_at < k.cutoff
           AND e.created_at < %(billed_end)s
           AND coalesce(e.export_hour, e.created_at) < %(billed_end)s
-    ) AS deletable
+    ) AS deletable,
+    count(*) FILTER (
+        WHERE e.export_status = 'exported'
+          AND e.processed_at < k.cutoff + interval '1 day'
+          AND e.created_at < %(billed_end)s + interval '1 day'
+          AND coalesce(e.export_hour, e.created_at) < %(billed_end)s + interval '1 day'
+    ) AS deletable_next_day
 FROM {partition} AS e {sample}
 LEFT JOIN unnest(%(client_ids)s::text[], %(cutoffs)s::timestamptz[]) AS k (client_id, cutoff)
     ON k.client_id = e.client_id

@@ -129,3 +129,22 @@ def test_retention_default_partition_batches(maint_db, partitions_back):
         ("events_log_default", "batch", 4)
     ]
     assert count(db) == 1
+
+
+def test_partly_expired_day_is_deferred_then_swapped(maint_db, partitions_back):
+    """A day mostly expiring tomorrow is not batch-deleted today; tomorrow's run takes it whole."""
+    db, today = maint_db, partitions_back
+    add_client(db, "acme", retention_days=7)
+    mark_billed(db, today - timedelta(days=40), today + timedelta(days=1))
+    now = day_start(today) + timedelta(hours=12)
+    created = now - timedelta(days=7, hours=3)
+    insert_events(db, [event(created, status="exported", processed_at=created + timedelta(hours=2))] * 2)
+    insert_events(db, [event(created, status="exported", processed_at=created + timedelta(hours=5))] * 8)
+    name = f"events_log_p{created:%Y%m%d}"
+
+    first = run_retention(db, now=now)
+    assert {p.partition: p.mode for p in first.partitions}[name] == "deferred"
+    assert count(db) == 10
+    second = run_retention(db, now=now + timedelta(days=1))
+    assert {p.partition: (p.mode, p.deleted) for p in second.partitions}[name] == ("drop", 10)
+    assert count(db) == 0
