@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from airflow.sdk import CronDataIntervalTimetable, dag, task
 
 from events_pipeline.dag_defaults import START_DATE, default_args, runbook_link
@@ -54,7 +56,8 @@ Tasks (each links its runbook entry; thresholds are the Variables named):
     start_date=START_DATE,
     catchup=False,
     max_active_runs=2,
-    default_args=default_args(),
+    # a check never needs long; a hung query must not hold the next hour's run
+    default_args=default_args(execution_timeout=timedelta(minutes=10)),
     template_searchpath=[str(SQL_ROOT)],
     tags=["events", "health"],
     doc_md=DOC,

@@ -28,7 +28,7 @@ from typing import Any
 from airflow.providers.common.sql.operators.sql import SQLCheckOperator, SQLCheckResult
 
 from events_pipeline.dag_defaults import runbook_link
-from events_pipeline.errors import PipelineError
+from events_pipeline.errors import PipelineError, SettingError
 from events_pipeline.settings import EVENTS_DB_CONN_ID, VAR_LANDING_BUCKET, Setting, get_setting, register
 
 log = logging.getLogger(__name__)
@@ -367,7 +367,7 @@ def interval_of(context: Mapping[str, Any]) -> tuple[datetime, datetime]:
     if start is None or end is None:
         raise HealthCheckError(
             "this run has no data interval (triggered with logical_date null): trigger events_health with "
-            "a logical date or let the scheduler run it [runbook: " + runbook_link("events_health") + "]"
+            "a logical date or let the scheduler run it"
         )
     return start, end
 
@@ -422,8 +422,8 @@ class HealthSQLCheckOperator(SQLCheckOperator):
         definition = SQL_CHECKS[self.check]
         try:
             params = sql_parameters(definition, context)
-        except HealthCheckError as exc:
-            self._raise_exception(str(exc))
+        except (HealthCheckError, SettingError) as exc:  # retrying cannot fix either
+            self._raise_exception(f"{self.check} [runbook: {runbook_link('events_health')}]: {exc}")
         self.parameters = params
         row = self.get_db_hook().run(self.sql, parameters=params, handler=_fetch_one_mapping)
         outcome = definition.outcome(row, params)

@@ -264,3 +264,15 @@ def test_checks_are_independent_tasks_on_hourly_intervals(dagbag):
         assert f'Health check "{t.task_id}"' in t.sql
     assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"
     assert dag.timetable.expression == "0 * * * *"
+
+
+def test_bad_threshold_variable_fails_that_check_at_once(health_env, db, run_health, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_VAR_EVENTS_HEALTH_MAX_REJECTED_RATE", "lots")
+
+    run = run_health()
+
+    assert run.failed() == {"check_rejected_rate"}, run.errors
+    msg = run.errors["check_rejected_rate"]
+    assert "check_rejected_rate [runbook: docs/runbook.md#events_health]" in msg
+    assert "'events_health_max_rejected_rate' = 'lots' is not a valid float" in msg
+    assert len(run.alerts) == 1 and "try=1 " in run.alerts[0]  # not retried: a retry cannot fix it
