@@ -75,6 +75,15 @@ SEED_INDEXES = (
     "CREATE INDEX bench_seed_gin ON events_log USING gin (raw_event_data)",
 )
 START = datetime(2026, 11, 27, 10, tzinfo=UTC)
+#: The secondary indexes of 0001 (partial; export and re-attribution need them).
+OUR_INDEXES = {
+    "events_log_unclaimed_idx": "CREATE INDEX events_log_unclaimed_idx ON events_log (client_id, created_at) "
+    "WHERE export_hour IS NULL AND client_id IS NOT NULL",
+    "events_log_export_hour_idx": "CREATE INDEX events_log_export_hour_idx ON events_log (client_id, export_hour) "
+    "WHERE export_hour IS NOT NULL",
+    "events_log_unattributed_idx": "CREATE INDEX events_log_unattributed_idx ON events_log (site_id) "
+    "WHERE client_id IS NULL",
+}
 
 
 def _reset(conn: Any) -> None:
@@ -195,6 +204,34 @@ def run_seed(conn: Any, rows: list[tuple[Any, ...]]) -> float:
             conn.execute(f"DROP INDEX IF EXISTS {ddl.split()[2]}")
 
 
+def index_sets(conn: Any, rows: list[tuple[Any, ...]]) -> dict[str, float]:
+    """COPY ceiling under different index sets (the decision in docs/decisions/ingest-indexes.md)."""
+    out: dict[str, float] = {}
+    try:
+        _reset(conn)
+        out["pk_and_3_partial (0001, kept)"] = len(rows) / run_copy(conn, rows)
+        for ddl in SEED_INDEXES:
+            conn.execute(ddl)
+        _reset(conn)
+        out["0001 + seed six (GIN incl.)"] = len(rows) / run_copy(conn, rows)
+        for ddl in SEED_INDEXES[:-1]:
+            conn.execute(f"DROP INDEX {ddl.split()[2]}")
+        _reset(conn)
+        out["0001 + GIN on raw_event_data"] = len(rows) / run_copy(conn, rows)
+        conn.execute(f"DROP INDEX {SEED_INDEXES[-1].split()[2]}")
+        for name in OUR_INDEXES:
+            conn.execute(f"DROP INDEX {name}")
+        _reset(conn)
+        out["pk_only"] = len(rows) / run_copy(conn, rows)
+    finally:
+        for ddl in SEED_INDEXES:
+            conn.execute(f"DROP INDEX IF EXISTS {ddl.split()[2]}")
+        for ddl in OUR_INDEXES.values():
+            conn.execute(ddl.replace("CREATE INDEX", "CREATE INDEX IF NOT EXISTS"))
+        _reset(conn)
+    return {k: round(v) for k, v in out.items()}
+
+
 def _upload_big(client: Any, key: str, target_mb: int) -> tuple[int, int]:
     """Upload a gzip NDJSON of about ``target_mb`` MB (uncompressed) as repeated gzip members."""
     from events_pipeline.demo_data import iter_events, ndjson_bytes
@@ -246,6 +283,7 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=10)
     parser.add_argument("--big-mb", type=int, default=0, help="also load one file of this many MB")
     parser.add_argument("--profile", action="store_true", help="cProfile the pipeline path")
+    parser.add_argument("--index-sets", action="store_true", help="also COPY under other index sets")
     parser.add_argument("--child", nargs=2, metavar=("DSN", "ENDPOINT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -319,6 +357,7 @@ def main() -> None:
                 n = conn.execute("SELECT count(*) FROM events_log").fetchone()[0]
                 assert n == len(events), (name, n)
             _reset(conn)
+            indexes = index_sets(conn, rows) if args.index_sets else None
 
         eps = {k: len(events) / v for k, v in results.items()}
         report: dict[str, Any] = {
@@ -338,6 +377,8 @@ def main() -> None:
             },
             "targets": {"pipeline_vs_copy_ceiling": 0.8, "pipeline_vs_seed": 8.0},
         }
+        if indexes:
+            report["copy_events_per_second_by_index_set"] = indexes
 
         if args.big_mb:
             with psycopg.connect(dsn, autocommit=True) as conn:
@@ -374,6 +415,8 @@ def main() -> None:
                     f"{k}: {m[k]['uncompressed_bytes'] / 1e6:,.0f} MB uncompressed, {m[k]['rows']:,} rows in "
                     f"{m[k]['seconds']:.1f} s, peak RSS {m[k]['max_rss_mb']:.0f} MB"
                 )
+        if indexes:
+            print("COPY ceiling by index set (events/s):", json.dumps(indexes))
         if profile_top:
             print(profile_top)
         print(f"written to {out.relative_to(REPO)}")

@@ -200,7 +200,7 @@ class RowBuilder:
                 self.nul_lines += 1
                 reserialize = True
         try:
-            ev = validate_event(obj, line_id=f"{self._line_id_prefix}:{n}" if type(obj) is dict else "")
+            ev = validate_event(obj, line_id=self._line_id_prefix, line_no=n)
         except LineRejectedError as exc:
             self.rejects.add(n, str(exc), original)  # type: ignore[arg-type]
             return None
@@ -222,10 +222,24 @@ class RowBuilder:
             batch_text = self._file_batch_id
         self.rows += 1
         self.copy_line_to_source.append(n)
+        # one f-string per row; copy_text only where a value may hold a COPY special
+        # (event_id, timestamp, ip and client_id are validated to hold none)
+        event_type, session_id, visitor_id, site_id, url, path, user_agent = (
+            ev.event_type,
+            ev.session_id,
+            ev.visitor_id,
+            ev.site_id,
+            ev.url,
+            ev.path,
+            ev.user_agent,
+        )
         return (
-            f"{ev.event_id}\t{copy_text(ev.event_type)}\t{copy_text(ev.session_id)}\t"
-            f"{copy_text(ev.visitor_id)}\t{copy_text(ev.site_id)}\t{ev.timestamp}\t"
-            f"{copy_text(ev.url)}\t{copy_text(ev.path)}\t{copy_text(ev.user_agent)}\t"
+            f"{ev.event_id}\t{copy_text(event_type)}\t"
+            f"{NULL if session_id is None else copy_text(session_id)}\t"
+            f"{NULL if visitor_id is None else copy_text(visitor_id)}\t"
+            f"{NULL if site_id is None else copy_text(site_id)}\t{ev.timestamp}\t"
+            f"{NULL if url is None else copy_text(url)}\t{NULL if path is None else copy_text(path)}\t"
+            f"{NULL if user_agent is None else copy_text(user_agent)}\t"
             f"{ip if ip is not None else NULL}\t{copy_text(raw)}\t"
             f"{client_id if client_id else NULL}\t{batch_text}\t{owner.privacy_level}\t{self._file_id}\n"
         )

@@ -166,12 +166,14 @@ def parse_ip(value: Any) -> str | None:
         ) from None
 
 
-def validate_event(obj: Any, *, line_id: str = "") -> Event:
+def validate_event(obj: Any, *, line_id: str = "", line_no: int | None = None) -> Event:
     """Check one decoded event against SPEC §2 and return its columns.
 
     :param obj: the decoded JSON value of the line.
-    :param line_id: a stable identity of the line (``bucket/key#etag:line``),
-        used to derive the ``event_id`` of events that have none.
+    :param line_id: a stable identity of the line (``bucket/key#etag``, plus
+        ``:<line_no>`` when given), used to derive the ``event_id`` of events
+        that have none (built only then: this runs once per line).
+    :param line_no: the line number appended to ``line_id``.
     :raises LineRejectedError: the reason the line breaks the rules.
     """
     if type(obj) is not dict:
@@ -200,6 +202,8 @@ def validate_event(obj: Any, *, line_id: str = "") -> Event:
 
     raw_event_id = obj.get("event_id")
     if raw_event_id is None:
+        if line_id and line_no is not None:
+            line_id = f"{line_id}:{line_no}"
         event_id = str(uuid.uuid5(EVENT_ID_NAMESPACE, line_id)) if line_id else str(uuid.uuid4())
     elif type(raw_event_id) is not str:
         raise LineRejectedError(f"event_id must be a UUID string, got {_json_type(raw_event_id)}")
