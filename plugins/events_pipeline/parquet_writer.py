@@ -47,6 +47,20 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("batch_id", "string"),
     ("client_id", "string"),
 )
+#: Columns with few distinct values per hour: dictionary-encoded. Unique ones
+#: (event_id, raw_event_data, timestamps) are not: it would only cost time.
+DICTIONARY_COLUMNS = (
+    "event_type",
+    "session_id",
+    "visitor_id",
+    "site_id",
+    "url",
+    "path",
+    "user_agent",
+    "ip_address",
+    "batch_id",
+    "client_id",
+)
 #: Columns that may never be NULL in the database.
 NOT_NULL = frozenset({"event_id", "event_type", "timestamp", "raw_event_data", "created_at"})
 
@@ -109,14 +123,14 @@ class PartSettings:
     :param part_max_bytes: roll over once the part file reaches this many bytes.
     :param row_group_rows: rows per Parquet row group (and the most rows held in memory).
     :param csv_block_bytes: bytes of CSV parsed at a time.
-    :param compression_level: zstd level.
+    :param compression_level: zstd level (1: ~40 % less encode time than 3 for ~1 % larger files).
     """
 
     part_max_rows: int = 1_000_000
     part_max_bytes: int = 256 * 1024 * 1024
     row_group_rows: int = 65_536
     csv_block_bytes: int = 8 * 1024 * 1024
-    compression_level: int = 3
+    compression_level: int = 1
 
     def __post_init__(self) -> None:
         for name in ("part_max_rows", "part_max_bytes", "row_group_rows", "csv_block_bytes"):
@@ -210,6 +224,7 @@ def write_parts(
             schema,
             compression="zstd",
             compression_level=settings.compression_level,
+            use_dictionary=list(DICTIONARY_COLUMNS),
             write_statistics=True,
         )
         part_rows = 0
