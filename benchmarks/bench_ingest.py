@@ -79,8 +79,8 @@ START = datetime(2026, 11, 27, 10, tzinfo=UTC)
 OUR_INDEXES = {
     "events_log_unclaimed_idx": "CREATE INDEX events_log_unclaimed_idx ON events_log (client_id, created_at) "
     "WHERE export_hour IS NULL AND client_id IS NOT NULL",
-    "events_log_export_hour_idx": "CREATE INDEX events_log_export_hour_idx ON events_log (client_id, export_hour) "
-    "WHERE export_hour IS NOT NULL",
+    "events_log_export_hour_idx": "CREATE INDEX events_log_export_hour_idx "
+    "ON events_log (client_id, export_hour) WHERE export_hour IS NOT NULL",
     "events_log_unattributed_idx": "CREATE INDEX events_log_unattributed_idx ON events_log (site_id) "
     "WHERE client_id IS NULL",
 }
@@ -261,10 +261,22 @@ def _upload_big(client: Any, key: str, target_mb: int) -> tuple[int, int]:
     return repeats * len(block), repeats * 10_000
 
 
+def _peak_rss_mb() -> float:
+    """Peak RSS of this process: VmHWM (ru_maxrss would include the parent's RSS at fork)."""
+    try:
+        with Path("/proc/self/status").open() as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def child_load(dsn: str, endpoint: str, profile: bool) -> None:
     """Entry of the child process: load everything, print rows/seconds/peak RSS as JSON."""
     result = run_pipeline(dsn, endpoint, profile=profile)
-    result["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["max_rss_mb"] = _peak_rss_mb()
     print(json.dumps(result))
 
 
@@ -276,6 +288,27 @@ def _child(dsn: str, endpoint: str, *, profile: bool = False) -> dict[str, Any]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def memory_check(dsn: str, endpoint: str, client: Any, small_body: bytes, big_mb: int) -> dict[str, Any]:
+    """Peak RSS of a child loading one small file, then one file of ``big_mb`` MB."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        _reset(conn)
+    client.put_object(Bucket=BUCKET, Key="incoming/rss/small.ndjson.gz", Body=small_body)
+    small = _child(dsn, endpoint)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        _reset(conn)
+    size, n_big = _upload_big(client, "incoming/rss/big.ndjson.gz", big_mb)
+    big = _child(dsn, endpoint)
+    assert big["rows"] == n_big, big
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        _reset(conn)
+    return {
+        "small_file": {"uncompressed_bytes": len(gzip.decompress(small_body)), **small},
+        "big_file": {"uncompressed_bytes": size, **big},
+    }
+
+
 def main() -> None:
     """Run the benchmark (see module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -283,6 +316,7 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=10)
     parser.add_argument("--big-mb", type=int, default=0, help="also load one file of this many MB")
     parser.add_argument("--profile", action="store_true", help="cProfile the pipeline path")
+    parser.add_argument("--memory-only", action="store_true", help="only the --big-mb memory check")
     parser.add_argument("--index-sets", action="store_true", help="also COPY under other index sets")
     parser.add_argument("--child", nargs=2, metavar=("DSN", "ENDPOINT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -336,6 +370,11 @@ def main() -> None:
         rows = _parsed_rows(events)
         results: dict[str, Any] = {}
 
+        if args.memory_only:
+            mem = memory_check(dsn, s3srv.endpoint_url, client, bodies[0], args.big_mb or 300)
+            print(json.dumps(mem, indent=2))
+            return
+
         def upload() -> None:
             for i, body in enumerate(bodies):
                 client.put_object(Bucket=BUCKET, Key=f"incoming/bench/f{i:03d}.ndjson.gz", Body=body)
@@ -381,21 +420,7 @@ def main() -> None:
             report["copy_events_per_second_by_index_set"] = indexes
 
         if args.big_mb:
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                _reset(conn)
-            client.put_object(Bucket=BUCKET, Key="incoming/rss/small.ndjson.gz", Body=bodies[0])
-            small = _child(dsn, s3srv.endpoint_url)
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                _reset(conn)
-            size, n_big = _upload_big(client, "incoming/rss/big.ndjson.gz", args.big_mb)
-            big = _child(dsn, s3srv.endpoint_url)
-            assert big["rows"] == n_big, big
-            report["memory"] = {
-                "small_file": {"uncompressed_bytes": len(gzip.decompress(bodies[0])), **small},
-                "big_file": {"uncompressed_bytes": size, **big},
-            }
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                _reset(conn)
+            report["memory"] = memory_check(dsn, s3srv.endpoint_url, client, bodies[0], args.big_mb)
 
         out = REPO / "benchmarks" / "results" / "ingest.json"
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -341,6 +341,14 @@ def process_claim(
         result = _finish_quarantine(conn, client, bucket, claim, result)
     if result is None:  # processed already (a retry after the move)
         result = FileResult(claim.key, claim.file_id, SKIPPED, detail=f"already {status}")
+    if result.outcome in (MOVED_ONLY, SKIPPED) and not claim.reupload:
+        # an earlier try of this same run may have committed the rows: report them,
+        # so the run's summary and its Asset event count what this run loaded
+        info = _file_row(conn, claim.file_id)
+        if info.get("claimed_by") == claim.token and info.get("rows_loaded"):
+            result.rows_loaded = int(info["rows_loaded"])
+            result.rows_rejected = int(info.get("rows_rejected") or 0)
+            result.detail = f"{result.detail}; loaded by an earlier try of this run"
     result.seconds = round(time.monotonic() - started, 3)
     return result
 

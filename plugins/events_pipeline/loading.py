@@ -19,6 +19,24 @@ if TYPE_CHECKING:
     import psycopg
 
 _COPY_LINE_RE = re.compile(r"COPY \S+, line (\d+)")
+#: Buffers (<= 128 kB each) the COPY writer thread may hold: bounds memory
+#: when Python produces faster than PostgreSQL consumes.
+COPY_QUEUE_BUFFERS = 32
+
+
+def _bounded_writer(cursor: Any) -> Any:
+    """A psycopg queued COPY writer (sends from a thread) with a small, bounded queue.
+
+    psycopg's default queue holds 1024 buffers, so a producer faster than the
+    server could park ~128 MB per COPY; this keeps it to ~4 MB.
+    """
+    from queue import Queue
+
+    from psycopg.copy import QueuedLibpqWriter
+
+    writer = QueuedLibpqWriter(cursor)
+    writer._queue = Queue(maxsize=COPY_QUEUE_BUFFERS)
+    return writer
 
 
 def lock_claim(conn: psycopg.Connection, file_id: int) -> tuple[str, str | None, int] | None:
@@ -41,12 +59,10 @@ def copy_events(conn: psycopg.Connection, blocks: Iterable[bytes]) -> int:
     :param blocks: encoded COPY text, whole rows per block (empty blocks are skipped).
     :return: bytes sent to PostgreSQL.
     """
-    from psycopg.copy import QueuedLibpqWriter
-
     sent = 0
     with (
         conn.cursor() as cur,
-        cur.copy(load_sql("ingest/copy_events.sql"), writer=QueuedLibpqWriter(cur)) as copy,
+        cur.copy(load_sql("ingest/copy_events.sql"), writer=_bounded_writer(cur)) as copy,
     ):
         for block in blocks:
             if block:

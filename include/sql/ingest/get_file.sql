@@ -1,4 +1,5 @@
 -- One registry row, for reports (quarantine error.json, recovery logs).
-SELECT file_id, bucket, key, etag, size_bytes, status, error, rows_loaded, rows_rejected, attempts
+SELECT file_id, bucket, key, etag, size_bytes, status, error, rows_loaded, rows_rejected, attempts,
+       claimed_by, batch_id
 FROM landing_files
 WHERE file_id = %(file_id)s
