@@ -124,14 +124,40 @@ def _parsed_rows(events: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
     return rows
 
 
-def run_pipeline(dsn: str, endpoint: str, *, profile: bool = False) -> dict[str, Any]:
-    """Claim and load every landing object as one load_batch worker would."""
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc; 0 when unreadable)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _self_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_pipeline(
+    dsn: str, endpoint: str, *, profile: bool = False, go_file: str | None = None, per_claim: int = 10_000
+) -> dict[str, Any]:
+    """Claim (``per_claim`` files at a time) and load landing objects until none is left.
+
+    :param go_file: wait for this file to exist before starting the clock
+        (parallel workers start together, their start-up excluded).
+    """
     import boto3
     import psycopg
 
     from events_pipeline import ingest
 
     client = boto3.client("s3", endpoint_url=endpoint)
+    client.list_buckets()
+    if go_file:
+        print("READY", flush=True)
+        while not Path(go_file).exists():
+            time.sleep(0.002)
+    t_start = time.time()
     t0 = time.perf_counter()
     prof = None
     if profile:
@@ -139,17 +165,28 @@ def run_pipeline(dsn: str, endpoint: str, *, profile: bool = False) -> dict[str,
 
         prof = cProfile.Profile()
         prof.enable()
+    cpu0 = _self_cpu()
     with psycopg.connect(dsn, autocommit=True) as conn:
-        claims = ingest.claim_available(conn, client, BUCKET, "bench", max_files=10_000, lease_minutes=30)
-        results = [
-            ingest.process_claim(
-                conn, client, BUCKET, c, lease_minutes=30, max_attempts=5, secret=lambda: "bench-secret"
+        backend = conn.info.backend_pid
+        pg0 = _cpu_seconds(backend)
+        results = []
+        while claims := ingest.claim_available(
+            conn, client, BUCKET, ingest.new_token("bench"), max_files=per_claim, lease_minutes=30
+        ):
+            results.extend(
+                ingest.process_claim(
+                    conn, client, BUCKET, c, lease_minutes=30, max_attempts=5, secret=lambda: "bench-secret"
+                )
+                for c in claims
             )
-            for c in claims
-        ]
+        pg_cpu = _cpu_seconds(backend) - pg0
     seconds = time.perf_counter() - t0
     out: dict[str, Any] = {
         "seconds": seconds,
+        "t_start": t_start,
+        "t_end": time.time(),
+        "python_cpu_seconds": round(_self_cpu() - cpu0, 3),
+        "postgres_cpu_seconds": round(pg_cpu, 3),
         "rows": sum(r.rows_loaded for r in results),
         "files": len(results),
     }
@@ -165,14 +202,24 @@ def run_pipeline(dsn: str, endpoint: str, *, profile: bool = False) -> dict[str,
     return out
 
 
+#: CPU seconds of the last run_copy: (python, postgres backend).
+LAST_COPY_CPU: dict[str, float] = {}
+
+
 def run_copy(conn: Any, rows: list[tuple[Any, ...]]) -> float:
     """Plain psycopg COPY with write_row of parsed rows, one transaction."""
     cols = ", ".join(f'"{c}"' if c == "timestamp" else c for c in COLUMNS)
+    pg0, cpu0 = _cpu_seconds(conn.info.backend_pid), _self_cpu()
     t0 = time.perf_counter()
     with conn.transaction(), conn.cursor() as cur, cur.copy(f"COPY events_log ({cols}) FROM STDIN") as cp:
         for row in rows:
             cp.write_row(row)
-    return time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    LAST_COPY_CPU.update(
+        python_cpu_seconds=round(_self_cpu() - cpu0, 3),
+        postgres_cpu_seconds=round(_cpu_seconds(conn.info.backend_pid) - pg0, 3),
+    )
+    return seconds
 
 
 def run_insert_rows(rows: list[tuple[Any, ...]]) -> float:
@@ -273,9 +320,9 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def child_load(dsn: str, endpoint: str, profile: bool) -> None:
+def child_load(dsn: str, endpoint: str, profile: bool, go_file: str | None, per_claim: int) -> None:
     """Entry of the child process: load everything, print rows/seconds/peak RSS as JSON."""
-    result = run_pipeline(dsn, endpoint, profile=profile)
+    result = run_pipeline(dsn, endpoint, profile=profile, go_file=go_file, per_claim=per_claim)
     result["max_rss_mb"] = _peak_rss_mb()
     print(json.dumps(result))
 
@@ -286,6 +333,33 @@ def _child(dsn: str, endpoint: str, *, profile: bool = False) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--child", dsn, endpoint] + (["--profile"] if profile else [])
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _parallel(dsn: str, endpoint: str, workers: int, per_claim: int) -> dict[str, Any]:
+    """Run ``workers`` loader processes at once, as mapped load_batch tasks run.
+
+    Wall time is from the first start to the last end (start-up excluded).
+    """
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'plugins'}:{REPO}"}
+    go = Path(tempfile.mkdtemp()) / "go"
+    cmd = [sys.executable, __file__, "--child", dsn, endpoint, "--go", str(go), "--per-claim", str(per_claim)]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) for _ in range(workers)]
+    for p in procs:
+        assert p.stdout is not None and p.stdout.readline().strip() == "READY"
+    go.touch()
+    outs = []
+    for p in procs:
+        stdout, _ = p.communicate()
+        assert p.returncode == 0
+        outs.append(json.loads(stdout.strip().splitlines()[-1]))
+    shutil.rmtree(go.parent, ignore_errors=True)
+    return {
+        "seconds": max(o["t_end"] for o in outs) - min(o["t_start"] for o in outs),
+        "rows": sum(o["rows"] for o in outs),
+        "files": sum(o["files"] for o in outs),
+        "python_cpu_seconds": sum(o["python_cpu_seconds"] for o in outs),
+        "postgres_cpu_seconds": sum(o["postgres_cpu_seconds"] for o in outs),
+    }
 
 
 def memory_check(dsn: str, endpoint: str, client: Any, small_body: bytes, big_mb: int) -> dict[str, Any]:
@@ -318,10 +392,13 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="cProfile the pipeline path")
     parser.add_argument("--memory-only", action="store_true", help="only the --big-mb memory check")
     parser.add_argument("--index-sets", action="store_true", help="also COPY under other index sets")
+    parser.add_argument("--workers", type=int, default=2, help="parallel loader processes (mapped tasks)")
     parser.add_argument("--child", nargs=2, metavar=("DSN", "ENDPOINT"), help=argparse.SUPPRESS)
+    parser.add_argument("--go", help=argparse.SUPPRESS)
+    parser.add_argument("--per-claim", type=int, default=10_000, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child_load(*args.child, args.profile)
+        child_load(*args.child, args.profile, args.go, args.per_claim)
         return
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
@@ -385,7 +462,17 @@ def main() -> None:
             r = _child(dsn, s3srv.endpoint_url, profile=args.profile)
             assert r["rows"] == len(events), r
             results["pipeline"] = r["seconds"]
+            cpu = {"pipeline": {k: r[k] for k in ("python_cpu_seconds", "postgres_cpu_seconds")}}
             profile_top = r.get("profile_top")
+            if args.workers > 1:
+                _reset(conn)
+                upload()
+                rp = _parallel(dsn, s3srv.endpoint_url, args.workers, per_claim=1)
+                assert rp["rows"] == len(events), rp
+                results[f"pipeline_{args.workers}_workers"] = rp["seconds"]
+                cpu[f"pipeline_{args.workers}_workers"] = {
+                    k: rp[k] for k in ("python_cpu_seconds", "postgres_cpu_seconds")
+                }
             for name, fn in (
                 ("copy_ceiling", lambda: run_copy(conn, rows)),
                 ("insert_rows", lambda: run_insert_rows(rows)),
@@ -395,6 +482,8 @@ def main() -> None:
                 results[name] = fn()
                 n = conn.execute("SELECT count(*) FROM events_log").fetchone()[0]
                 assert n == len(events), (name, n)
+                if name == "copy_ceiling":
+                    cpu["copy_ceiling"] = dict(LAST_COPY_CPU)
             _reset(conn)
             indexes = index_sets(conn, rows) if args.index_sets else None
 
@@ -413,8 +502,23 @@ def main() -> None:
                 "pipeline_vs_copy_ceiling": round(eps["pipeline"] / eps["copy_ceiling"], 2),
                 "pipeline_vs_seed": round(eps["pipeline"] / eps["seed"], 2),
                 "pipeline_vs_insert_rows": round(eps["pipeline"] / eps["insert_rows"], 2),
+                **(
+                    {
+                        f"pipeline_{args.workers}_workers_vs_copy_ceiling": round(
+                            eps[f"pipeline_{args.workers}_workers"] / eps["copy_ceiling"], 2
+                        ),
+                        f"pipeline_{args.workers}_workers_vs_seed": round(
+                            eps[f"pipeline_{args.workers}_workers"] / eps["seed"], 2
+                        ),
+                    }
+                    if args.workers > 1
+                    else {}
+                ),
             },
             "targets": {"pipeline_vs_copy_ceiling": 0.8, "pipeline_vs_seed": 8.0},
+            "cpu_us_per_event": {
+                k: {kk: round(vv / len(events) * 1e6, 1) for kk, vv in v.items()} for k, v in cpu.items()
+            },
         }
         if indexes:
             report["copy_events_per_second_by_index_set"] = indexes
@@ -430,9 +534,10 @@ def main() -> None:
             f"{raw_bytes / len(events):.0f} bytes/event, load avg {report['load_average_1m']:.2f}"
         )
         print(f"{'method':<14} {'seconds':>8} {'events/s':>10} {'vs pipeline':>12}")
-        for k in ("pipeline", "copy_ceiling", "insert_rows", "seed"):
+        for k in results:
             print(f"{k:<14} {results[k]:>8.2f} {eps[k]:>10,.0f} {eps['pipeline'] / eps[k]:>11.2f}x")
         print("ratios:", json.dumps(report["ratios"]))
+        print("CPU us/event (python process, postgres backend):", json.dumps(report["cpu_us_per_event"]))
         if "memory" in report:
             m = report["memory"]
             for k in ("small_file", "big_file"):
