@@ -517,7 +517,8 @@ def main() -> None:
             },
             "targets": {"pipeline_vs_copy_ceiling": 0.8, "pipeline_vs_seed": 8.0},
             "cpu_us_per_event": {
-                k: {kk: round(vv / len(events) * 1e6, 1) for kk, vv in v.items()} for k, v in cpu.items()
+                k: {kk.split("_")[0]: round(vv / len(events) * 1e6, 1) for kk, vv in v.items()}
+                for k, v in cpu.items()
             },
         }
         if indexes:
