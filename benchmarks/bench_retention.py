@@ -295,6 +295,24 @@ def main() -> int:
             p2 = next(p for p in r2.partitions if p.mode not in ("skip", "deferred"))
             stall_ours.update({"rows": r2.deleted, "mode": p2.mode, "lock_wait_s": p2.lock_wait_s})
             results["ingest_during_retention"] = {"seed": stall_seed, "ours": stall_ours}
+
+            # 5. what the seed's DELETE really costs: committed, then the VACUUM it needs (day 3).
+            now_d = now_c + timedelta(days=1)
+            conn.execute("CHECKPOINT")
+            w0, t0 = _wal(conn), time.monotonic()
+            deleted = conn.execute(
+                "DELETE FROM events_log WHERE export_status = 'exported' AND processed_at < %s",
+                (now_d - timedelta(days=7),),
+            ).rowcount
+            t_delete = time.monotonic() - t0
+            conn.execute("VACUUM events_log")
+            results["seed_delete_committed_plus_vacuum"] = {
+                "rows": deleted,
+                "delete_seconds": round(t_delete, 3),
+                "seconds": round(time.monotonic() - t0, 3),
+                "wal_bytes": _wal(conn) - w0,
+                "size_after": _size(conn),
+            }
     finally:
         pg.stop()
         if not args.keep:
@@ -339,6 +357,12 @@ def _report(r: dict) -> None:
         r[key]["speedup"] = round(ratio, 1)
         r[key]["wal_ratio"] = round(wal_ratio, 1)
         print(f"{'':36} ratio  seed/ours: time {ratio:.1f}x, WAL {wal_ratio:.1f}x")
+    sv = r["seed_delete_committed_plus_vacuum"]
+    print(
+        f"seed DELETE committed + VACUUM (next day): {sv['rows']:,} rows, DELETE {sv['delete_seconds']}s, "
+        f"with VACUUM {sv['seconds']}s, WAL {sv['wal_bytes'] / 1e6:.1f} MB, "
+        f"size after {sv['size_after'] / 1e9:.2f} GB"
+    )
     st = r["ingest_during_retention"]
     for method in ("seed", "ours"):
         m = st[method]
