@@ -42,7 +42,7 @@ from events_pipeline.export_keys import (
 )
 from events_pipeline.intervals import HourInterval, hour_of
 from events_pipeline.manifest import ExportedFile, build_manifest, dump_manifest
-from events_pipeline.parquet_writer import PartSettings, iter_record_batches, write_parts
+from events_pipeline.parquet_writer import PartSettings, iter_record_batches, prefetch, write_parts
 from events_pipeline.settings import (
     AWS_CONN_ID,
     EVENTS_DB_CONN_ID,
@@ -293,7 +293,7 @@ def _stream_parts(
         conn.execute("SET LOCAL work_mem = '64MB'")
         conn.execute("SET LOCAL jit = off")  # a plain scan + sort: JIT compile time is pure overhead
         with conn.cursor().copy(copy_sql, params) as copy:
-            batches = iter_record_batches(copy, settings.csv_block_bytes)
+            batches = prefetch(iter_record_batches(copy, settings.csv_block_bytes))
             return write_parts(batches, Path(workdir), uploader.upload_file, settings)
 
 
@@ -319,10 +319,13 @@ def export_client_hour(
         configuration, bucket missing, access denied).
     :raises ExportError: a step failed; the retry redoes the export idempotently.
     """
-    hour = hour_of(data_interval_start, data_interval_end)
     started = time.monotonic()
-    backup_bucket = get_setting(VAR_BACKUP_BUCKET)
-    settings = settings or part_settings()
+    try:
+        hour = hour_of(data_interval_start, data_interval_end)
+        backup_bucket = get_setting(VAR_BACKUP_BUCKET)
+        settings = settings or part_settings()
+    except (SettingError, ValueError) as exc:  # IntervalError is a ValueError
+        raise PermanentExportError(f"export client={client_id}: {exc}") from exc
     with connect(conn_id, autocommit=True) as conn:
         client = load_client(conn, client_id)
         if client is None or not client.active:
@@ -408,7 +411,9 @@ def _export_locked(
     from psycopg.types.json import Jsonb
 
     with conn.transaction():
-        marked = conn.execute(load_sql("export/mark_exported.sql"), _params(cid, hour)).rowcount
+        marked = 0
+        if not claim["published"]:  # a published hour's rows were marked when it was published
+            marked = conn.execute(load_sql("export/mark_exported.sql"), _params(cid, hour)).rowcount
         conn.execute(
             load_sql("export/finish_run.sql"),
             _params(

@@ -47,20 +47,10 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("batch_id", "string"),
     ("client_id", "string"),
 )
-#: Columns with few distinct values per hour: dictionary-encoded. Unique ones
-#: (event_id, raw_event_data, timestamps) are not: it would only cost time.
-DICTIONARY_COLUMNS = (
-    "event_type",
-    "session_id",
-    "visitor_id",
-    "site_id",
-    "url",
-    "path",
-    "user_agent",
-    "ip_address",
-    "batch_id",
-    "client_id",
-)
+#: Columns with few distinct values per hour: dictionary-encoded. Unique or
+#: near-unique ones (event_id, raw_event_data, timestamps, url, session_id,
+#: visitor_id, ip_address) are not: building a dictionary that overflows only costs time.
+DICTIONARY_COLUMNS = ("event_type", "site_id", "path", "user_agent", "batch_id", "client_id")
 #: Columns that may never be NULL in the database.
 NOT_NULL = frozenset({"event_id", "event_type", "timestamp", "raw_event_data", "created_at"})
 
@@ -84,35 +74,99 @@ def _csv_types() -> dict[str, Any]:
     return {n: pa.timestamp("us") if k == "timestamp" else pa.string() for n, k in COLUMNS}
 
 
+class _Failure:
+    """An exception raised in the prefetch thread, handed to the consumer."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+_DONE = object()
+
+
+def prefetch(items: Iterable[Any], depth: int = 2) -> Iterator[Any]:
+    """Iterate ``items`` in a background thread, ``depth`` items ahead.
+
+    The COPY stream and Arrow's CSV parsing run in the thread while the caller
+    encodes Parquet (both release the GIL), so the database, the parser and the
+    encoder work at the same time. At most ``depth`` items wait in memory. An
+    exception in the thread is re-raised in the caller; when the caller stops
+    early, the thread stops after its current item.
+
+    :param items: an iterable consumed only by the thread.
+    :param depth: how many items may wait.
+    """
+    import queue
+    import threading
+
+    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(_DONE)
+        except BaseException as exc:  # noqa: BLE001 - handed over to the consumer thread
+            put(_Failure(exc))
+
+    thread = threading.Thread(target=produce, name="export-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failure):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
 class _ChunkStream(io.RawIOBase):
     """A read-only file over an iterator of ``bytes`` chunks (what psycopg's ``copy`` yields)."""
 
     def __init__(self, chunks: Iterable[bytes]) -> None:
         self._chunks: Iterator[bytes] = iter(chunks)
-        self._buffer = memoryview(b"")
+        self._buffer = b""
         self.bytes_read = 0
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, target: Any) -> int:
-        # Fill the whole request unless the stream ends: Arrow's CSV reader
-        # treats each read as a block, and a row may not straddle two short reads.
+        # Fill the whole request unless the stream ends: Arrow's CSV reader treats
+        # each read as a block, and a row may not straddle two short reads. psycopg
+        # yields one row per chunk, so chunks are gathered and joined once per read.
         view = memoryview(target).cast("B")
-        filled = 0
-        while filled < len(view):
-            if not self._buffer:
-                try:
-                    self._buffer = memoryview(next(self._chunks))
-                except StopIteration:
-                    break
-                continue
-            n = min(len(view) - filled, len(self._buffer))
-            view[filled : filled + n] = self._buffer[:n]
-            self._buffer = self._buffer[n:]
-            filled += n
-        self.bytes_read += filled
-        return filled
+        wanted = len(view)
+        pieces = [self._buffer] if self._buffer else []
+        size = len(self._buffer)
+        chunks = self._chunks
+        while size < wanted:
+            chunk = next(chunks, None)
+            if chunk is None:
+                break
+            pieces.append(chunk)
+            size += len(chunk)
+        data = b"".join(pieces)
+        n = min(wanted, len(data))
+        view[:n] = data[:n]
+        self._buffer = data[n:]
+        self.bytes_read += n
+        return n
 
 
 @dataclass

@@ -110,3 +110,36 @@ def test_no_rows_no_parts(tmp_path):
 def test_settings_must_be_positive():
     with pytest.raises(ValueError, match="part_max_rows"):
         PartSettings(part_max_rows=0)
+
+
+def test_prefetch_keeps_order_and_propagates_errors():
+    from events_pipeline.parquet_writer import prefetch
+
+    assert list(prefetch(iter(range(100)), depth=3)) == list(range(100))
+
+    def boom():
+        yield 1
+        raise RuntimeError("copy failed at row 2")
+
+    out = prefetch(boom())
+    assert next(out) == 1
+    with pytest.raises(RuntimeError, match="row 2"):
+        next(out)
+
+
+def test_prefetch_stops_when_the_consumer_stops():
+    import itertools
+
+    from events_pipeline.parquet_writer import prefetch
+
+    produced = []
+
+    def endless():
+        for i in itertools.count():
+            produced.append(i)
+            yield i
+
+    gen = prefetch(endless(), depth=2)
+    assert [next(gen) for _ in range(5)] == [0, 1, 2, 3, 4]
+    gen.close()  # joins the thread
+    assert len(produced) <= 5 + 2 + 2
