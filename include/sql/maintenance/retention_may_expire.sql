@@ -1,0 +1,15 @@
+-- Cheap pre-check through events_log_export_hour_idx: can {partition} hold an
+-- expired row at all? An hour is exported after it ends, so a row's processed_at
+-- is at least its export_hour + 1 hour: when every client's earliest export hour
+-- + 1 h is at or after its cutoff, nothing can have expired (skipping is always
+-- safe: a row missed here is deleted by a later run).
+SELECT EXISTS (
+    SELECT 1
+    FROM unnest(%(client_ids)s::text[], %(cutoffs)s::timestamptz[]) AS k (client_id, cutoff)
+    WHERE (
+        SELECT min(e.export_hour)
+        FROM {partition} AS e
+        WHERE e.client_id = k.client_id
+          AND e.export_hour IS NOT NULL
+    ) + interval '1 hour' < k.cutoff
+)
