@@ -415,7 +415,8 @@ def load_claimed_file(
                     "loaded; nothing of it was loaded (a newer version is registered on its own)",
                     lease_minutes,
                 )
-            except psycopg.errors.DataError as exc:
+            except (psycopg.errors.DataError, psycopg.errors.CheckViolation) as exc:
+                # a value our rules let through but PostgreSQL refuses (a type or a CHECK)
                 copy_line = loading.copy_error_line(exc)
                 if copy_line is None or copy_line >= len(builder.copy_line_to_source):
                     raise

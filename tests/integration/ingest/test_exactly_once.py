@@ -202,3 +202,60 @@ def test_zombie_and_retry_of_the_same_claim_load_once(
     assert sorted(outcomes) == [ingest.LOADED, ingest.SKIPPED]
     assert count(db) == expected
     assert registry(db)[0]["status"] == "loaded"
+
+
+def test_a_line_postgresql_refuses_is_rejected_and_the_rest_loads(
+    ingest_env: Any, db: Any, migrated_db: Any, s3_server: Any
+) -> None:
+    """A value our rules accept but the database refuses (here: a CHECK added for the test)."""
+    import boto3
+    import psycopg
+
+    from tests.integration.ingest.conftest import read_ndjson
+
+    s3 = ingest_env
+    lines = [
+        {"event_type": "ok", "timestamp": "2026-11-27T10:00:00Z", "n": 1},
+        {"event_type": "refused", "timestamp": "2026-11-27T10:00:01Z", "n": 2},
+        {"event_type": "ok", "timestamp": "2026-11-27T10:00:02Z", "n": 3},
+    ]
+    put(s3, "refused/a.ndjson", ndjson(lines))
+    db.execute("ALTER TABLE events_log ADD CONSTRAINT test_refuse CHECK (event_type <> 'refused')")
+    try:
+        client = boto3.client("s3", endpoint_url=s3_server.endpoint_url)
+        with psycopg.connect(migrated_db.dsn("events"), autocommit=True) as conn:
+            (claim,) = ingest.claim_available(
+                conn, client, LANDING_BUCKET, "r", max_files=5, lease_minutes=30
+            )
+            result = ingest.process_claim(
+                conn, client, LANDING_BUCKET, claim, lease_minutes=30, max_attempts=5, secret=lambda: "s"
+            )
+    finally:
+        db.execute("ALTER TABLE events_log DROP CONSTRAINT test_refuse")
+    assert (result.outcome, result.rows_loaded, result.rows_rejected) == (ingest.LOADED, 2, 1)
+    assert count(db) == 2
+    (rejected,) = read_ndjson(s3, "rejected/refused/a.ndjson.rejected.ndjson")
+    assert rejected["line"] == 2 and "refused by PostgreSQL" in rejected["reason"]
+    assert '"refused"' in rejected["raw"]
+
+
+def test_quarantine_move_interrupted_is_finished_by_the_next_run(
+    ingest_env: Any, db: Any, run_dag: Any
+) -> None:
+    s3 = ingest_env
+    put(s3, "qcrash/bad.ndjson.gz", b"not gzip", gz=False)
+    with ingest_faults.inject("during_move", _crash_always):
+        assert run_dag("events_ingest").state == "failed"
+    (row,) = registry(db)
+    assert row["status"] == "quarantined" and row["moved_at"] is None
+    assert keys(s3, "incoming/") == ["incoming/qcrash/bad.ndjson.gz"]
+
+    db.execute("UPDATE landing_files SET lease_expires_at = now() - interval '1 second'")
+    assert run_dag("events_ingest").state == "success"
+    (row,) = registry(db)
+    assert row["status"] == "quarantined" and row["moved_at"] is not None
+    assert keys(s3, "incoming/") == []
+    assert keys(s3, "quarantine/") == [
+        "quarantine/qcrash/bad.ndjson.gz",
+        "quarantine/qcrash/bad.ndjson.gz.error.json",
+    ]
