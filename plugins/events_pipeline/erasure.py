@@ -256,7 +256,8 @@ def purge_backup(
                     manifest_changed = True
         if manifest is not None and manifest_changed:
             manifest["row_count"] = sum(int(e.get("rows") or 0) for e in manifest.get("files", []))
-            body = json.dumps(manifest, indent=2, sort_keys=False).encode("utf-8")
+            # Same serialisation as the export's manifest writer (indent 2, UTF-8, final newline).
+            body = (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
             s3.put_object(Bucket=bucket, Key=manifest_key, Body=body, ContentType="application/json")
             stats["manifests_updated"] += 1
             if target:
