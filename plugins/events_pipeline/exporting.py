@@ -64,6 +64,13 @@ PART_MAX_BYTES = register(
         "bytes per exported Parquet part before rolling over",
     )
 )
+CSV_BLOCK_BYTES = register(
+    Setting(
+        "events_export_csv_block_bytes",
+        16 * 1024 * 1024,
+        "bytes of COPY output parsed at a time; must exceed the largest single event row",
+    )
+)
 ROW_GROUP_ROWS = register(
     Setting("events_export_row_group_rows", 65_536, "rows per Parquet row group (bounds export memory)")
 )
@@ -108,6 +115,7 @@ def part_settings() -> PartSettings:
         part_max_rows=int(get_setting(PART_MAX_ROWS.name)),
         part_max_bytes=int(get_setting(PART_MAX_BYTES.name)),
         row_group_rows=int(get_setting(ROW_GROUP_ROWS.name)),
+        csv_block_bytes=int(get_setting(CSV_BLOCK_BYTES.name)),
     )
 
 
@@ -392,7 +400,16 @@ def _export_locked(
         )
         return {"client_id": cid, "interval_start": hour.start.isoformat(), "skipped": "published-rows-gone"}
 
-    parts = _stream_parts(conn, cid, hour, uploader, settings)
+    try:
+        parts = _stream_parts(conn, cid, hour, uploader, settings)
+    except Exception as exc:
+        if "straddl" in str(exc):  # Arrow: one row is larger than a CSV block
+            raise PermanentExportError(
+                f"export client={cid} hour={hour}: an event row is larger than "
+                f"{settings.csv_block_bytes} bytes; raise Variable {CSV_BLOCK_BYTES.name} "
+                "and clear the task"
+            ) from exc
+        raise
     written = sum(p.rows for p in parts)
     if written != expected:
         raise ExportError(

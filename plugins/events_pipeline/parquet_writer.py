@@ -5,7 +5,7 @@ parses the stream block by block into typed record batches (C++), and a
 ``ParquetWriter`` encodes them with zstd into a local part file. When a part
 reaches ``part_max_rows`` rows or ``part_max_bytes`` bytes it is closed, hashed
 and handed to a callback (the caller uploads it and deletes it), then the next
-part starts. Memory holds at most one CSV block and one row group, whatever the
+part starts. Memory holds a couple of CSV blocks (16 MiB each) and one row group, whatever the
 size of the hour.
 """
 
@@ -183,7 +183,7 @@ class PartSettings:
     part_max_rows: int = 1_000_000
     part_max_bytes: int = 256 * 1024 * 1024
     row_group_rows: int = 65_536
-    csv_block_bytes: int = 8 * 1024 * 1024
+    csv_block_bytes: int = 16 * 1024 * 1024
     compression_level: int = 1
 
     def __post_init__(self) -> None:
@@ -205,7 +205,7 @@ def sha256_file(path: Path) -> str:
 
 
 def iter_record_batches(
-    chunks: Iterable[bytes], block_bytes: int = 8 * 1024 * 1024
+    chunks: Iterable[bytes], block_bytes: int = 16 * 1024 * 1024
 ) -> Iterator[pa.RecordBatch]:
     """Parse a CSV stream from ``COPY (query) TO STDOUT (FORMAT csv)`` into typed record batches.
 

@@ -143,3 +143,11 @@ def test_prefetch_stops_when_the_consumer_stops():
     assert [next(gen) for _ in range(5)] == [0, 1, 2, 3, 4]
     gen.close()  # joins the thread
     assert len(produced) <= 5 + 2 + 2
+
+
+def test_a_row_larger_than_the_block_is_an_error_naming_it():
+    import pyarrow as pa_
+
+    data = _csv_line(0, url="https://acme.com/" + "x" * 5000) + _csv_line(1)
+    with pytest.raises(pa_.ArrowInvalid, match="straddl"):
+        list(iter_record_batches(_chunks(data, 512), block_bytes=1024))
