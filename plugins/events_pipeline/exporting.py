@@ -363,7 +363,10 @@ def export_client_hour(
             _record_failure(conn, client_id, hour, run_id, exc)
             raise
         finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (lock,))
+            try:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (lock,))
+            except Exception:  # noqa: BLE001 - a broken connection drops the lock; keep the first error
+                log.warning("export client=%s hour=%s: could not release the advisory lock", client_id, hour)
 
 
 def _export_locked(
