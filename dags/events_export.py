@@ -28,7 +28,9 @@ then mark the rows `exported` and record the run in `export_runs`.
 - **Schedule**: `CronDataIntervalTimetable("0 * * * *", UTC)`, catch-up on from
   {EXPORT_START_DATE:%Y-%m-%d}, `max_active_runs=1` (hours run in order).
   `airflow dags test events_export T` exports the hour **ending** at T;
-  `airflow backfill create --dag-id events_export --from-date A --to-date B` exports old hours.
+  `airflow backfill create --dag-id events_export --from-date A --to-date B --max-active-runs 1`
+  exports old hours (a backfill has its own limit, default 10: with 1, late rows stay in the
+  next hour; with more they may land a few hours later, still exactly once).
 - **Inputs**: `events_log`, `clients` (bucket, prefix, `export_conn_id` -> default `aws_default`),
   Variable `events_backup_bucket`, Variables `events_export_part_max_rows`,
   `events_export_part_max_bytes`, `events_export_row_group_rows`.
