@@ -18,6 +18,9 @@ over the hour), then runs in separate subprocesses, side by side:
   docs show: ``pandas.read_sql`` of the same SELECT, ``DataFrame.to_parquet``
   (zstd, for a like-for-like file), upload to one bucket.
 
+For reference, ``COPY TO STDOUT only`` runs the pipeline's COPY and discards the bytes:
+the database's share, a ceiling for any exporter reading through PostgreSQL.
+
 Each path runs in a fresh subprocess; peak memory is that process's
 ``ru_maxrss``. Prints a table and writes ``benchmarks/results/export.json``.
 """
@@ -141,6 +144,26 @@ def child_baseline() -> dict:
     return {"seconds": seconds, "rows": rows, "bytes": head["ContentLength"]}
 
 
+def child_copy_floor() -> dict:
+    """Only PostgreSQL's side of the pipeline: the same COPY ... TO STDOUT, bytes discarded."""
+    import psycopg
+
+    from events_pipeline.db import load_sql
+    from events_pipeline.exporting import _params
+    from events_pipeline.intervals import HourInterval
+
+    sql = "COPY (" + load_sql("export/select_claimed.sql").strip().rstrip(";") + ") TO STDOUT (FORMAT csv)"
+    rows = 0
+    start = time.perf_counter()
+    with psycopg.connect(os.environ["BENCH_DSN"], autocommit=True) as conn, conn.transaction():
+        conn.execute("SET LOCAL work_mem = '64MB'")
+        conn.execute("SET LOCAL jit = off")
+        with conn.cursor().copy(sql, _params(CLIENT, HourInterval(HOUR))) as copy:
+            for _chunk in copy:
+                rows += 1
+    return {"seconds": time.perf_counter() - start, "rows": rows, "bytes": 0}
+
+
 def run_child(kind: str, env: dict[str, str]) -> dict:
     """Run one path in a fresh interpreter and return its measurements (+ peak RSS)."""
     out = subprocess.run(
@@ -219,11 +242,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=1, help="re-runs of each path after the first run")
-    parser.add_argument("--child", choices=["pipeline", "baseline"])
+    parser.add_argument("--child", choices=["pipeline", "baseline", "copy"])
     args = parser.parse_args()
 
     if args.child:
-        result = child_pipeline() if args.child == "pipeline" else child_baseline()
+        kinds = {"pipeline": child_pipeline, "baseline": child_baseline, "copy": child_copy_floor}
+        result = kinds[args.child]()
         result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(result))
         return
@@ -249,6 +273,7 @@ def main() -> None:
         print(f"loaded {args.rows:,} rows in {time.perf_counter() - t0:.1f} s", flush=True)
         env = _env(pg.airflow_uri("events"), s3.endpoint_url, work / "airflow")
         env["BENCH_S3_ENDPOINT"] = s3.endpoint_url
+        env["BENCH_DSN"] = dsn
 
         results: list[dict] = []
 
@@ -267,11 +292,13 @@ def main() -> None:
         for _ in range(args.repeat):
             record("SqlToS3Operator", "baseline")
             record("pipeline (re-run)", "pipeline")
+            record("COPY TO STDOUT only", "copy")
 
         def best(name: str) -> dict:
             return max((r for r in results if r["path"] == name), key=lambda r: r["rows_per_s"])
 
         base, rerun, first = best("SqlToS3Operator"), best("pipeline (re-run)"), best("pipeline (first run)")
+        floor = best("COPY TO STDOUT only")
         summary = {
             "rows": args.rows,
             "when": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -279,6 +306,7 @@ def main() -> None:
             "runs": results,
             "ratio_rerun_vs_sqltos3": rerun["rows_per_s"] / base["rows_per_s"],
             "ratio_first_run_vs_sqltos3": first["rows_per_s"] / base["rows_per_s"],
+            "ratio_copy_floor_vs_sqltos3": floor["rows_per_s"] / base["rows_per_s"],
             "peak_rss_mb": {
                 "pipeline": max(r["peak_rss_mb"] for r in results if r["path"].startswith("pipeline")),
                 "SqlToS3Operator": base["peak_rss_mb"],
@@ -290,7 +318,7 @@ def main() -> None:
         }
         print()
         print(f"{'path':<26} {'rows/s':>12} {'seconds':>9} {'peak MB':>9} {'ratio':>7}")
-        for r in (base, first, rerun):
+        for r in (base, first, rerun, floor):
             print(
                 f"{r['path']:<26} {r['rows_per_s']:>12,.0f} {r['seconds']:>9.2f} {r['peak_rss_mb']:>9.0f} "
                 f"{r['rows_per_s'] / base['rows_per_s']:>6.2f}x"
