@@ -43,3 +43,17 @@ def test_archival_boundary_and_rerun(maint_db, partitions_back):
     done_day = (cutoff - timedelta(days=3)).date()
     assert done_day not in [p[-8:] for p in again["partitions"]]
     assert f"events_log_p{done_day:%Y%m%d}" not in again["partitions"]
+
+
+def test_rows_claimed_by_an_unpublished_export_hour_are_not_archived(maint_db, partitions_back):
+    """The export of that hour owns them: archiving would leave them 'archived' once it publishes."""
+    db = maint_db
+    add_client(db, "acme")
+    now = datetime.now(UTC).replace(microsecond=0)
+    old = now - timedelta(days=31)
+    hour = old.replace(minute=0, second=0)
+    insert_events(db, [event(old, status="pending", export_hour=hour), event(old, status="pending")])
+    res = run_archival(db, now=now)
+    assert res["archived"] == 1
+    assert count(db, "export_status = 'pending' AND export_hour IS NOT NULL") == 1
+    assert count(db, "export_status = 'archived' AND export_hour IS NULL") == 1
