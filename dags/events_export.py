@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from airflow.sdk import CronDataIntervalTimetable, dag, task
 
-from events_pipeline.dag_defaults import default_args, runbook_link
-
-#: Catch-up starts here, not at dag_defaults.START_DATE: a fresh deployment
-#: would otherwise queue ~8,000 hourly runs per year of history. The first run
-#: still exports every older unclaimed row (its claim takes all rows created
-#: before its hour's end); use `airflow backfill create` for older hours.
-EXPORT_START_DATE = datetime(2026, 11, 26, tzinfo=UTC)
+from events_pipeline.dag_defaults import START_DATE, default_args, runbook_link
 
 DOC = f"""
 ### Hourly per-client export (Parquet zstd -> client bucket + backup bucket)
@@ -26,7 +18,8 @@ hour, stream them to Parquet parts, upload each part to
 then mark the rows `exported` and record the run in `export_runs`.
 
 - **Schedule**: `CronDataIntervalTimetable("0 * * * *", UTC)`, catch-up on from
-  {EXPORT_START_DATE:%Y-%m-%d}, `max_active_runs=1` (hours run in order).
+  {START_DATE:%Y-%m-%d %H:%M} UTC (`EVENTS_PIPELINE_START_DATE`; the first run
+  also exports every older unclaimed row), `max_active_runs=1` (hours run in order).
   `airflow dags test events_export T` exports the hour **ending** at T;
   `airflow backfill create --dag-id events_export --from-date A --to-date B --max-active-runs 1`
   exports old hours (a backfill has its own limit, default 10: with 1, late rows stay in the
@@ -49,7 +42,7 @@ then mark the rows `exported` and record the run in `export_runs`.
 @dag(
     dag_id="events_export",
     schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
-    start_date=EXPORT_START_DATE,
+    start_date=START_DATE,
     catchup=True,
     max_active_runs=1,
     default_args=default_args(),

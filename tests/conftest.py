@@ -170,11 +170,19 @@ def run_dag(services: None, dagbag: object):
 
     def _run(dag_id: str, **kwargs: object) -> object:
         dag = dagbag.dags[dag_id]  # type: ignore[attr-defined]
+        saved = [(t, t.retry_delay, t.max_retry_delay, t.retry_exponential_backoff) for t in dag.tasks]
         for task in dag.tasks:
             task.retry_delay = timedelta(seconds=0)
             task.max_retry_delay = timedelta(seconds=0)
             task.retry_exponential_backoff = 0
-        return dag.test(**kwargs)
+        try:
+            return dag.test(**kwargs)
+        finally:
+            # The DagBag is shared by the session (integrity tests read it too).
+            for task, delay, max_delay, backoff in saved:
+                task.retry_delay = delay
+                task.max_retry_delay = max_delay
+                task.retry_exponential_backoff = backoff
 
     return _run
 

@@ -61,7 +61,7 @@ def test_default_args_retry_with_capped_exponential_backoff() -> None:
 def test_start_date_defaults_and_parses_environment_values() -> None:
     from events_pipeline.dag_defaults import start_date_from_env
 
-    assert start_date_from_env("") == datetime(2026, 1, 1, tzinfo=UTC)
+    assert start_date_from_env("") == datetime(2026, 11, 26, tzinfo=UTC)
     assert start_date_from_env("2026-11-27T07:00:00") == datetime(2026, 11, 27, 7, tzinfo=UTC)
     assert start_date_from_env("2026-11-27T07:00:00+00:00") == datetime(2026, 11, 27, 7, tzinfo=UTC)
     with pytest.raises(ValueError, match="EVENTS_PIPELINE_START_DATE"):
