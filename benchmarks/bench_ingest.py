@@ -48,24 +48,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "plugins"))
 
+from events_pipeline.copy_rows import COPY_COLUMNS as COLUMNS  # noqa: E402 - after the path set-up
+
 BUCKET = "bench-landing"
-COLUMNS = (
-    "event_id",
-    "event_type",
-    "session_id",
-    "visitor_id",
-    "site_id",
-    "timestamp",
-    "url",
-    "path",
-    "user_agent",
-    "ip_address",
-    "raw_event_data",
-    "client_id",
-    "batch_id",
-    "privacy_level",
-    "file_id",
-)
 SEED_INDEXES = (
     "CREATE INDEX bench_seed_ts ON events_log (timestamp)",
     "CREATE INDEX bench_seed_site_created ON events_log (site_id, created_at)",
