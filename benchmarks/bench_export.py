@@ -214,7 +214,7 @@ def load_rows(dsn: str, rows: int) -> None:
         conn.execute(
             "CREATE UNLOGGED TABLE bench_seed (rn int, event_id uuid, event_type text, session_id text, "
             "visitor_id text, site_id text, timestamp timestamptz, url text, path text, user_agent text, "
-            "ip_address inet, raw_event_data jsonb)"
+            "ip_address inet, raw_event_data json)"
         )
         with conn.cursor().copy(f"COPY bench_seed (rn, {cols}) FROM STDIN") as copy:
             for i in range(SEED_EVENTS):

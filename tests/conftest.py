@@ -29,6 +29,8 @@ os.environ.update(
         "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_RUN_DIR / 'airflow.db'}",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        # Far enough back that tests can run (backfill) any day they construct.
+        "EVENTS_PIPELINE_START_DATE": "2025-01-01",
         "AIRFLOW_VAR_EVENTS_LANDING_BUCKET": "test-landing",
         "AIRFLOW_VAR_EVENTS_BACKUP_BUCKET": "test-backup",
         "AIRFLOW_VAR_EVENTS_IP_HASH_SECRET": "test-ip-hash-secret",

@@ -73,7 +73,7 @@ def write_treated(conn: psycopg.Connection, treated: Iterable[tuple[Any, ...]]) 
     """
     conn.execute(
         "CREATE TEMP TABLE IF NOT EXISTS gdpr_treated (id bigint, created_at timestamptz, client_id text, "
-        "ip_address inet, raw_event_data jsonb) ON COMMIT DELETE ROWS"
+        "ip_address inet, raw_event_data json) ON COMMIT DELETE ROWS"
     )
     with conn.cursor() as cur:
         with cur.copy(

@@ -10,7 +10,7 @@ WHERE e.client_id = %(client_id)s
      OR (e.ip_address IS NOT NULL
          AND host(e.ip_address) <> host(network(set_masklen(
                  e.ip_address, CASE family(e.ip_address) WHEN 4 THEN 24 ELSE 48 END))))
-     OR (jsonb_typeof(e.raw_event_data -> 'ip_address') = 'string'
+     OR (json_typeof(e.raw_event_data -> 'ip_address') = 'string'
          AND CASE
                WHEN pg_input_is_valid(e.raw_event_data ->> 'ip_address', 'inet')
                THEN host((e.raw_event_data ->> 'ip_address')::inet)
