@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from events_pipeline.db import advisory_lock_key, connect, load_sql
 from events_pipeline.errors import PipelineError
+from events_pipeline.manifest import resolve_key
 from events_pipeline.settings import VAR_BACKUP_BUCKET, get_setting
 
 if TYPE_CHECKING:
@@ -69,26 +70,6 @@ class Request:
     visitor_id: str
     objects: dict[str, dict[str, Any]] = field(default_factory=dict)
     client_objects: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-
-def resolve_key(manifest_key: str, file_key: str) -> str:
-    """Return the object key a manifest's ``files[].key`` designates.
-
-    The key may be absolute in the bucket (``acme/dt=.../x.parquet``), an
-    ``s3://bucket/key`` URI, or relative to the manifest's folder (``x.parquet``).
-
-    :param manifest_key: the key of the ``_manifest.json``.
-    :param file_key: the entry's ``key``.
-    """
-    folder = posixpath.dirname(manifest_key)
-    if file_key.startswith("s3://"):
-        parts = file_key.split("/", 3)
-        return parts[3] if len(parts) == 4 else ""
-    if file_key.startswith(folder + "/"):
-        return file_key
-    if "/" in file_key and file_key.split("/", 1)[0] == manifest_key.split("/", 1)[0]:
-        return file_key
-    return posixpath.join(folder, file_key)
 
 
 def _list_keys(s3: Any, bucket: str, prefix: str) -> list[str]:
@@ -192,6 +173,8 @@ def purge_backup(
         manifest_key = posixpath.join(folder, MANIFEST_NAME)
         manifest = None
         if manifest_key in folder_keys:
+            # Plain JSON, not manifest.read_manifest: backup folders may hold manifests
+            # whose file keys are absolute (older writers); resolve_key handles both.
             manifest = json.loads(s3.get_object(Bucket=bucket, Key=manifest_key)["Body"].read())
         entries: dict[str, dict[str, Any]] = {}
         if manifest is not None:

@@ -18,6 +18,7 @@ file: a folder without a manifest is an export in progress (or a failed one).
 from __future__ import annotations
 
 import json
+import posixpath
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -190,8 +191,19 @@ def _check_file_entry(entry: Any, index: int) -> None:
 def resolve_key(manifest_key: str, file_key: str) -> str:
     """Return the full object key of ``files[].key`` given the manifest's own key.
 
+    This writer stores plain file names (relative to the manifest's folder); keys
+    absolute in the bucket (``acme/dt=.../x.parquet``) and ``s3://bucket/key`` URIs
+    are accepted too, so manifests written by other tools resolve the same way.
+
     :param manifest_key: key of the ``_manifest.json`` (``acme/dt=.../hour=03/_manifest.json``).
-    :param file_key: a ``files[].key`` value (a plain file name).
+    :param file_key: a ``files[].key`` value.
     """
-    folder = manifest_key.rsplit("/", 1)[0] if "/" in manifest_key else ""
-    return f"{folder}/{file_key}" if folder else file_key
+    folder = posixpath.dirname(manifest_key)
+    if file_key.startswith("s3://"):
+        parts = file_key.split("/", 3)
+        return parts[3] if len(parts) == 4 else ""
+    if folder and file_key.startswith(folder + "/"):
+        return file_key
+    if "/" in file_key and file_key.split("/", 1)[0] == manifest_key.split("/", 1)[0]:
+        return file_key
+    return posixpath.join(folder, file_key) if folder else file_key
