@@ -121,6 +121,15 @@ def load(conn, rows: int, days: int) -> float:
                 cp.write(data)
             done += n
         print(f"  loaded day {day} ({per_day:,} rows) at {time.monotonic() - t0:.0f}s", flush=True)
+    # The export's record of every hour it published (what the real export writes):
+    # finished at the end of the hour after, as the rows' processed_at (created + 1 h).
+    conn.execute(
+        "INSERT INTO export_runs (client_id, interval_start, interval_end, status, row_count, finished_at) "
+        "SELECT c, h, h + interval '1 hour', 'succeeded', 0, h + interval '2 hours' "
+        "FROM unnest(%s::text[]) AS c, generate_series(%s::timestamptz, %s::timestamptz, interval '1 hour') AS h "
+        "ON CONFLICT DO NOTHING",
+        (list(CLIENTS), day_bounds(BASE)[0], day_bounds(BASE + timedelta(days=days))[0]),
+    )
     # An 8-day-old partition has been vacuumed by autovacuum (PG 13+ vacuums after inserts too).
     conn.execute("VACUUM (ANALYZE) events_log")
     return time.monotonic() - t0

@@ -148,3 +148,52 @@ def test_partly_expired_day_is_deferred_then_swapped(maint_db, partitions_back):
     second = run_retention(db, now=now + timedelta(days=1))
     assert {p.partition: (p.mode, p.deleted) for p in second.partitions}[name] == ("drop", 10)
     assert count(db) == 0
+
+
+def _published(db, client_id, hour, finished_at):
+    db.execute(
+        "INSERT INTO export_runs (client_id, interval_start, interval_end, status, row_count, finished_at) "
+        "VALUES (%s, %s, %s, 'succeeded', 0, %s)",
+        (client_id, hour, hour + timedelta(hours=1), finished_at),
+    )
+
+
+def test_wholly_expired_day_is_proven_from_indexes_and_dropped(maint_db, partitions_back):
+    """Every hour of the day published long ago: dropped on the index-only proof, no heap scan."""
+    db, today = maint_db, partitions_back
+    add_client(db, "acme", retention_days=7)
+    add_client(db, "globex", retention_days=7)
+    mark_billed(db, today - timedelta(days=40), today - timedelta(days=1))
+    day = day_start(today - timedelta(days=15))
+    rows = []
+    for client, hours in (("acme", (1, 2, 7)), ("globex", (2, 23))):
+        for h in hours:
+            hour = day + timedelta(hours=h)
+            rows += [event(hour + timedelta(minutes=m), client_id=client, status="exported") for m in (1, 30)]
+            _published(db, client, hour, hour + timedelta(hours=1, minutes=5))
+    insert_events(db, rows)
+
+    result = run_retention(db)
+    part = next(p for p in result.partitions if p.partition == f"events_log_p{day:%Y%m%d}")
+    assert (part.mode, part.proof, part.deleted, part.kept) == ("drop", True, len(rows), 0)
+    assert day.date() not in existing_partitions(db)
+
+
+def test_proof_refused_falls_back_to_the_exact_scan(maint_db, partitions_back):
+    """An hour whose run has not succeeded blocks the proof; rows are then judged one by one."""
+    db, today = maint_db, partitions_back
+    add_client(db, "acme", retention_days=7)
+    mark_billed(db, today - timedelta(days=40), today - timedelta(days=1))
+    day = day_start(today - timedelta(days=15))
+    published, unpublished = day + timedelta(hours=1), day + timedelta(hours=2)
+    _published(db, "acme", published, published + timedelta(hours=1))
+    rows = [event(published + timedelta(minutes=5), status="exported") for _ in range(4)]
+    # claimed by an hour whose run has not succeeded: still pending, must survive
+    rows += [event(unpublished + timedelta(minutes=5), status="pending", export_hour=unpublished)]
+    insert_events(db, rows)
+
+    result = run_retention(db)
+    part = next(p for p in result.partitions if p.partition == f"events_log_p{day:%Y%m%d}")
+    assert part.proof is False
+    assert (part.deleted, part.kept) == (4, 1)
+    assert count(db, "export_status = 'pending' AND export_hour = %s", (unpublished,)) == 1
