@@ -126,7 +126,8 @@ def load(conn, rows: int, days: int) -> float:
     conn.execute(
         "INSERT INTO export_runs (client_id, interval_start, interval_end, status, row_count, finished_at) "
         "SELECT c, h, h + interval '1 hour', 'succeeded', 0, h + interval '2 hours' "
-        "FROM unnest(%s::text[]) AS c, generate_series(%s::timestamptz, %s::timestamptz, interval '1 hour') AS h "
+        "FROM unnest(%s::text[]) AS c, "
+        "generate_series(%s::timestamptz, %s::timestamptz, interval '1 hour') AS h "
         "ON CONFLICT DO NOTHING",
         (list(CLIENTS), day_bounds(BASE)[0], day_bounds(BASE + timedelta(days=days))[0]),
     )
