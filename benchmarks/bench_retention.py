@@ -122,10 +122,11 @@ def load(conn, rows: int, days: int) -> float:
             done += n
         print(f"  loaded day {day} ({per_day:,} rows) at {time.monotonic() - t0:.0f}s", flush=True)
     # The export's record of every hour it published (what the real export writes):
-    # finished at the end of the hour after, as the rows' processed_at (created + 1 h).
+    # finished when its last row was marked (the rows' processed_at is created + 1 h,
+    # in whole seconds, so the hour's last one is h + 1:59:59).
     conn.execute(
         "INSERT INTO export_runs (client_id, interval_start, interval_end, status, row_count, finished_at) "
-        "SELECT c, h, h + interval '1 hour', 'succeeded', 0, h + interval '2 hours' "
+        "SELECT c, h, h + interval '1 hour', 'succeeded', 0, h + interval '2 hours' - interval '1 second' "
         "FROM unnest(%s::text[]) AS c, "
         "generate_series(%s::timestamptz, %s::timestamptz, interval '1 hour') AS h "
         "ON CONFLICT DO NOTHING",
@@ -283,6 +284,9 @@ def main() -> int:
                         **ours,
                         "rows": res.deleted,
                         "mode": part.mode,
+                        "proof": part.proof,
+                        "copy_s": part.copy_s,
+                        "partition_seconds": {p.partition: p.seconds for p in res.partitions},
                         "kept": part.kept,
                         "lock_wait_s": part.lock_wait_s,
                         "size_after": _size(conn),
