@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from events_pipeline.health import CHECK_NAMES
 from tests.integration.health.conftest import (
     add_client,
     add_events,
@@ -13,16 +14,8 @@ from tests.integration.health.conftest import (
     put_object,
 )
 
-CHECKS = {
-    "check_attribution_rate",
-    "check_pending_exports",
-    "check_batch_consistency",
-    "check_incoming_backlog",
-    "check_quarantine",
-    "check_rejected_rate",
-    "check_export_runs",
-    "log_monitoring_metrics",
-}
+#: Every task of events_health: one per check, plus the metrics table.
+CHECKS = {*CHECK_NAMES, "log_monitoring_metrics"}
 
 
 def test_healthy_state_passes_every_check(health_env, db, run_health):
@@ -246,6 +239,7 @@ def test_checks_are_independent_tasks_on_hourly_intervals(dagbag):
     from airflow.providers.common.sql.operators.sql import SQLCheckOperator
 
     dag = dagbag.dags["events_health"]
+    assert len(CHECK_NAMES) == 7  # the six checks of the issue, quarantine and rejected rate split
     assert set(dag.task_ids) == CHECKS
     for t in dag.tasks:  # no chaining: a failing check never skips another
         assert not t.upstream_task_ids and not t.downstream_task_ids, t.task_id

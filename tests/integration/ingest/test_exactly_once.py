@@ -20,6 +20,16 @@ class SimulatedCrashError(RuntimeError):
     """Raised at a checkpoint to simulate a worker dying there."""
 
 
+def _run_together(*calls: Any, timeout: float = 60) -> None:
+    """Run each callable in its own thread at the same time; fail if one has not finished in time."""
+    threads = [threading.Thread(target=call) for call in calls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    assert not [t for t in threads if t.is_alive()], "a concurrent loader did not finish"
+
+
 def _crash_once() -> Any:
     state = {"fired": 0}
 
@@ -117,16 +127,8 @@ def test_two_concurrent_runs_never_load_a_file_twice(
     expected = _files(s3, n=8, per_file=5)
     out: dict[str, Any] = {}
     barrier = threading.Barrier(2)
-    threads = [
-        threading.Thread(
-            target=_worker, args=(migrated_db.dsn("events"), s3_server.endpoint_url, n, out, barrier)
-        )
-        for n in ("run-a", "run-b")
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    dsn, endpoint = migrated_db.dsn("events"), s3_server.endpoint_url
+    _run_together(*(lambda n=n: _worker(dsn, endpoint, n, out, barrier) for n in ("run-a", "run-b")))
     loaded = [r.key for rs in out.values() for r in rs if r.outcome == ingest.LOADED]
     assert sorted(loaded) == sorted(f"incoming/crash/f{i}.ndjson.gz" for i in range(8))
     _assert_exactly_once(db, s3, expected, 8)
@@ -160,11 +162,7 @@ def test_two_loaders_holding_the_same_file_load_it_once(
                 conn, c3, LANDING_BUCKET, claim, lease_minutes=30, max_attempts=5, secret=lambda: "s"
             )
 
-    threads = [threading.Thread(target=load, args=(c,)) for c in (claim_a, claim_b)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    _run_together(lambda: load(claim_a), lambda: load(claim_b))
     assert results["a"].outcome == ingest.SKIPPED
     assert results["b"].outcome == ingest.LOADED
     _assert_exactly_once(db, s3, expected, 1)
@@ -194,11 +192,7 @@ def test_zombie_and_retry_of_the_same_claim_load_once(
             result = ingest.load_claimed_file(conn, c3, LANDING_BUCKET, claim, lease_minutes=30)
             outcomes.append(result.outcome)
 
-    threads = [threading.Thread(target=load) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    _run_together(load, load)
     assert sorted(outcomes) == [ingest.LOADED, ingest.SKIPPED]
     assert count(db) == expected
     assert registry(db)[0]["status"] == "loaded"
