@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from events_pipeline.partitions import existing_partitions
 from events_pipeline.retention import run_retention
 
@@ -197,3 +199,51 @@ def test_proof_refused_falls_back_to_the_exact_scan(maint_db, partitions_back):
     assert part.proof is False
     assert (part.deleted, part.kept) == (4, 1)
     assert count(db, "export_status = 'pending' AND export_hour = %s", (unpublished,)) == 1
+
+
+def test_crash_between_detach_and_drop_is_finished_by_the_next_run(maint_db, partitions_back, monkeypatch):
+    """The task dies after the DETACH committed, before the DROP: the next run drops the table."""
+    import events_pipeline.retention as retention
+
+    db, today = maint_db, partitions_back
+    add_client(db, "acme", retention_days=7)
+    mark_billed(db, today - timedelta(days=40), today - timedelta(days=1))
+    t = day_start(today - timedelta(days=15)) + timedelta(hours=4)
+    insert_events(db, [event(t, client_id="acme", status="exported") for _ in range(6)])
+    insert_events(db, [event(day_start(today), client_id="acme", status="pending") for _ in range(2)])
+    name = f"events_log_p{t:%Y%m%d}"
+
+    def die(conn, table):
+        raise RuntimeError(f"worker killed before dropping {table}")
+
+    monkeypatch.setattr(retention, "drop_detached", die)
+    with pytest.raises(RuntimeError, match="killed"):
+        run_retention(db)
+    # The DETACH committed: the rows are no longer in events_log, the old table waits.
+    assert count(db) == 2
+    assert t.date() not in existing_partitions(db)
+    assert db.execute("SELECT to_regclass(%s)", (f"{name}_expired",)).fetchone()[0] is not None
+
+    monkeypatch.undo()
+    again = run_retention(db)
+    assert db.execute("SELECT to_regclass(%s)", (f"{name}_expired",)).fetchone()[0] is None
+    assert again.deleted == 0  # nothing deleted twice, nothing else touched
+    assert count(db) == 2
+
+
+def test_whole_day_drop_reports_rows_gone_before_files_unlinked(maint_db, partitions_back):
+    """A drop records when the rows left events_log and how much disk its DROP gave back."""
+    db, today = maint_db, partitions_back
+    add_client(db, "acme", retention_days=7)
+    mark_billed(db, today - timedelta(days=40), today - timedelta(days=1))
+    t = day_start(today - timedelta(days=15)) + timedelta(hours=4)
+    insert_events(db, [event(t, client_id="acme", status="exported") for _ in range(5)])
+    part = next(p for p in run_retention(db).partitions if p.mode == "drop")
+    assert part.bytes_freed > 0
+    assert 0 < part.detached_s <= part.seconds
+    assert part.drop_s <= part.seconds
+    details = db.execute(
+        "SELECT details FROM maintenance_log WHERE step = 'retention' AND partition_name = %s",
+        (part.partition,),
+    ).fetchone()[0]
+    assert details["bytes_freed"] == part.bytes_freed
