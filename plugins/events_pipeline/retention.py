@@ -448,9 +448,6 @@ def _swap_partition(
     copy_sql = sql.SQL(load_sql("maintenance/retention_copy_survivors.sql")).format(
         partition=ident, target=new_ident
     )
-    stats_sql = sql.SQL(load_sql("maintenance/retention_stats.sql")).format(
-        partition=ident, sample=sql.SQL("")
-    )
     delay = 0.2
     for attempt in range(1, LOCK_ATTEMPTS + 1):
         part.lock_attempts = attempt
@@ -461,21 +458,14 @@ def _swap_partition(
                 )
                 # Writers of this old day wait (briefly); readers and ingest do not.
                 conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(ident))
-                # Exact counts in one scan PostgreSQL can run in parallel; a day with no
-                # survivor is then dropped without the (serial) INSERT ... SELECT scan.
+                # Proven from indexes: no scan at all. Otherwise one scan copies the survivors.
                 t_copy = time.monotonic()
                 provable = _provably_all_deletable(conn, name, day, params)
-                if provable:
-                    # Every row is deletable (index-only proof): no scan at all. The row
-                    # count for the log is the planner's estimate on large partitions
-                    # (an exact count would read ~0.25 s per million rows), exact otherwise.
-                    total = _row_count(conn, name, part)
-                    deletable = total
-                else:
-                    total, deletable, _ = conn.execute(stats_sql, params).fetchone()  # type: ignore[misc]
                 part.proof = provable
-                kept = int(total) - int(deletable)
-                if kept:
+                kept = 0
+                if not provable:
+                    # One scan: copy the survivors straight away (none: the empty
+                    # table is dropped again and the partition is simply dropped).
                     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(new_ident))
                     conn.execute(
                         sql.SQL(
@@ -495,6 +485,11 @@ def _swap_partition(
                         )
                     )
                     kept = conn.execute(copy_sql, params).rowcount
+                    if not kept:
+                        conn.execute(sql.SQL("DROP TABLE {}").format(new_ident))
+                # Rows before: exact on small partitions; on large ones the planner's
+                # estimate (an exact count reads ~0.25 s per million rows), logged with ~.
+                total = max(_row_count(conn, name, part), kept)
                 part.copy_s = round(time.monotonic() - t_copy, 3)
                 t_lock = time.monotonic()
                 conn.execute(
@@ -515,7 +510,7 @@ def _swap_partition(
                 else:
                     part.mode = "drop"
             part.detached_s = round(time.monotonic() - t_start, 3)
-            part.total, part.kept, part.deleted = int(total), int(kept), int(total) - int(kept)
+            part.total, part.kept, part.deleted = total, kept, total - kept
             t_drop = time.monotonic()
             part.bytes_freed = drop_detached(conn, expired_name)
             part.drop_s = round(time.monotonic() - t_drop, 3)
