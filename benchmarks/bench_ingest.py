@@ -99,11 +99,11 @@ def _parsed_rows(events: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
                 urlsplit(e["url"]).path,
                 e["user_agent"],
                 e["ip_address"],
-                json.dumps(e, separators=(",", ":"), ensure_ascii=False),
                 client[0],
                 "bench-batch",
                 client[1],
                 1,
+                json.dumps(e, separators=(",", ":"), ensure_ascii=False),
             )
         )
     return rows

@@ -21,7 +21,8 @@ from events_pipeline.attribution import GDPR, DomainMatcher
 from events_pipeline.gdpr_ingest import IpProtector
 from events_pipeline.validation import LineRejectedError, replace_nul, validate_event
 
-#: Column order of ``include/sql/ingest/copy_events.sql``.
+#: Column order of ``include/sql/ingest/copy_events.sql`` (``raw_event_data`` last: the
+#: fast path writes the original line and its ``\\n`` straight from the input buffer).
 COPY_COLUMNS = (
     "event_id",
     "event_type",
@@ -33,11 +34,11 @@ COPY_COLUMNS = (
     "path",
     "user_agent",
     "ip_address",
-    "raw_event_data",
     "client_id",
     "batch_id",
     "privacy_level",
     "file_id",
+    "raw_event_data",
 )
 NULL = "\\N"
 _NUL_ESCAPE = "\\u0000"
@@ -152,27 +153,35 @@ class RowBuilder:
 
         :param lines: decoded lines without their ``\\n``.
         """
-        loads = orjson.loads
-        decode_error = orjson.JSONDecodeError
         out: list[str] = []
         for line in lines:
             self.line_no += 1
-            n = self.line_no
-            if self.skip_lines and n in self.skip_lines:
-                self.rejects.add(n, self.skip_lines[n], line)
-                continue
-            try:
-                obj = loads(line)
-            except decode_error as exc:
-                if not line or line.isspace():
-                    self.blank += 1
-                    continue
-                self.rejects.add(n, f"not valid JSON: {exc}", line)
-                continue
-            row = self._row(obj, line, n)
+            row = self.ndjson_line(line, self.line_no)
             if row is not None:
                 out.append(row)
         return "".join(out).encode("utf-8")
+
+    def ndjson_line(self, line: str, n: int) -> str | None:
+        """Convert one NDJSON line (the reference per-line path); return its COPY row or None.
+
+        A blank line is counted, a bad line goes to the reject sink; ``line_no``
+        is NOT advanced here (the caller numbers lines).
+
+        :param line: the decoded line without its ``\\n``.
+        :param n: its 1-based line number.
+        """
+        if self.skip_lines and n in self.skip_lines:
+            self.rejects.add(n, self.skip_lines[n], line)
+            return None
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            if not line or line.isspace():
+                self.blank += 1
+                return None
+            self.rejects.add(n, f"not valid JSON: {exc}", line)
+            return None
+        return self._row(obj, line, n)
 
     def record_block(self, records: list[dict[str, Any]]) -> bytes:
         """Convert one block of Parquet rows (dicts); return the COPY text of the good ones.
@@ -240,6 +249,7 @@ class RowBuilder:
             f"{NULL if site_id is None else copy_text(site_id)}\t{ev.timestamp}\t"
             f"{NULL if url is None else copy_text(url)}\t{NULL if path is None else copy_text(path)}\t"
             f"{NULL if user_agent is None else copy_text(user_agent)}\t"
-            f"{ip if ip is not None else NULL}\t{copy_text(raw)}\t"
-            f"{client_id if client_id else NULL}\t{batch_text}\t{owner.privacy_level}\t{self._file_id}\n"
+            f"{ip if ip is not None else NULL}\t"
+            f"{client_id if client_id else NULL}\t{batch_text}\t{owner.privacy_level}\t{self._file_id}\t"
+            f"{copy_text(raw)}\n"
         )

@@ -98,6 +98,21 @@ def iter_line_blocks(stream: IO[bytes], *, gzipped: bool) -> Iterator[list[str]]
     :param gzipped: the stream is gzip-compressed (several members allowed).
     :raises UnreadableFileError: corrupt gzip, or bytes that are not UTF-8 (names the line).
     """
+    for block in iter_byte_blocks(stream, gzipped=gzipped):
+        yield block.decode("utf-8").split("\n")
+
+
+def iter_byte_blocks(stream: IO[bytes], *, gzipped: bool) -> Iterator[bytes]:
+    """Yield the file's lines in blocks of UTF-8 bytes (lines joined by ``\\n``, none after the last).
+
+    The same blocks as :func:`iter_line_blocks`, still encoded: every block is
+    checked to be valid UTF-8 before it is handed out (so a decode of it, or of
+    any of its lines, cannot fail), and ``block.split(b"\\n")`` gives the lines.
+
+    :param stream: a binary file object (an S3 ``StreamingBody``, a local file).
+    :param gzipped: the stream is gzip-compressed (several members allowed).
+    :raises UnreadableFileError: corrupt gzip, or bytes that are not UTF-8 (names the line).
+    """
     carry = b""
     lines_before = 0
     first = True
@@ -118,12 +133,13 @@ def iter_line_blocks(stream: IO[bytes], *, gzipped: bool) -> Iterator[list[str]]
                 raise UnreadableFileError("line_too_long", f"a line is longer than {64 * CHUNK_BYTES} bytes")
             continue
         carry = data[cut + 1 :]
-        block = _decode(data[:cut], lines_before)
-        lines = block.split("\n")
-        lines_before += len(lines)
-        yield lines
+        block = data[:cut]
+        _decode(block, lines_before)
+        lines_before += block.count(b"\n") + 1
+        yield block
     if carry:
-        yield [_decode(carry, lines_before)]
+        _decode(carry, lines_before)
+        yield carry
 
 
 def _decode(data: bytes, lines_before: int) -> str:

@@ -1,0 +1,367 @@
+"""The vectorised fast path of ingest: blocks of NDJSON bytes -> COPY text, in Arrow.
+
+:class:`FastRowBuilder` is a :class:`~events_pipeline.copy_rows.RowBuilder`
+(same counters, same reject sink, same ``copy_line_to_source``) that handles a
+whole block of lines at C speed and sends to the reference per-line path
+(``RowBuilder.ndjson_line``) every line it is not SURE about:
+
+1. lines that look like one plain JSON object (start with ``{``, end with
+   ``}``, no ``NaN``/``Infinity`` token, no ``\\u0000`` escape, not nested
+   deeper than orjson allows, no huge number) are parsed together by
+   ``pyarrow.json`` with an explicit schema of the SPEC §2 top-level fields;
+   a group Arrow refuses (bad JSON, a field of the wrong type, a duplicated
+   field, two objects on one line) is bisected down to small groups that go to
+   the reference path;
+2. conservative vectorised checks pick the rows that pass every SPEC §2 rule
+   AND need no transformation: lower-case canonical ``event_id``; canonical
+   ISO-8601 ``timestamp`` with ``T``, ``Z`` or ``+hh:mm`` (days 29-31 only in
+   months that have them, offsets up to 14:59, at most 6 fraction digits);
+   already-normalised ``site_id``; IPv4 in canonical dotted form or IPv6 in
+   the full 8-group form; lengths within the limits; a ``path`` derivable
+   from an ASCII ``url`` by the same rule as ``validation.derive_path``;
+   a client that is not GDPR (GDPR rows always take the reference path);
+3. the chosen rows become COPY text in Arrow (``binary_join_element_wise``),
+   with the ORIGINAL line as ``raw_event_data``; everything else goes through
+   ``RowBuilder.ndjson_line`` - same rows, same rejects, same reasons.
+
+Differences to the reference path are textual only, never in the stored
+value: ``timestamp`` is sent as written (``...00.000Z``), not as Python's
+``isoformat()`` (``...00+00:00``); an IPv6 address is sent in its full form,
+not compressed (PostgreSQL's ``timestamptz``/``inet`` store the same value);
+rows of a block are sent fast rows first (``copy_line_to_source`` maps every
+COPY row to its source line either way). ``tests/unit/test_fast_rows.py``
+compares both paths on generated and hand-written lines.
+"""
+
+from __future__ import annotations
+
+from array import array
+from itertools import accumulate
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+
+from events_pipeline.attribution import GDPR
+from events_pipeline.copy_rows import NULL, RowBuilder, copy_text
+from events_pipeline.validation import MAX_BATCH_ID, MAX_EVENT_TYPE, MAX_ID_LEN, MAX_PATH, MAX_SITE_ID
+
+#: The SPEC §2 top-level fields, all read as strings (another JSON type fails the group).
+FIELDS = (
+    "event_id",
+    "event_type",
+    "timestamp",
+    "site_id",
+    "session_id",
+    "visitor_id",
+    "url",
+    "path",
+    "user_agent",
+    "ip_address",
+    "batch_id",
+)
+_SCHEMA = pa.schema([(f, pa.string()) for f in FIELDS])
+_PARSE = pj.ParseOptions(
+    explicit_schema=_SCHEMA, unexpected_field_behavior="ignore", newlines_in_values=False
+)
+#: Groups of at most this many lines that Arrow refuses go to the per-line path whole.
+MIN_BISECT = 16
+#: orjson refuses nesting deeper than 1024; lines with this many brackets take the per-line path.
+MAX_BRACKETS = 512
+
+# lines Arrow and orjson could judge differently, or that need a NUL replacement
+_SUSPECT_LINE = r"NaN|Infinity|\\u0000|[:,\[]\s*-?[0-9]+(\.[0-9]+)?[eE][+-]?[0-9]{3}|[0-9]{300}"
+_UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+_DATE = (
+    r"(?:(?:19|20)[0-9]{2}-(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"
+    r"|(?:19|20)[0-9]{2}-(?:0[13-9]|1[0-2])-(?:29|30)"
+    r"|(?:19|20)[0-9]{2}-(?:0[13578]|1[02])-31)"
+)
+_TIMESTAMP = (
+    "^"
+    + _DATE
+    + r"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?(?:Z|[+-](?:0[0-9]|1[0-4]):[0-5][0-9])$"
+)
+_SITE = r"^[a-z0-9_-]+(?:\.[a-z0-9_-]+)*$"
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IP = r"^(?:" + _OCTET + r"(?:\." + _OCTET + r"){3}|[0-9a-f]{1,4}(?::[0-9a-f]{1,4}){7})$"
+_ASCII_URL = r"^[\x21-\x7e]*$"
+# validation._URL_PATH_RE; on a URL of printable ASCII the match always ends at the end or at ? / #
+_URL_PATH = r"^[A-Za-z][A-Za-z0-9+.\-]*://[^/?#\s]*(?P<path>[^?#\t\r\n]*)"
+
+
+def _array(column: pa.ChunkedArray) -> pa.Array:
+    """One contiguous array of a table column."""
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
+def _ok(mask: pa.Array) -> pa.Array:
+    """Null-safe: a null check result counts as False."""
+    return pc.fill_null(mask, False)
+
+
+def _len_le(arr: pa.Array, limit: int) -> pa.Array:
+    """True where ``arr`` is null or at most ``limit`` characters."""
+    return pc.fill_null(pc.less_equal(pc.utf8_length(arr), limit), True)
+
+
+def _escape(arr: pa.Array) -> pa.Array:
+    """COPY text escaping (``copy_rows.copy_text``) of a string array, nulls kept."""
+    arr = pc.replace_substring(arr, "\\", "\\\\")
+    arr = pc.replace_substring(arr, "\t", "\\t")
+    arr = pc.replace_substring(arr, "\n", "\\n")
+    return pc.replace_substring(arr, "\r", "\\r")
+
+
+class FastRowBuilder(RowBuilder):
+    """A :class:`RowBuilder` that converts NDJSON byte blocks in Arrow where it is safe.
+
+    Same constructor parameters as :class:`RowBuilder`.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: lines converted by the fast path / sent to the per-line path (for logs and benchmarks)
+        self.fast_lines = 0
+        self.slow_lines = 0
+
+    def ndjson_bytes_block(self, data: bytes) -> bytes:
+        """Convert one block of NDJSON (``iter_byte_blocks``); return the COPY text of its good lines.
+
+        :param data: valid UTF-8, lines joined by ``\\n``.
+        """
+        lines = data.split(b"\n")
+        first_no = self.line_no + 1
+        self.line_no += len(lines)
+        skip = self.skip_lines
+        cand = [
+            i
+            for i, line in enumerate(lines)
+            if line[:1] == b"{" and line[-1:] == b"}" and not (skip and first_no + i in skip)
+        ]
+        fast_idx: list[int] = []
+        out: list[bytes] = []
+        slow: list[int] = []
+        if cand:
+            self._parse_groups(lines, cand, fast_idx, out, slow)
+        if len(cand) < len(lines):
+            slow.extend(sorted(set(range(len(lines))).difference(cand)))
+            slow.sort()
+        self.fast_lines += len(lines) - len(slow)
+        self.slow_lines += len(slow)
+        rows: list[str] = []
+        for i in slow:
+            row = self.ndjson_line(lines[i].decode("utf-8"), first_no + i)
+            if row is not None:
+                rows.append(row)
+        if rows:
+            out.append("".join(rows).encode("utf-8"))
+        return b"".join(out)
+
+    def _parse_groups(
+        self, lines: list[bytes], cand: list[int], fast_idx: list[int], out: list[bytes], slow: list[int]
+    ) -> None:
+        """Parse ``cand`` lines with Arrow, bisecting groups Arrow refuses."""
+        stack = [cand]
+        while stack:
+            group = stack.pop()
+            buf = b"\n".join([lines[i] for i in group]) + b"\n"
+            table = None
+            try:
+                table = pj.read_json(
+                    pa.BufferReader(buf),
+                    read_options=pj.ReadOptions(use_threads=False, block_size=max(len(buf) + 1, 1 << 16)),
+                    parse_options=_PARSE,
+                )
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                table = None
+            if table is None or table.num_rows != len(group):
+                if len(group) <= MIN_BISECT:
+                    slow.extend(group)
+                else:
+                    half = len(group) // 2
+                    stack.append(group[half:])
+                    stack.append(group[:half])
+                continue
+            self._convert(lines, group, buf, table, out, slow)
+
+    def _convert(
+        self,
+        lines: list[bytes],
+        group: list[int],
+        buf: bytes,
+        table: pa.Table,
+        out: list[bytes],
+        slow: list[int],
+    ) -> None:
+        """Check the parsed rows; write the sure ones as COPY text, send the rest to ``slow``."""
+        # each original line WITH its "\n", straight from the buffer Arrow parsed (no copy)
+        ends = array("i", [0])
+        ends.extend(accumulate(len(lines[i]) + 1 for i in group))
+        raw = pa.Array.from_buffers(pa.string(), len(group), [None, pa.py_buffer(ends), pa.py_buffer(buf)])
+        col = {f: _array(table.column(f)) for f in FIELDS}
+        event_id, event_type, ts, site = col["event_id"], col["event_type"], col["timestamp"], col["site_id"]
+        url, path, ip, batch = col["url"], col["path"], col["ip_address"], col["batch_id"]
+
+        mask = pc.and_(
+            _ok(pc.match_substring_regex(event_id, _UUID)),
+            _ok(pc.match_substring_regex(ts, _TIMESTAMP)),
+        )
+        et_len = pc.utf8_length(event_type)
+        mask = pc.and_(mask, _ok(pc.and_(pc.greater_equal(et_len, 1), pc.less_equal(et_len, MAX_EVENT_TYPE))))
+        mask = pc.and_(mask, _ok(pc.match_substring_regex(site, _SITE)))
+        mask = pc.and_(mask, _ok(pc.less_equal(pc.utf8_length(site), MAX_SITE_ID)))
+        mask = pc.and_(mask, _len_le(col["session_id"], MAX_ID_LEN))
+        mask = pc.and_(mask, _len_le(col["visitor_id"], MAX_ID_LEN))
+        mask = pc.and_(mask, _len_le(path, MAX_PATH))
+        mask = pc.and_(mask, _len_le(batch, MAX_BATCH_ID))
+        mask = pc.and_(mask, pc.fill_null(pc.match_substring_regex(ip, _IP), True))
+        mask = pc.and_(mask, pc.invert(pc.match_substring_regex(raw, _SUSPECT_LINE)))
+        long_line = pc.greater_equal(pc.binary_length(raw), 2 * MAX_BRACKETS)
+        if pc.any(long_line).as_py():
+            deep = pc.greater_equal(
+                pc.add(pc.count_substring(raw, "["), pc.count_substring(raw, "{")), MAX_BRACKETS
+            )
+            mask = pc.and_(mask, pc.invert(pc.and_(long_line, deep)))
+        # path derived from url where absent (validation.derive_path)
+        derive = pc.and_(pc.is_null(path), pc.is_valid(url))
+        if pc.any(derive).as_py():
+            url_ok = pc.and_(
+                _ok(pc.match_substring_regex(url, _ASCII_URL)), _ok(pc.match_substring_regex(url, _URL_PATH))
+            )
+            mask = pc.and_(mask, pc.or_(pc.invert(derive), url_ok))
+            derived = pc.struct_field(pc.extract_regex(pc.if_else(url_ok, url, ""), _URL_PATH), [0])
+            derived = pc.utf8_slice_codeunits(derived, 0, MAX_PATH)
+            derived = pc.if_else(pc.equal(derived, ""), pa.scalar(None, pa.string()), derived)
+            path = pc.if_else(derive, derived, path)
+        # attribution: each distinct site matched once
+        sites = pc.unique(site)
+        owners = [self._matcher.match(s) for s in sites.to_pylist()]
+        pos = pc.index_in(site, value_set=sites)
+        client = pc.take(pa.array([o.client_id for o in owners], pa.string()), pos)
+        privacy = pc.take(pa.array([o.privacy_level for o in owners], pa.string()), pos)
+        needs_ip_treatment = pc.and_(pc.equal(privacy, GDPR), pc.is_valid(ip))
+        mask = pc.fill_null(mask, False)
+        plain = pc.and_(mask, pc.invert(needs_ip_treatment))
+        gdpr = pc.and_(mask, needs_ip_treatment)
+
+        n_fast = pc.sum(mask).as_py() or 0
+        if n_fast < len(group):
+            sel = pc.invert(mask).to_pylist()
+            slow.extend(i for i, s in zip(group, sel, strict=True) if s)
+        if not n_fast:
+            return
+        cols = {
+            **col,
+            "raw_event_data": raw,
+            "path": path,
+            "client_id": client,
+            "privacy_level": privacy,
+            "line": pa.array(group, pa.int64()),
+        }
+        specials = b"\\" in buf or b"\t" in buf or b"\r" in buf
+        n_gdpr = pc.sum(gdpr).as_py() or 0
+        if n_fast > n_gdpr:
+            out.append(
+                self._emit(
+                    cols if n_fast == len(group) and not n_gdpr else _filter(cols, plain),
+                    specials,
+                    len(lines),
+                )
+            )
+        if n_gdpr:
+            cols = _filter(cols, gdpr)
+            # GDPR with an IP: the event is re-serialised exactly as RowBuilder._row does it
+            protector = self._ip_protector()
+            raws: list[str] = []
+            ips: list[str | None] = []
+            for k, address in zip(cols["line"].to_pylist(), cols["ip_address"].to_pylist(), strict=True):
+                obj, truncated = protector.protect_event(orjson.loads(lines[k]), address)
+                raws.append(copy_text(orjson.dumps(obj, default=str, option=orjson.OPT_NAIVE_UTC).decode()))
+                ips.append(truncated)
+            cols["raw_event_data"] = pa.array(raws, pa.string())
+            cols["ip_address"] = pa.array(ips, pa.string())
+            out.append(self._emit(cols, specials, len(lines), raw_ready=True))
+
+    def _emit(
+        self, cols: dict[str, pa.Array], specials: bool, block_lines: int, raw_ready: bool = False
+    ) -> memoryview:
+        """Count the rows of ``cols`` and return their COPY text.
+
+        :param cols: the columns of the chosen rows (``line``: index in the block).
+        :param specials: some line holds a backslash, tab or CR (values need COPY escaping).
+        :param block_lines: lines in the block (to number them).
+        :param raw_ready: ``raw_event_data`` is already COPY text without ``\\n``.
+        """
+        event_type, session, visitor = cols["event_type"], cols["session_id"], cols["visitor_id"]
+        url, path, agent, batch, raw = (
+            cols["url"],
+            cols["path"],
+            cols["user_agent"],
+            cols["batch_id"],
+            cols["raw_event_data"],
+        )
+        n = len(raw)
+        if specials:
+            # a JSON escape (or a raw tab / CR between tokens): decoded values may hold COPY specials
+            texts = [_escape(a) for a in (event_type, session, visitor, url, path, agent, batch)]
+            event_type, session, visitor, url, path, agent, batch = texts
+            if not raw_ready:
+                raw = _escape(pc.utf8_slice_codeunits(raw, 0, -1))
+                raw_ready = True
+        if raw_ready:
+            raw = pc.binary_join_element_wise(raw, "\n", "")
+
+        # counters, as RowBuilder._row keeps them
+        with_batch = pc.drop_null(cols["batch_id"])
+        if len(with_batch):
+            self.rows_with_batch += len(with_batch)
+            self.batch_ids.update(pc.unique(with_batch).to_pylist())
+            batch = pc.fill_null(batch, self._file_batch_id)
+        else:
+            batch = pa.scalar(self._file_batch_id)
+        client = cols["client_id"]
+        for item in pc.value_counts(client).to_pylist():
+            key = item["values"]
+            self.per_client[key] = self.per_client.get(key, 0) + item["counts"]
+        client = pc.if_else(pc.equal(client, ""), pa.scalar(None, pa.string()), client)
+        self.rows += n
+        first_no = self.line_no - block_lines + 1
+        self.copy_line_to_source.extend(array("q", pc.add(cols["line"], first_no).to_pylist()))
+
+        joined = pc.binary_join_element_wise(
+            cols["event_id"],
+            event_type,
+            session,
+            visitor,
+            cols["site_id"],
+            cols["timestamp"],
+            url,
+            path,
+            agent,
+            cols["ip_address"],
+            client,
+            batch,
+            cols["privacy_level"],
+            self._file_id,
+            raw,
+            "\t",
+            null_handling="replace",
+            null_replacement=NULL,
+        )
+        return _concat(joined)
+
+
+def _filter(cols: dict[str, pa.Array], mask: pa.Array) -> dict[str, pa.Array]:
+    """The rows of every column where ``mask`` is true."""
+    return {k: pc.filter(v, mask) for k, v in cols.items()}
+
+
+def _concat(arr: pa.Array) -> memoryview:
+    """The concatenated values of a string array, without copying them."""
+    offsets = arr.buffers()[1]
+    data = arr.buffers()[2]
+    ends = memoryview(offsets).cast("i")
+    return memoryview(data)[ends[arr.offset] : ends[arr.offset + len(arr)]]
