@@ -1,20 +1,26 @@
-"""Hourly per-client export: claim the hour's rows, write Parquet parts, publish, mark.
+"""Hourly per-client export: select the hour's rows, write Parquet parts, mark them, publish.
 
 One call of :func:`export_client_hour` exports one client's UTC hour:
 
 1. validate the client's id, bucket and prefix (tenant isolation) and reach both buckets;
-2. CLAIM rows for the hour (``events_log.export_hour``) unless the hour was
-   already published, in one transaction under a per-client advisory lock;
-3. stream ``COPY (SELECT ... WHERE export_hour = H) TO STDOUT`` into Parquet
-   parts, uploading each finished part to the client bucket, then the backup bucket;
-4. write ``_manifest.json`` (the commit marker) to the client bucket, then the backup bucket;
-5. mark the rows ``exported`` (+ ``processed_at``) and record the run as
-   ``succeeded`` in ``export_runs``, in one transaction.
+2. under a per-client advisory lock, decide what the run takes (``export_runs``):
+   nothing new when the hour is already published, else the unclaimed pending
+   rows created before the hour's end (or inside it, for a backfill of an old
+   hour); record the attempt as ``running``;
+3. in ONE ``REPEATABLE READ`` transaction: stream ``COPY (SELECT ...) TO STDOUT``
+   into Parquet parts, upload each part to the client bucket, then the backup
+   bucket; then assign the hour and mark the rows ``exported`` (+ ``processed_at``)
+   with the same predicate in the same snapshot (one row rewrite), check the
+   count, commit;
+4. write ``_manifest.json`` (the commit marker for readers) to the client
+   bucket, then the backup bucket, remove stale parts, record the run as
+   ``succeeded``.
 
-Keys are deterministic per (client, hour, part): a retry after a crash at any
-point rewrites the same objects with the same claimed rows, so there is never a
-duplicate row across hours and never a gap. See ``docs/export.md`` and
-``docs/decisions/export-late-rows-exactly-once.md``.
+Keys are deterministic per (client, hour, part). A crash before the commit
+marks nothing (the retry exports again); a crash after it leaves the rows in
+the hour (``export_hour``), so the retry rewrites the same rows (plus any row
+that arrived since, the hour having no manifest yet). See ``docs/export.md`` and
+``docs/decisions/export-one-rewrite.md``.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
+from psycopg import errors as psycopg_errors
 
 from events_pipeline.db import advisory_lock_key, connect, load_sql
 from events_pipeline.errors import PipelineError, ServiceUnreachableError, SettingError
@@ -76,6 +83,8 @@ ROW_GROUP_ROWS = register(
 )
 
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
+#: How long an export waits for another export of the same client (any hour) to finish.
+CLIENT_LOCK_TIMEOUT = "15min"
 
 
 class ExportError(PipelineError):
@@ -163,40 +172,32 @@ def _params(client_id: str, hour: HourInterval, **extra: Any) -> dict[str, Any]:
     return {"client_id": client_id, "hour_start": hour.start, "hour_end": hour.end, **extra}
 
 
-def claim_hour(conn: Any, client_id: str, hour: HourInterval, run_id: str | None) -> dict[str, Any]:
-    """Claim the rows of (client, hour) unless the hour is already published; record the attempt.
+def begin_run(conn: Any, client_id: str, hour: HourInterval, run_id: str | None) -> dict[str, Any]:
+    """Decide what this run of (client, hour) exports and record the attempt as ``running``.
 
-    Rules (docs/decisions/export-late-rows-exactly-once.md):
+    Rules (docs/decisions/export-one-rewrite.md):
 
-    - hour already ``succeeded``: claim nothing (a re-run rewrites the same rows);
-    - no later hour of the client has run: claim every unclaimed pending row
-      created before the hour's end (late rows of earlier hours included);
-    - a later hour already ran (a backfill of an old hour): claim only unclaimed
-      pending rows created inside the hour.
+    - hour already ``succeeded``: take nothing new (a re-run rewrites the same rows), claim ``none``;
+    - no later hour of the client has started: take every unclaimed pending row
+      created before the hour's end (late rows of earlier hours included), claim ``through``;
+    - a later hour already started (a backfill of an old hour): take only the
+      unclaimed pending rows created inside the hour, claim ``within``.
 
-    :param conn: an autocommit connection (this opens its own transaction).
+    The rows themselves are taken later, by :data:`mark_rows.sql` in the export's snapshot.
+
+    :param conn: an autocommit connection (this opens its own short transaction).
     :param client_id: the client.
     :param hour: the hour.
     :param run_id: the Airflow run id, recorded in ``export_runs``.
-    :return: ``{"published": bool, "claimed": int, "mode": str, "recorded_rows": int | None}``.
+    :return: ``{"published": bool, "claim": "none" | "through" | "within", "recorded_rows": int | None}``.
     """
     params = _params(client_id, hour, run_id=run_id)
     with conn.transaction():
-        conn.execute(
-            "SELECT pg_advisory_xact_lock(%s)", (advisory_lock_key(f"events_export.claim.{client_id}"),)
-        )
         status, recorded_rows, later = conn.execute(load_sql("export/lock_run_state.sql"), params).fetchone()
         published = status == "succeeded"
-        if published:
-            mode, claimed = "published", 0
-        elif later:
-            mode = "within-hour"
-            claimed = conn.execute(load_sql("export/claim_within_hour.sql"), params).rowcount
-        else:
-            mode = "through-hour-end"
-            claimed = conn.execute(load_sql("export/claim_through_hour.sql"), params).rowcount
+        claim = "none" if published else ("within" if later else "through")
         conn.execute(load_sql("export/start_run.sql"), params)
-    return {"published": published, "claimed": claimed, "mode": mode, "recorded_rows": recorded_rows}
+    return {"published": published, "claim": claim, "recorded_rows": recorded_rows}
 
 
 def _s3_error(exc: Exception, client_id: str, bucket: str, key: str, conn_id: str) -> ExportError:
@@ -289,20 +290,20 @@ class _Uploader:
         return removed
 
 
+def _copy_sql() -> str:
+    return "COPY (" + load_sql("export/select_rows.sql").strip().rstrip(";") + ") TO STDOUT (FORMAT csv)"
+
+
 def _stream_parts(
-    conn: Any, client_id: str, hour: HourInterval, uploader: _Uploader, settings: PartSettings
+    conn: Any, params: dict[str, Any], uploader: _Uploader, settings: PartSettings
 ) -> list[ExportedFile]:
-    params = _params(client_id, hour)
-    copy_sql = (
-        "COPY (" + load_sql("export/select_claimed.sql").strip().rstrip(";") + ") TO STDOUT (FORMAT csv)"
-    )
-    with tempfile.TemporaryDirectory(prefix=f"export-{client_id}-") as workdir, conn.transaction():
-        conn.execute("SET LOCAL DateStyle = 'ISO, YMD'")
-        conn.execute("SET LOCAL work_mem = '64MB'")
-        conn.execute("SET LOCAL jit = off")  # a plain scan + sort: JIT compile time is pure overhead
-        with conn.cursor().copy(copy_sql, params) as copy:
-            batches = prefetch(iter_record_batches(copy, settings.csv_block_bytes))
-            return write_parts(batches, Path(workdir), uploader.upload_file, settings)
+    """COPY the selected rows into Parquet parts, uploaded to both buckets (in the caller's transaction)."""
+    with (
+        tempfile.TemporaryDirectory(prefix=f"export-{params['client_id']}-") as workdir,
+        conn.cursor().copy(_copy_sql(), params) as copy,
+    ):
+        batches = prefetch(iter_record_batches(copy, settings.csv_block_bytes))
+        return write_parts(batches, Path(workdir), uploader.upload_file, settings)
 
 
 def export_client_hour(
@@ -352,11 +353,20 @@ def export_client_hour(
             _record_failure(conn, client_id, hour, run_id, exc)
             raise
 
-        lock = advisory_lock_key(f"events_export.{client_id}.{hour.start.isoformat()}")
-        if not conn.execute("SELECT pg_try_advisory_lock(%s)", (lock,)).fetchone()[0]:
+        # One export of a client at a time (any hour): the run decision and the
+        # marking of one hour never interleave with another hour's, so a row is
+        # never exported by two hours. Taken outside any transaction (an
+        # advisory lock taken inside would come after the snapshot).
+        lock = advisory_lock_key(f"events_export.client.{client_id}")
+        try:
+            conn.execute("SELECT set_config('lock_timeout', %s, false)", (CLIENT_LOCK_TIMEOUT,))
+            conn.execute("SELECT pg_advisory_lock(%s)", (lock,))
+            conn.execute("SELECT set_config('lock_timeout', '0', false)")
+        except psycopg_errors.LockNotAvailable as exc:
             raise ExportError(
-                f"export client={client_id} hour={hour}: another export of this hour is running; will retry"
-            )
+                f"export client={client_id} hour={hour}: another export of this client has run for over "
+                f"{CLIENT_LOCK_TIMEOUT} (lock timeout); will retry"
+            ) from exc
         try:
             return _export_locked(conn, client, hour, target, backup, uploader, settings, run_id, started)
         except Exception as exc:
@@ -381,30 +391,53 @@ def _export_locked(
     started: float,
 ) -> dict[str, Any]:
     cid = client.client_id
-    claim = claim_hour(conn, cid, hour, run_id)
-    expected = conn.execute(load_sql("export/count_claimed.sql"), _params(cid, hour)).fetchone()[0]
-    log.info(
-        "export client=%s hour=%s: claim mode=%s newly_claimed=%d rows_in_hour=%d",
-        cid,
-        hour,
-        claim["mode"],
-        claim["claimed"],
-        expected,
-    )
-    if claim["published"] and claim["recorded_rows"] is not None and expected != claim["recorded_rows"]:
-        log.warning(
-            "export client=%s hour=%s: published with %d rows, %d remain in events_log (retention or "
-            "erasure removed some); the published objects are left untouched at %s",
-            cid,
-            hour,
-            claim["recorded_rows"],
-            expected,
-            target.uri(MANIFEST_NAME),
-        )
-        return {"client_id": cid, "interval_start": hour.start.isoformat(), "skipped": "published-rows-gone"}
+    run = begin_run(conn, cid, hour, run_id)
+    params = _params(cid, hour, claim=run["claim"])
+    log.info("export client=%s hour=%s: claim=%s (published=%s)", cid, hour, run["claim"], run["published"])
+    if run["published"] and run["recorded_rows"] is not None:
+        remaining = conn.execute(load_sql("export/count_claimed.sql"), params).fetchone()[0]
+        if remaining != run["recorded_rows"]:
+            log.warning(
+                "export client=%s hour=%s: published with %d rows, %d remain in events_log (retention or "
+                "erasure removed some); the published objects are left untouched at %s",
+                cid,
+                hour,
+                run["recorded_rows"],
+                remaining,
+                target.uri(MANIFEST_NAME),
+            )
+            return {
+                "client_id": cid,
+                "interval_start": hour.start.isoformat(),
+                "skipped": "published-rows-gone",
+            }
 
+    marked = 0
     try:
-        parts = _stream_parts(conn, cid, hour, uploader, settings)
+        with conn.transaction():
+            # One snapshot for the COPY and the marking: the rows marked are exactly the rows written.
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            conn.execute("SET LOCAL DateStyle = 'ISO, YMD'")
+            conn.execute("SET LOCAL work_mem = '64MB'")
+            conn.execute("SET LOCAL jit = off")  # a plain scan + sort: JIT compile time is pure overhead
+            parts = _stream_parts(conn, params, uploader, settings)
+            written = sum(p.rows for p in parts)
+            mark_started = time.monotonic()
+            if not run["published"]:
+                marked = conn.execute(load_sql("export/mark_rows.sql"), params).rowcount
+            in_hour = conn.execute(load_sql("export/count_claimed.sql"), params).fetchone()[0]
+            if written != in_hour:
+                raise ExportError(
+                    f"export client={cid} hour={hour}: wrote {written} rows but the hour holds {in_hour} "
+                    "(rows changed during the export?); nothing marked, retrying rewrites the hour"
+                )
+            mark_seconds = time.monotonic() - mark_started
+    except psycopg_errors.SerializationFailure as exc:
+        raise ExportError(
+            f"export client={cid} hour={hour}: rows of the hour were changed or deleted by another "
+            f"transaction (erasure, GDPR sweep, archival) during the export: nothing marked, the retry "
+            f"exports again ({exc.diag.message_primary})"
+        ) from exc
     except Exception as exc:
         if "straddl" in str(exc):  # Arrow: one row is larger than a CSV block
             raise PermanentExportError(
@@ -413,12 +446,8 @@ def _export_locked(
                 "and clear the task"
             ) from exc
         raise
-    written = sum(p.rows for p in parts)
-    if written != expected:
-        raise ExportError(
-            f"export client={cid} hour={hour}: wrote {written} rows but {expected} are claimed "
-            "(rows changed during the export?); retrying rewrites the hour"
-        )
+    # Committed: the rows are in the hour. Publish the manifest last (a crash
+    # before it leaves no manifest; the retry rewrites the same rows).
     manifest = build_manifest(cid, hour, parts)
     uploader.put_manifest(dump_manifest(manifest))
     removed = uploader.remove_stale_parts({p.key for p in parts})
@@ -430,32 +459,29 @@ def _export_locked(
     files = [{**p.as_dict(), "client_uri": target.uri(p.key), "backup_uri": backup.uri(p.key)} for p in parts]
     from psycopg.types.json import Jsonb
 
-    with conn.transaction():
-        marked = 0
-        if not claim["published"]:  # a published hour's rows were marked when it was published
-            marked = conn.execute(load_sql("export/mark_exported.sql"), _params(cid, hour)).rowcount
-        conn.execute(
-            load_sql("export/finish_run.sql"),
-            _params(
-                cid,
-                hour,
-                row_count=written,
-                bytes=total_bytes,
-                files=Jsonb(files),
-                manifest_key=target.uri(MANIFEST_NAME),
-                backup_manifest_key=backup.uri(MANIFEST_NAME),
-                duration_ms=duration_ms,
-                run_id=run_id,
-            ),
-        )
+    conn.execute(
+        load_sql("export/finish_run.sql"),
+        _params(
+            cid,
+            hour,
+            row_count=written,
+            bytes=total_bytes,
+            files=Jsonb(files),
+            manifest_key=target.uri(MANIFEST_NAME),
+            backup_manifest_key=backup.uri(MANIFEST_NAME),
+            duration_ms=duration_ms,
+            run_id=run_id,
+        ),
+    )
     seconds = duration_ms / 1000
     log.info(
-        "export client=%s hour=%s DONE rows=%d (newly marked %d) bytes=%d parts=%d seconds=%.2f "
+        "export client=%s hour=%s DONE rows=%d (newly marked %d in %.2f s) bytes=%d parts=%d seconds=%.2f "
         "(upload %.2f) rows_per_s=%.0f -> %s and %s",
         cid,
         hour,
         written,
         marked,
+        mark_seconds,
         total_bytes,
         len(parts),
         seconds,
@@ -468,13 +494,15 @@ def _export_locked(
         "client_id": cid,
         "interval_start": hour.start.isoformat(),
         "rows": written,
+        "newly_marked": marked,
         "bytes": total_bytes,
         "parts": len(parts),
         "seconds": seconds,
         "upload_seconds": round(uploader.upload_seconds, 3),
+        "mark_seconds": round(mark_seconds, 3),
         "manifest": target.uri(MANIFEST_NAME),
         "backup_manifest": backup.uri(MANIFEST_NAME),
-        "claim_mode": claim["mode"],
+        "claim_mode": run["claim"],
     }
 
 

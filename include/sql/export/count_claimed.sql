@@ -1,4 +1,5 @@
--- Rows of (client, hour): what the files must hold.
+-- Rows of (client, hour) as the export transaction sees them after mark_rows.sql
+-- (or of a published hour): what the files must hold.
 SELECT count(*)
 FROM events_log
 WHERE client_id = %(client_id)s

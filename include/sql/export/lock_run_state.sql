@@ -1,5 +1,6 @@
--- The export run of (client, hour), locked for the claim transaction, and
--- whether a later hour of the client has already claimed rows.
+-- The export run of (client, hour), and whether a later hour of the client has
+-- already started (then a first-time run of this hour is a backfill and takes
+-- only the rows created inside it).
 SELECT
     (SELECT status FROM export_runs
       WHERE client_id = %(client_id)s AND interval_start = %(hour_start)s) AS status,

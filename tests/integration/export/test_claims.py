@@ -1,42 +1,48 @@
-"""Claims on the real database, without Airflow: concurrent hours never share a row."""
+"""Concurrent exports of one client, without Airflow: hours never share a row, none is left out."""
 
 from __future__ import annotations
 
 import threading
 from datetime import timedelta
 
-import psycopg
-
-from events_pipeline.exporting import claim_hour
-from events_pipeline.intervals import HourInterval
+from events_pipeline.exporting import export_client_hour
 from tests.integration.export.conftest import HOUR, add_client, insert_rows, make_rows, spread
 
 
-def test_concurrent_claims_of_different_hours_take_each_row_once(clean_tables, db, migrated_db):
+def test_concurrent_exports_of_different_hours_take_each_row_once(export_env, db):
     add_client(db, "acme", "client-acme", "acme")
-    hours = [HourInterval(HOUR + timedelta(hours=i)) for i in range(4)]
-    for i, h in enumerate(hours):
-        insert_rows(db, make_rows("acme", spread(h.start, 50), seed=i))
+    starts = [HOUR + timedelta(hours=i) for i in range(4)]
+    for i, start in enumerate(starts):
+        insert_rows(db, make_rows("acme", spread(start, 50), seed=i))
     results: dict[int, dict] = {}
-    barrier = threading.Barrier(len(hours))
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(starts))
 
-    def claim(i: int) -> None:
-        with psycopg.connect(migrated_db.dsn("events"), autocommit=True) as conn:
-            barrier.wait()
-            results[i] = claim_hour(conn, "acme", hours[i], run_id=f"t{i}")
+    def export(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = export_client_hour("acme", starts[i], starts[i] + timedelta(hours=1), run_id=f"t{i}")
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
 
-    threads = [threading.Thread(target=claim, args=(i,)) for i in range(len(hours))]
+    threads = [threading.Thread(target=export, args=(i,)) for i in range(len(starts))]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
 
-    # each row was claimed exactly once (the UPDATE counts add up to the rows) and none is left:
-    # the newest hour (no later run can exist) takes whatever the others did not
-    assert sum(r["claimed"] for r in results.values()) == 200
-    assert db.execute("SELECT count(*) FROM events_log WHERE export_hour IS NULL").fetchone()[0] == 0
-    assert results[3]["mode"] == "through-hour-end"
-    # rows are claimed by their own hour or a later one, never by an earlier one
+    assert not errors
+    # every row was taken exactly once (the per-hour counts add up to the rows) and none is left
+    assert sum(r["rows"] for r in results.values()) == 200
+    assert sum(r["newly_marked"] for r in results.values()) == 200
+    left = db.execute(
+        "SELECT count(*) FROM events_log WHERE export_hour IS NULL OR export_status <> 'exported'"
+    )
+    assert left.fetchone()[0] == 0
+    # rows are taken by their own hour or a later one, never by an earlier one
     rows = db.execute("SELECT created_at, export_hour FROM events_log").fetchall()
     assert all(created < export_hour + timedelta(hours=1) for created, export_hour in rows)
-    assert db.execute("SELECT count(*), sum(attempts) FROM export_runs").fetchone() == (4, 4)
+    runs = db.execute(
+        "SELECT count(*), sum(attempts), sum(row_count) FROM export_runs WHERE status = 'succeeded'"
+    )
+    assert runs.fetchone() == (4, 4, 200)
