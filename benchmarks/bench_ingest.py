@@ -134,7 +134,7 @@ def run_pipeline(
     import boto3
     import psycopg
 
-    from events_pipeline import ingest
+    from events_pipeline import fast_rows, ingest  # noqa: F401 - imported at start-up, as by a task
 
     client = boto3.client("s3", endpoint_url=endpoint)
     client.list_buckets()

@@ -66,6 +66,9 @@ _SCHEMA = pa.schema([(f, pa.string()) for f in FIELDS])
 _PARSE = pj.ParseOptions(
     explicit_schema=_SCHEMA, unexpected_field_behavior="ignore", newlines_in_values=False
 )
+#: A typed NULL; building it also makes pyarrow do, at import time, the one-off work of its
+#: first Python -> Arrow conversion (it imports pandas: ~1 s of CPU once per process).
+_NULL_TEXT = pa.scalar(None, pa.string())
 #: Groups of at most this many lines that Arrow refuses go to the per-line path whole.
 MIN_BISECT = 16
 #: orjson refuses nesting deeper than 1024; lines with this many brackets take the per-line path.
@@ -87,9 +90,12 @@ _TIMESTAMP = (
 _SITE = r"^[a-z0-9_-]+(?:\.[a-z0-9_-]+)*$"
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IP = r"^(?:" + _OCTET + r"(?:\." + _OCTET + r"){3}|[0-9a-f]{1,4}(?::[0-9a-f]{1,4}){7})$"
-_ASCII_URL = r"^[\x21-\x7e]*$"
-# validation._URL_PATH_RE; on a URL of printable ASCII the match always ends at the end or at ? / #
-_URL_PATH = r"^[A-Za-z][A-Za-z0-9+.\-]*://[^/?#\s]*(?P<path>[^?#\t\r\n]*)"
+# validation._URL_PATH_RE restricted to URLs of printable ASCII (so ``\s`` cannot differ between
+# RE2 and Python): scheme, "://", netloc up to / ? #, then the path up to ? or # (or the end)
+_URL_PATH = (
+    r"^[A-Za-z][A-Za-z0-9+.\-]*://[\x21-\x22\x24-\x2e\x30-\x3e\x40-\x7e]*"
+    r"(?P<path>[\x21-\x22\x24-\x3e\x40-\x7e]*)(?:[?#][\x21-\x7e]*)?$"
+)
 
 
 def _array(column: pa.ChunkedArray) -> pa.Array:
@@ -228,13 +234,10 @@ class FastRowBuilder(RowBuilder):
         # path derived from url where absent (validation.derive_path)
         derive = pc.and_(pc.is_null(path), pc.is_valid(url))
         if pc.any(derive).as_py():
-            url_ok = pc.and_(
-                _ok(pc.match_substring_regex(url, _ASCII_URL)), _ok(pc.match_substring_regex(url, _URL_PATH))
-            )
-            mask = pc.and_(mask, pc.or_(pc.invert(derive), url_ok))
-            derived = pc.struct_field(pc.extract_regex(pc.if_else(url_ok, url, ""), _URL_PATH), [0])
+            derived = pc.struct_field(pc.extract_regex(url, _URL_PATH), [0])  # null: no match
+            mask = pc.and_(mask, pc.or_(pc.invert(derive), pc.is_valid(derived)))
             derived = pc.utf8_slice_codeunits(derived, 0, MAX_PATH)
-            derived = pc.if_else(pc.equal(derived, ""), pa.scalar(None, pa.string()), derived)
+            derived = pc.if_else(pc.equal(derived, ""), _NULL_TEXT, derived)
             path = pc.if_else(derive, derived, path)
         # attribution: each distinct site matched once
         sites = pc.unique(site)
@@ -326,7 +329,7 @@ class FastRowBuilder(RowBuilder):
         for item in pc.value_counts(client).to_pylist():
             key = item["values"]
             self.per_client[key] = self.per_client.get(key, 0) + item["counts"]
-        client = pc.if_else(pc.equal(client, ""), pa.scalar(None, pa.string()), client)
+        client = pc.if_else(pc.equal(client, ""), _NULL_TEXT, client)
         self.rows += n
         first_no = self.line_no - block_lines + 1
         self.copy_line_to_source.extend(array("q", pc.add(cols["line"], first_no).to_pylist()))
@@ -355,8 +358,10 @@ class FastRowBuilder(RowBuilder):
 
 
 def _filter(cols: dict[str, pa.Array], mask: pa.Array) -> dict[str, pa.Array]:
-    """The rows of every column where ``mask`` is true."""
-    return {k: pc.filter(v, mask) for k, v in cols.items()}
+    """The rows of every column where ``mask`` is true (one C call for all of them)."""
+    names = list(cols)
+    batch = pa.RecordBatch.from_arrays([cols[k] for k in names], names=names).filter(mask)
+    return {k: batch.column(i) for i, k in enumerate(names)}
 
 
 def _concat(arr: pa.Array) -> memoryview:

@@ -51,8 +51,14 @@ class IpProtector:
             truncated = socket.inet_ntop(socket.AF_INET, packed[:3] + b"\x00")
             # privacy.is_truncated compares with the IPv6 spelling: never equal
             return truncated, self._pseudonym(canonical), False
-        canonical = str(ipaddress.IPv6Address(packed6))
-        truncated = str(ipaddress.IPv6Address(packed6[:6] + _V6_ZERO_TAIL))
+        if packed6[:2] != b"\x00\x00":
+            # a first group that is not 0: glibc's inet_ntop writes exactly ipaddress's text
+            # (RFC 5952: longest run of >= 2 zero groups, the first on a tie; no dotted tail)
+            canonical = socket.inet_ntop(socket.AF_INET6, packed6)
+            truncated = socket.inet_ntop(socket.AF_INET6, packed6[:6] + _V6_ZERO_TAIL)
+        else:
+            canonical = str(ipaddress.IPv6Address(packed6))
+            truncated = str(ipaddress.IPv6Address(packed6[:6] + _V6_ZERO_TAIL))
         return truncated, self._pseudonym(canonical), truncated == canonical
 
     def _pseudonym(self, canonical: str) -> str:
