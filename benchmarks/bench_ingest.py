@@ -25,7 +25,9 @@ showing memory does not grow with file size.
 Prints a table and writes ``benchmarks/results/ingest.json``.
 
 Usage: ``PYTHONPATH=plugins:. .venv/bin/python benchmarks/bench_ingest.py [--events 100000]
-[--files 10] [--big-mb 1000] [--profile]``
+[--files 10] [--big-mb 1000] [--profile]``. With ``BENCH_REFERENCE_PATH=1`` in the
+environment the loaders use the per-line reference path only (``ingest.FAST_PATH =
+False``), to compare it with the vectorised fast path (``fast_rows``) on the same machine.
 """
 
 from __future__ import annotations
@@ -136,6 +138,9 @@ def run_pipeline(
 
     from events_pipeline import fast_rows, ingest  # noqa: F401 - imported at start-up, as by a task
 
+    if os.environ.get("BENCH_REFERENCE_PATH") == "1":
+        ingest.FAST_PATH = False  # the per-line reference path only, for an A/B comparison
+
     client = boto3.client("s3", endpoint_url=endpoint)
     client.list_buckets()
     if go_file:
@@ -148,7 +153,7 @@ def run_pipeline(
     if profile:
         import cProfile
 
-        prof = cProfile.Profile()
+        prof = cProfile.Profile(time.process_time)  # CPU seconds (all threads), not wall
         prof.enable()
     cpu0 = _self_cpu()
     with psycopg.connect(dsn, autocommit=True) as conn:

@@ -204,8 +204,7 @@ class FastRowBuilder(RowBuilder):
     ) -> None:
         """Check the parsed rows; write the sure ones as COPY text, send the rest to ``slow``."""
         # each original line WITH its "\n", straight from the buffer Arrow parsed (no copy)
-        ends = array("i", [0])
-        ends.extend(accumulate(len(lines[i]) + 1 for i in group))
+        ends = array("i", accumulate(map((1).__add__, map(len, [lines[i] for i in group])), initial=0))
         raw = pa.Array.from_buffers(pa.string(), len(group), [None, pa.py_buffer(ends), pa.py_buffer(buf)])
         col = {f: _array(table.column(f)) for f in FIELDS}
         event_id, event_type, ts, site = col["event_id"], col["event_type"], col["timestamp"], col["site_id"]
@@ -332,7 +331,8 @@ class FastRowBuilder(RowBuilder):
         client = pc.if_else(pc.equal(client, ""), _NULL_TEXT, client)
         self.rows += n
         first_no = self.line_no - block_lines + 1
-        self.copy_line_to_source.extend(array("q", pc.add(cols["line"], first_no).to_pylist()))
+        numbers = pc.add(cols["line"], first_no)  # int64, no nulls, offset 0: its buffer is the values
+        self.copy_line_to_source.frombytes(numbers.buffers()[1].slice(0, 8 * len(numbers)))
 
         joined = pc.binary_join_element_wise(
             cols["event_id"],

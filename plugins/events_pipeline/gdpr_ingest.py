@@ -10,7 +10,6 @@ generated IPv4, IPv6 and IPv4-mapped addresses) using the C ``inet_pton`` /
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import ipaddress
 import socket
@@ -32,7 +31,7 @@ class IpProtector:
     def __init__(self, secret: str) -> None:
         if not secret:
             raise ValueError("events_ip_hash_secret is empty: GDPR pseudonyms need a secret key")
-        self._hmac = hmac.new(secret.encode("utf-8"), digestmod=hashlib.sha256)
+        self._key = secret.encode("utf-8")
 
     def treat(self, ip: str) -> tuple[str, str, bool]:
         """Return ``(truncated, pseudonym, already_truncated)`` for one address.
@@ -62,9 +61,8 @@ class IpProtector:
         return truncated, self._pseudonym(canonical), truncated == canonical
 
     def _pseudonym(self, canonical: str) -> str:
-        h = self._hmac.copy()
-        h.update(canonical.encode("ascii"))
-        return h.hexdigest()[:PSEUDONYM_HEX_CHARS]
+        # one-shot C HMAC (hmac.digest): ~3x cheaper than copy/update/hexdigest of the object
+        return hmac.digest(self._key, canonical.encode("ascii"), "sha256").hex()[:PSEUDONYM_HEX_CHARS]
 
     def protect_event(self, raw: dict[str, Any], ip: str | None) -> tuple[dict[str, Any], str | None]:
         """Same contract as ``privacy.protect_event(raw, ip, secret)``.
