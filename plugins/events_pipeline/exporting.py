@@ -49,7 +49,13 @@ from events_pipeline.export_keys import (
 )
 from events_pipeline.intervals import HourInterval, hour_of
 from events_pipeline.manifest import ExportedFile, build_manifest, dump_manifest
-from events_pipeline.parquet_writer import PartSettings, iter_record_batches, prefetch, write_parts
+from events_pipeline.parquet_writer import (
+    PartSettings,
+    iter_adbc_batches,
+    iter_record_batches,
+    prefetch,
+    write_parts,
+)
 from events_pipeline.settings import (
     AWS_CONN_ID,
     EVENTS_DB_CONN_ID,
@@ -76,6 +82,14 @@ CSV_BLOCK_BYTES = register(
         "events_export_csv_block_bytes",
         16 * 1024 * 1024,
         "bytes of COPY output parsed at a time; must exceed the largest single event row",
+    )
+)
+READER = register(
+    Setting(
+        "events_export_reader",
+        "auto",
+        "how the export reads rows: adbc (binary COPY into Arrow, needs adbc-driver-postgresql), "
+        "csv (COPY csv parsed by Arrow), auto (adbc when installed)",
     )
 )
 ROW_GROUP_ROWS = register(
@@ -222,6 +236,7 @@ class _Uploader:
         self.target_s3 = s3_client(client.conn_id)
         self.backup_s3 = s3_client(AWS_CONN_ID)
         self.upload_seconds = 0.0
+        self.uploaded: list[tuple[Any, str, str]] = []
 
     def destinations(self) -> list[tuple[Any, ExportLocation, str]]:
         return [
@@ -257,6 +272,7 @@ class _Uploader:
                 )
             except Exception as exc:
                 raise _s3_error(exc, self.client.client_id, loc.bucket, key, conn_id) from exc
+            self.uploaded.append((s3, loc.bucket, key))
             log.info(
                 "export client=%s part=%s rows=%d bytes=%d -> s3://%s/%s",
                 self.client.client_id,
@@ -277,6 +293,27 @@ class _Uploader:
             except Exception as exc:
                 raise _s3_error(exc, self.client.client_id, loc.bucket, loc.manifest_key, conn_id) from exc
 
+    def discard_uploaded(self) -> None:
+        """Best effort: delete the parts this attempt uploaded (no manifest lists them, nothing marked)."""
+        for s3, bucket, key in self.uploaded:
+            try:
+                s3.delete_object(Bucket=bucket, Key=key)
+                log.info(
+                    "export client=%s: removed s3://%s/%s of the failed attempt",
+                    self.client.client_id,
+                    bucket,
+                    key,
+                )
+            except Exception as exc:  # noqa: BLE001 - the retry or a re-run removes it too
+                log.warning(
+                    "export client=%s: could not remove s3://%s/%s: %s",
+                    self.client.client_id,
+                    bucket,
+                    key,
+                    exc,
+                )
+        self.uploaded.clear()
+
     def remove_stale_parts(self, keep: set[str]) -> list[str]:
         """Delete ``part-NNNNN.parquet`` files of the folder not listed in the new manifest."""
         removed = []
@@ -294,16 +331,112 @@ def _copy_sql() -> str:
     return "COPY (" + load_sql("export/select_rows.sql").strip().rstrip(";") + ") TO STDOUT (FORMAT csv)"
 
 
+#: Settings of the export read (both readers). No parallel workers: the ordered
+#: index scan streams rows from the first millisecond (a parallel seq scan + sort
+#: emits nothing until the whole hour is sorted) and leaves the CPUs to the encoder.
+READ_SETTINGS = {
+    "work_mem": "64MB",
+    "jit": "off",  # a plain scan: JIT compile time is pure overhead
+    "max_parallel_workers_per_gather": "0",
+}
+
+
+def reader_name() -> str:
+    """Return the reader the export uses: ``adbc`` when installed (unless the Variable says ``csv``)."""
+    wanted = str(get_setting(READER.name)).strip().lower()
+    if wanted not in {"auto", "adbc", "csv"}:
+        raise SettingError(f"Variable {READER.name} must be auto, adbc or csv, got {wanted!r}")
+    if wanted == "csv":
+        return "csv"
+    try:
+        import adbc_driver_postgresql  # noqa: F401
+    except ImportError as exc:
+        if wanted == "adbc":
+            raise SettingError(
+                f"Variable {READER.name}=adbc but adbc-driver-postgresql is not installed: {exc}"
+            ) from exc
+        return "csv"
+    return "adbc"
+
+
+def _conninfo(conn: Any) -> str:
+    """The libpq connection string of ``conn`` (password included) for the second, reading
+    connection, with :data:`READ_SETTINGS` as its session settings."""
+    from psycopg.conninfo import make_conninfo
+
+    params = {o.keyword.decode(): o.val.decode() for o in conn.pgconn.info if o.val is not None}
+    settings = " ".join(f"-c {name}={value}" for name, value in READ_SETTINGS.items())
+    params["options"] = f"{params.get('options', '')} {settings}".strip()
+    return make_conninfo(**params)
+
+
+class _Background:
+    """Run ``fn`` in a thread; :meth:`join` returns its result or re-raises its exception."""
+
+    def __init__(self, fn: Any, name: str) -> None:
+        import threading
+
+        self.fn, self.result, self.exc = fn, None, None
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.result = self.fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to join()
+            self.exc = exc
+
+    def join(self) -> Any:
+        self.thread.join()
+        if self.exc is not None:
+            raise self.exc
+        return self.result
+
+
 def _stream_parts(
-    conn: Any, params: dict[str, Any], uploader: _Uploader, settings: PartSettings
-) -> list[ExportedFile]:
-    """COPY the selected rows into Parquet parts, uploaded to both buckets (in the caller's transaction)."""
-    with (
-        tempfile.TemporaryDirectory(prefix=f"export-{params['client_id']}-") as workdir,
-        conn.cursor().copy(_copy_sql(), params) as copy,
-    ):
-        batches = prefetch(iter_record_batches(copy, settings.csv_block_bytes))
-        return write_parts(batches, Path(workdir), uploader.upload_file, settings)
+    conn: Any,
+    params: dict[str, Any],
+    uploader: _Uploader,
+    settings: PartSettings,
+    reader: str,
+    mark: Any,
+) -> tuple[list[ExportedFile], Any]:
+    """Read the selected rows into Parquet parts uploaded to both buckets, and run ``mark``.
+
+    Runs inside the caller's ``REPEATABLE READ`` transaction on ``conn``. With the
+    ADBC reader the rows are read through a second connection in this
+    transaction's snapshot, so ``mark`` (the marking UPDATE on ``conn``) runs at
+    the same time as the read, encode and upload: its changes stay uncommitted
+    (invisible to the reader and to everyone) until the caller commits, after
+    every upload. With the CSV reader ``conn`` carries the COPY, so ``mark`` runs after it.
+
+    :return: ``(parts, what mark returned)``.
+    """
+    with tempfile.TemporaryDirectory(prefix=f"export-{params['client_id']}-") as workdir:
+        if reader != "adbc":
+            with conn.cursor().copy(_copy_sql(), params) as copy:
+                batches = prefetch(iter_record_batches(copy, settings.csv_block_bytes))
+                parts = write_parts(batches, Path(workdir), uploader.upload_file, settings)
+            return parts, mark()
+
+        from psycopg import ClientCursor
+
+        snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        query = ClientCursor(conn).mogrify(load_sql("export/select_rows.sql").strip().rstrip(";"), params)
+        marker = _Background(mark, name="export-mark")
+        try:
+            batches = prefetch(iter_adbc_batches(_conninfo(conn), snapshot, query))
+            parts = write_parts(batches, Path(workdir), uploader.upload_file, settings)
+        except BaseException as exc:
+            if marker.thread.is_alive():
+                conn.cancel_safe()
+            marker.thread.join()
+            if marker.exc is not None and not isinstance(marker.exc, psycopg_errors.QueryCanceled):
+                # the marking failed first (its failed transaction also voids the snapshot the
+                # reader imports): its error is the cause to report
+                raise marker.exc from exc
+            raise
+        return parts, marker.join()
 
 
 def export_client_hour(
@@ -333,6 +466,7 @@ def export_client_hour(
         hour = hour_of(data_interval_start, data_interval_end)
         backup_bucket = get_setting(VAR_BACKUP_BUCKET)
         settings = settings or part_settings()
+        reader = reader_name()
     except (SettingError, ValueError) as exc:  # IntervalError is a ValueError
         raise PermanentExportError(f"export client={client_id}: {exc}") from exc
     with connect(conn_id, autocommit=True) as conn:
@@ -368,7 +502,9 @@ def export_client_hour(
                 f"{CLIENT_LOCK_TIMEOUT} (lock timeout); will retry"
             ) from exc
         try:
-            return _export_locked(conn, client, hour, target, backup, uploader, settings, run_id, started)
+            return _export_locked(
+                conn, client, hour, target, backup, uploader, settings, run_id, started, reader
+            )
         except Exception as exc:
             _record_failure(conn, client_id, hour, run_id, exc)
             raise
@@ -389,11 +525,19 @@ def _export_locked(
     settings: PartSettings,
     run_id: str | None,
     started: float,
+    reader: str,
 ) -> dict[str, Any]:
     cid = client.client_id
     run = begin_run(conn, cid, hour, run_id)
     params = _params(cid, hour, claim=run["claim"])
-    log.info("export client=%s hour=%s: claim=%s (published=%s)", cid, hour, run["claim"], run["published"])
+    log.info(
+        "export client=%s hour=%s: claim=%s (published=%s) reader=%s",
+        cid,
+        hour,
+        run["claim"],
+        run["published"],
+        reader,
+    )
     if run["published"] and run["recorded_rows"] is not None:
         remaining = conn.execute(load_sql("export/count_claimed.sql"), params).fetchone()[0]
         if remaining != run["recorded_rows"]:
@@ -412,39 +556,11 @@ def _export_locked(
                 "skipped": "published-rows-gone",
             }
 
-    marked = 0
     try:
-        with conn.transaction():
-            # One snapshot for the COPY and the marking: the rows marked are exactly the rows written.
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            conn.execute("SET LOCAL DateStyle = 'ISO, YMD'")
-            conn.execute("SET LOCAL work_mem = '64MB'")
-            conn.execute("SET LOCAL jit = off")  # a plain scan + sort: JIT compile time is pure overhead
-            parts = _stream_parts(conn, params, uploader, settings)
-            written = sum(p.rows for p in parts)
-            mark_started = time.monotonic()
-            if not run["published"]:
-                marked = conn.execute(load_sql("export/mark_rows.sql"), params).rowcount
-            in_hour = conn.execute(load_sql("export/count_claimed.sql"), params).fetchone()[0]
-            if written != in_hour:
-                raise ExportError(
-                    f"export client={cid} hour={hour}: wrote {written} rows but the hour holds {in_hour} "
-                    "(rows changed during the export?); nothing marked, retrying rewrites the hour"
-                )
-            mark_seconds = time.monotonic() - mark_started
-    except psycopg_errors.SerializationFailure as exc:
-        raise ExportError(
-            f"export client={cid} hour={hour}: rows of the hour were changed or deleted by another "
-            f"transaction (erasure, GDPR sweep, archival) during the export: nothing marked, the retry "
-            f"exports again ({exc.diag.message_primary})"
-        ) from exc
-    except Exception as exc:
-        if "straddl" in str(exc):  # Arrow: one row is larger than a CSV block
-            raise PermanentExportError(
-                f"export client={cid} hour={hour}: an event row is larger than "
-                f"{settings.csv_block_bytes} bytes; raise Variable {CSV_BLOCK_BYTES.name} "
-                "and clear the task"
-            ) from exc
+        parts, written, marked, mark_seconds = _read_and_mark(conn, params, run, uploader, settings, reader)
+    except Exception:
+        if not run["published"]:  # a published hour's parts are the published ones: keep them
+            uploader.discard_uploaded()
         raise
     # Committed: the rows are in the hour. Publish the manifest last (a crash
     # before it leaves no manifest; the retry rewrites the same rows).
@@ -504,6 +620,59 @@ def _export_locked(
         "backup_manifest": backup.uri(MANIFEST_NAME),
         "claim_mode": run["claim"],
     }
+
+
+def _read_and_mark(
+    conn: Any,
+    params: dict[str, Any],
+    run: dict[str, Any],
+    uploader: _Uploader,
+    settings: PartSettings,
+    reader: str,
+) -> tuple[list[ExportedFile], int, int, float]:
+    """In ONE REPEATABLE READ transaction: read the rows into uploaded parts, mark them, check, commit.
+
+    :return: ``(parts, rows written, rows newly marked, seconds of the marking)``.
+    """
+    cid, hour = params["client_id"], HourInterval(params["hour_start"])
+    try:
+        with conn.transaction():
+            # One snapshot for the COPY and the marking: the rows marked are exactly the rows written.
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            conn.execute("SET LOCAL DateStyle = 'ISO, YMD'")
+            for name, value in READ_SETTINGS.items():
+                conn.execute("SELECT set_config(%s, %s, true)", (name, value))
+
+            def mark() -> tuple[int, float]:
+                if run["published"]:  # a published hour's rows were marked when it was published
+                    return 0, 0.0
+                started = time.monotonic()
+                rowcount = conn.execute(load_sql("export/mark_rows.sql"), params).rowcount
+                return rowcount, time.monotonic() - started
+
+            parts, (marked, mark_seconds) = _stream_parts(conn, params, uploader, settings, reader, mark)
+            written = sum(p.rows for p in parts)
+            in_hour = conn.execute(load_sql("export/count_claimed.sql"), params).fetchone()[0]
+            if written != in_hour:
+                raise ExportError(
+                    f"export client={cid} hour={hour}: wrote {written} rows but the hour holds {in_hour} "
+                    "(rows changed during the export?); nothing marked, retrying rewrites the hour"
+                )
+    except psycopg_errors.SerializationFailure as exc:
+        raise ExportError(
+            f"export client={cid} hour={hour}: rows of the hour were changed or deleted by another "
+            f"transaction (erasure, GDPR sweep, archival) during the export: nothing marked, the retry "
+            f"exports again ({exc.diag.message_primary})"
+        ) from exc
+    except Exception as exc:
+        if "straddl" in str(exc):  # Arrow: one row is larger than a CSV block
+            raise PermanentExportError(
+                f"export client={cid} hour={hour}: an event row is larger than "
+                f"{settings.csv_block_bytes} bytes; raise Variable {CSV_BLOCK_BYTES.name} "
+                "and clear the task"
+            ) from exc
+        raise
+    return parts, written, marked, mark_seconds
 
 
 def _record_failure(

@@ -1,8 +1,15 @@
-"""Stream PostgreSQL ``COPY ... TO STDOUT (FORMAT csv)`` into Parquet parts, in bounded memory.
+"""Stream the export query from PostgreSQL into Parquet parts, in bounded memory.
 
-The database renders every column as text once (C code), Arrow's CSV reader
-parses the stream block by block into typed record batches (C++), and a
-``ParquetWriter`` encodes them with zstd into a local part file. When a part
+Two readers give typed Arrow record batches:
+
+- :func:`iter_adbc_batches` (preferred, when ``adbc-driver-postgresql`` is
+  installed): the ADBC driver runs ``COPY (query) TO STDOUT (FORMAT binary)``
+  and decodes it into Arrow in C++, in a second connection that imports the
+  export transaction's snapshot; no per-row Python work at all;
+- :func:`iter_record_batches` (fallback): psycopg's ``COPY ... (FORMAT csv)``
+  rows parsed block by block by Arrow's CSV reader.
+
+A ``ParquetWriter`` encodes the batches with zstd into a local part file. When a part
 reaches ``part_max_rows`` rows or ``part_max_bytes`` bytes it is closed, hashed
 and handed to a callback (the caller uploads it and deletes it), then the next
 part starts. Memory holds a couple of CSV blocks (16 MiB each) and one row group, whatever the
@@ -238,6 +245,75 @@ def iter_record_batches(
     )
     for batch in reader:
         yield batch.cast(schema)
+
+
+def iter_adbc_batches(
+    conninfo: str,
+    snapshot: str,
+    query: str,
+    batch_bytes: int = 16 * 1024 * 1024,
+) -> Iterator[pa.RecordBatch]:
+    """Run ``query`` through ADBC in the exported ``snapshot``; yield batches of :func:`arrow_schema`.
+
+    The reading connection joins the caller's ``REPEATABLE READ`` transaction's
+    view of the data (``SET TRANSACTION SNAPSHOT``): it reads exactly the rows
+    the caller's UPDATE with the same predicate sees, and none of that UPDATE's
+    changes. The snapshot is valid while the caller's transaction stays open.
+    The low-level ADBC API is used (its DB-API module imports pandas: ~1 s).
+
+    :param conninfo: libpq connection string of the events database (session
+        settings may be given in its ``options``).
+    :param snapshot: the id from ``pg_export_snapshot()`` in the caller's transaction.
+    :param query: the SELECT, values already bound; column names and types as :data:`COLUMNS`
+        (timestamps as UTC wall-clock ``timestamp``, the rest text).
+    :param batch_bytes: approximate bytes per Arrow batch (bounds memory).
+    """
+    import adbc_driver_manager as adbc
+    import adbc_driver_postgresql
+    import pyarrow as pa
+
+    schema = arrow_schema()
+    db = adbc_driver_postgresql.connect(conninfo)
+    try:
+        conn = adbc.AdbcConnection(db)
+        try:
+            conn.set_autocommit(False)
+
+            def run(sql: str) -> None:
+                stmt = adbc.AdbcStatement(conn)
+                try:
+                    stmt.set_sql_query(sql)
+                    stmt.execute_update()
+                finally:
+                    stmt.close()
+
+            run("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            run(f"SET TRANSACTION SNAPSHOT '{_snapshot_literal(snapshot)}'")
+            stmt = adbc.AdbcStatement(conn)
+            try:
+                stmt.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(batch_bytes)})
+                stmt.set_sql_query(query)
+                stream, _ = stmt.execute_query()
+                reader = pa.RecordBatchReader._import_from_c(stream.address)
+                for batch in reader:
+                    if batch.num_rows:
+                        yield batch.cast(schema)
+            finally:
+                stmt.close()
+            conn.rollback()  # read only: nothing to keep
+        finally:
+            conn.close()
+    finally:
+        db.close()
+
+
+def _snapshot_literal(snapshot: str) -> str:
+    """Return ``snapshot`` if it looks like a PostgreSQL snapshot id (``0000000A-0000001B-1``), else fail."""
+    import re
+
+    if not re.fullmatch(r"[0-9A-Fa-f]+(-[0-9A-Fa-f]+)+", snapshot):
+        raise ValueError(f"not a PostgreSQL snapshot id: {snapshot!r}")
+    return snapshot
 
 
 def write_parts(

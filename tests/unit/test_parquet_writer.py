@@ -151,3 +151,18 @@ def test_a_row_larger_than_the_block_is_an_error_naming_it():
     data = _csv_line(0, url="https://acme.com/" + "x" * 5000) + _csv_line(1)
     with pytest.raises(pa_.ArrowInvalid, match="straddl"):
         list(iter_record_batches(_chunks(data, 512), block_bytes=1024))
+
+
+@pytest.mark.parametrize("snapshot", ["00000004-00000008-1", "0000000A-0000001B-2F"])
+def test_snapshot_ids_are_accepted(snapshot):
+    from events_pipeline.parquet_writer import _snapshot_literal
+
+    assert _snapshot_literal(snapshot) == snapshot
+
+
+@pytest.mark.parametrize("snapshot", ["", "1", "00000004-00000008-1'; DROP TABLE x; --", "abc-xyz"])
+def test_anything_else_is_refused_as_a_snapshot_id(snapshot):
+    from events_pipeline.parquet_writer import _snapshot_literal
+
+    with pytest.raises(ValueError, match="snapshot id"):
+        _snapshot_literal(snapshot)

@@ -7,22 +7,24 @@
 --     ('through': the newest hour so far, late rows of earlier hours included)
 --     or inside the hour only ('within': a backfill of an old hour).
 -- mark_rows.sql updates exactly these rows with the same predicate in the same
--- snapshot. Timestamps are rendered as UTC wall-clock (the session's DateStyle
--- is ISO), ip_address in inet's output form ('1.2.3.4', '1.2.3.0/24'),
--- raw_event_data as its JSON text.
+-- snapshot. Read as Arrow (ADBC, binary COPY) or as CSV text (COPY ... csv):
+-- timestamps as UTC wall-clock timestamps (labelled UTC in the files),
+-- ip_address in inet's output form ('1.2.3.4', '1.2.3.0/24': abbrev(inet) is
+-- exactly that text), event_id and raw_event_data as text. The aliases are the
+-- Parquet column names.
 SELECT
-    event_id::text,
+    event_id::text AS event_id,
     event_type,
     session_id,
     visitor_id,
     site_id,
-    ("timestamp" AT TIME ZONE 'UTC'),
+    ("timestamp" AT TIME ZONE 'UTC') AS "timestamp",
     url,
     path,
     user_agent,
-    ip_address,
-    raw_event_data::text,
-    (created_at AT TIME ZONE 'UTC'),
+    abbrev(ip_address) AS ip_address,
+    raw_event_data::text AS raw_event_data,
+    (created_at AT TIME ZONE 'UTC') AS created_at,
     batch_id,
     client_id
 FROM events_log

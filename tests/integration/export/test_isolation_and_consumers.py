@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from tests.conftest import task_states
 from tests.integration.export.conftest import (
@@ -122,11 +123,15 @@ def _db_rows(db) -> list[dict]:
     return out
 
 
-def test_consumers_read_back_every_field(export_env, db, run_dag, tmp_path):
+@pytest.mark.parametrize("reader", ["adbc", "csv"])
+def test_consumers_read_back_every_field(export_env, db, run_dag, tmp_path, monkeypatch, reader):
     import json
 
     import duckdb
 
+    if reader == "adbc":
+        pytest.importorskip("adbc_driver_postgresql")
+    monkeypatch.setenv("AIRFLOW_VAR_EVENTS_EXPORT_READER", reader)  # both readers give the same files
     s3 = export_env
     add_client(db, "acme", "client-acme", "acme")
     rows = make_rows("acme", spread(HOUR, 30), seed=4)
@@ -182,6 +187,7 @@ def test_an_event_larger_than_the_csv_block_fails_naming_the_setting(export_env,
     rows = make_rows("acme", spread(HOUR, 3), seed=1)
     rows[1]["url"] = "https://acme.com/" + "x" * 4000
     insert_rows(db, rows)
+    monkeypatch.setenv("AIRFLOW_VAR_EVENTS_EXPORT_READER", "csv")  # the ADBC reader has no such limit
     monkeypatch.setenv("AIRFLOW_VAR_EVENTS_EXPORT_CSV_BLOCK_BYTES", "2048")
     assert run_hour(run_dag, HOUR).state == "failed"
     error = db.execute("SELECT error FROM export_runs").fetchone()[0]
