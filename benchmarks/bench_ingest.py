@@ -25,7 +25,7 @@ showing memory does not grow with file size.
 Prints a table and writes ``benchmarks/results/ingest.json``.
 
 Usage: ``PYTHONPATH=plugins:. .venv/bin/python benchmarks/bench_ingest.py [--events 100000]
-[--files 10] [--big-mb 1000] [--profile]``. With ``BENCH_REFERENCE_PATH=1`` in the
+[--files 10] [--big-mb 1000] [--profile] [--stages]``. With ``BENCH_REFERENCE_PATH=1`` in the
 environment the loaders use the per-line reference path only (``ingest.FAST_PATH =
 False``), to compare it with the vectorised fast path (``fast_rows``) on the same machine.
 """
@@ -387,6 +387,67 @@ def memory_check(dsn: str, endpoint: str, client: Any, small_body: bytes, big_mb
     }
 
 
+def stages(n_events: int, repeats: int = 3) -> dict[str, float]:
+    """CPU us/event of each in-process stage of a load (no S3, no PostgreSQL), best of ``repeats``.
+
+    ``read_gunzip``: gunzip + UTF-8 check into blocks; ``reference``: the per-line
+    ``RowBuilder`` over decoded lines (read included); ``fast``: ``FastRowBuilder``
+    over byte blocks (read included); ``*_no_gdpr``: the same with every client
+    ``standard`` (GDPR rows are re-serialised per line on both paths).
+    """
+    from events_pipeline.attribution import DomainMatcher, Owner
+    from events_pipeline.copy_rows import RejectSink, RowBuilder
+    from events_pipeline.demo_data import DEMO_CLIENTS, iter_events, ndjson_bytes
+    from events_pipeline.fast_rows import FastRowBuilder
+    from events_pipeline.readers import iter_byte_blocks, iter_line_blocks
+
+    body = ndjson_bytes(list(iter_events(n_events, start=START, seed=7)))
+    owners = {d: Owner(c.client_id, c.privacy_level) for c in DEMO_CLIENTS for d in c.domains}
+    standard = {d: Owner(o.client_id, "standard") for d, o in owners.items()}
+
+    def builder(cls: type, domains: dict[str, Any]) -> Any:
+        return cls(
+            DomainMatcher(domains),
+            file_id=1,
+            file_batch_id="b",
+            line_id_prefix="bench/k#e",
+            secret=lambda: "bench-secret",
+            rejects=RejectSink(),
+        )
+
+    def read() -> None:
+        for _ in iter_byte_blocks(io.BytesIO(body), gzipped=True):
+            pass
+
+    def reference(domains: dict[str, Any]) -> None:
+        b = builder(RowBuilder, domains)
+        for lines in iter_line_blocks(io.BytesIO(body), gzipped=True):
+            b.ndjson_block(lines)
+
+    def fast(domains: dict[str, Any]) -> None:
+        b = builder(FastRowBuilder, domains)
+        for block in iter_byte_blocks(io.BytesIO(body), gzipped=True):
+            b.ndjson_bytes_block(block)
+
+    runs = {
+        "read_gunzip": read,
+        "reference": lambda: reference(owners),
+        "fast": lambda: fast(owners),
+        "reference_no_gdpr": lambda: reference(standard),
+        "fast_no_gdpr": lambda: fast(standard),
+    }
+    out: dict[str, float] = {}
+    fast(owners)  # warm-up (imports, regex compilation)
+    for name, fn in runs.items():
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.process_time()
+            fn()
+            best = min(best, time.process_time() - t0)
+        out[name] = round(best / n_events * 1e6, 2)
+    return out
+
+
 def main() -> None:
     """Run the benchmark (see module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -400,9 +461,15 @@ def main() -> None:
     parser.add_argument("--child", nargs=2, metavar=("DSN", "ENDPOINT"), help=argparse.SUPPRESS)
     parser.add_argument("--go", help=argparse.SUPPRESS)
     parser.add_argument("--per-claim", type=int, default=10_000, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--stages", action="store_true", help="only the in-process CPU us/event per stage (no services)"
+    )
     args = parser.parse_args()
     if args.child:
         child_load(*args.child, args.profile, args.go, args.per_claim)
+        return
+    if args.stages:
+        print("CPU us/event by stage (in-process, best of 3):", json.dumps(stages(min(args.events, 20_000))))
         return
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
