@@ -10,12 +10,13 @@ DOC = f"""
 ### Hourly per-client export (Parquet zstd -> client bucket + backup bucket)
 
 For each UTC hour (the run's **data interval**) and each **active** client (one
-mapped task per client, named by client id): claim the client's rows for the
-hour, stream them to Parquet parts, upload each part to
+mapped task per client, named by client id), in one database snapshot: stream
+the client's rows for the hour to Parquet parts, upload each part to
 `s3://<export_bucket>/<export_prefix>/dt=YYYY-MM-DD/hour=HH/` and
-`s3://<events_backup_bucket>/<client_id>/dt=YYYY-MM-DD/hour=HH/`, write
-`_manifest.json` last (the commit marker; `row_count` 0 for an empty hour),
-then mark the rows `exported` and record the run in `export_runs`.
+`s3://<events_backup_bucket>/<client_id>/dt=YYYY-MM-DD/hour=HH/`, mark the rows
+`exported` (with their hour) and commit after the last upload; then write
+`_manifest.json` last (the commit marker; `row_count` 0 for an empty hour) and
+record the run in `export_runs`.
 
 - **Schedule**: `CronDataIntervalTimetable("0 * * * *", UTC)`, catch-up on from
   {START_DATE:%Y-%m-%d %H:%M} UTC (`EVENTS_PIPELINE_START_DATE`; the first run
@@ -26,10 +27,10 @@ then mark the rows `exported` and record the run in `export_runs`.
   next hour; with more they may land a few hours later, still exactly once).
 - **Inputs**: `events_log`, `clients` (bucket, prefix, `export_conn_id` -> default `aws_default`),
   Variable `events_backup_bucket`, Variables `events_export_part_max_rows`,
-  `events_export_part_max_bytes`, `events_export_row_group_rows`.
+  `events_export_part_max_bytes`, `events_export_row_group_rows`, `events_export_reader`.
 - **Outputs**: Parquet parts + `_manifest.json` in both buckets, `events_log.export_status/processed_at`,
   one `export_runs` row per client and hour.
-- **Exactly once**: a row belongs to the hour that claimed it (`events_log.export_hour`);
+- **Exactly once**: a row belongs to the hour that exported it (`events_log.export_hour`);
   re-running a published hour rewrites the same keys with the same rows. Late rows
   (load committed after their hour ran) go to the next hour's export.
 - **If a client fails**: only its task fails; its log line names the client, bucket and

@@ -364,7 +364,13 @@ def _conninfo(conn: Any) -> str:
     connection, with :data:`READ_SETTINGS` as its session settings."""
     from psycopg.conninfo import make_conninfo
 
-    params = {o.keyword.decode(): o.val.decode() for o in conn.pgconn.info if o.val is not None}
+    # only what differs from libpq's defaults: the driver's bundled libpq may not know
+    # every keyword of psycopg's libpq
+    params = {
+        o.keyword.decode(): o.val.decode()
+        for o in conn.pgconn.info
+        if o.val is not None and o.val != o.compiled and o.keyword != b"fallback_application_name"
+    }
     settings = " ".join(f"-c {name}={value}" for name, value in READ_SETTINGS.items())
     params["options"] = f"{params.get('options', '')} {settings}".strip()
     return make_conninfo(**params)
