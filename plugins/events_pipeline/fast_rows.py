@@ -35,6 +35,7 @@ compares both paths on generated and hand-written lines.
 
 from __future__ import annotations
 
+import re
 from array import array
 from itertools import accumulate
 from typing import Any
@@ -76,6 +77,16 @@ MAX_BRACKETS = 512
 
 # lines Arrow and orjson could judge differently, or that need a NUL replacement
 _SUSPECT_LINE = r"NaN|Infinity|\\u0000|[:,\[]\s*-?[0-9]+(\.[0-9]+)?[eE][+-]?[0-9]{3}|[0-9]{300}"
+# a SPEC field whose value is not a string or null (anywhere in the line, so nested keys too)
+_NON_STRING_FIELD = r'"(?:' + "|".join(FIELDS) + r')"\s*:\s*[^"\s n]'
+_SCREEN = _SUSPECT_LINE + "|" + _NON_STRING_FIELD
+#: Arrow parses at most this many times a block's candidate lines (re-parses included).
+MAX_PARSE_FACTOR = 3
+#: After this many refusals by Arrow in one block, its remaining lines take the per-line path.
+MAX_REFUSALS = 8
+#: After Arrow refused a line, the lines after it are parsed in groups of this many.
+RETRY_PIECE = 256
+_ERROR_ROW_RE = re.compile(r"in row (\d+)")
 _UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 _DATE = (
     r"(?:(?:19|20)[0-9]{2}-(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"
@@ -96,6 +107,18 @@ _URL_PATH = (
     r"^[A-Za-z][A-Za-z0-9+.\-]*://[\x21-\x22\x24-\x2e\x30-\x3e\x40-\x7e]*"
     r"(?P<path>[\x21-\x22\x24-\x3e\x40-\x7e]*)(?:[?#][\x21-\x7e]*)?$"
 )
+
+
+def _lines_array(group_lines: list[bytes], buf: bytes | None = None) -> pa.Array:
+    """A string array of the lines, each WITH its ``\\n``, over ``buf`` (their join) without copying.
+
+    :param group_lines: the lines (valid UTF-8, no ``\\n``).
+    :param buf: ``b"\\n".join(group_lines) + b"\\n"`` when already built.
+    """
+    if buf is None:
+        buf = b"\n".join(group_lines) + b"\n"
+    ends = array("i", accumulate(map((1).__add__, map(len, group_lines)), initial=0))
+    return pa.Array.from_buffers(pa.string(), len(group_lines), [None, pa.py_buffer(ends), pa.py_buffer(buf)])
 
 
 def _array(column: pa.ChunkedArray) -> pa.Array:
@@ -132,6 +155,8 @@ class FastRowBuilder(RowBuilder):
         #: lines converted by the fast path / sent to the per-line path (for logs and benchmarks)
         self.fast_lines = 0
         self.slow_lines = 0
+        #: set when a block exhausted MAX_REFUSALS: the rest of the file takes the per-line path
+        self.arrow_off = False
 
     def ndjson_bytes_block(self, data: bytes) -> bytes:
         """Convert one block of NDJSON (``iter_byte_blocks``); return the COPY text of its good lines.
@@ -142,19 +167,24 @@ class FastRowBuilder(RowBuilder):
         first_no = self.line_no + 1
         self.line_no += len(lines)
         skip = self.skip_lines
-        cand = [
-            i
-            for i, line in enumerate(lines)
-            if line[:1] == b"{" and line[-1:] == b"}" and not (skip and first_no + i in skip)
-        ]
-        fast_idx: list[int] = []
+        cand = (
+            []
+            if self.arrow_off
+            else [
+                i
+                for i, line in enumerate(lines)
+                if line[:1] == b"{" and line[-1:] == b"}" and not (skip and first_no + i in skip)
+            ]
+        )
         out: list[bytes] = []
         slow: list[int] = []
-        if cand:
-            self._parse_groups(lines, cand, fast_idx, out, slow)
         if len(cand) < len(lines):
             slow.extend(sorted(set(range(len(lines))).difference(cand)))
-            slow.sort()
+        if cand:
+            screened = self._screen(lines, cand, slow)
+            if screened:
+                self._parse_groups(lines, screened, out, slow)
+        slow.sort()
         self.fast_lines += len(lines) - len(slow)
         self.slow_lines += len(slow)
         rows: list[str] = []
@@ -166,13 +196,46 @@ class FastRowBuilder(RowBuilder):
             out.append("".join(rows).encode("utf-8"))
         return b"".join(out)
 
-    def _parse_groups(
-        self, lines: list[bytes], cand: list[int], fast_idx: list[int], out: list[bytes], slow: list[int]
-    ) -> None:
-        """Parse ``cand`` lines with Arrow, bisecting groups Arrow refuses."""
+    def _screen(self, lines: list[bytes], cand: list[int], slow: list[int]) -> list[int]:
+        """Send to ``slow`` the candidates one RE2 scan flags; return the others.
+
+        Flagged: what Arrow and orjson judge differently (``NaN``, ``Infinity``,
+        huge numbers), the ``\\u0000`` escape, and a SPEC field holding a
+        non-string (e.g. epoch-millisecond timestamps): such a line would make
+        Arrow refuse its whole group.
+        """
+        raw = _lines_array([lines[i] for i in cand])
+        flagged = pc.match_substring_regex(raw, _SCREEN)
+        if not pc.any(flagged).as_py():
+            return cand
+        keep: list[int] = []
+        for i, bad in zip(cand, flagged.to_pylist(), strict=True):
+            (slow if bad else keep).append(i)
+        return keep
+
+    def _parse_groups(self, lines: list[bytes], cand: list[int], out: list[bytes], slow: list[int]) -> None:
+        """Parse ``cand`` lines with Arrow; a line Arrow refuses goes to ``slow``.
+
+        Arrow names the row it refused (``... in row N``); a group refused without
+        one, or parsed into a different number of rows (two objects on one line),
+        is bisected down to ``MIN_BISECT`` lines.
+
+        Bisection stops (the rest goes to ``slow``) once Arrow has been given
+        ``MAX_PARSE_FACTOR`` times the candidates: a block full of bad lines costs
+        at most that much parsing on top of the per-line path.
+        """
         stack = [cand]
+        parts: list[tuple[list[int], pa.Table, bytes]] = []
+        budget = MAX_PARSE_FACTOR * len(cand)
+        failures = 0
         while stack:
             group = stack.pop()
+            if budget < len(group) or failures > MAX_REFUSALS:
+                # a file full of lines Arrow refuses: the per-line path is cheaper for it
+                self.arrow_off = True
+                slow.extend(group)
+                continue
+            budget -= len(group)
             buf = b"\n".join([lines[i] for i in group]) + b"\n"
             table = None
             try:
@@ -181,7 +244,20 @@ class FastRowBuilder(RowBuilder):
                     read_options=pj.ReadOptions(use_threads=False, block_size=max(len(buf) + 1, 1 << 16)),
                     parse_options=_PARSE,
                 )
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                bad_row = _ERROR_ROW_RE.search(str(exc))
+                row = int(bad_row.group(1)) if bad_row else -1
+                failures += 1
+                if 0 <= row < len(group):
+                    # Arrow names the first row it refused: that line goes to the per-line
+                    # path, the lines before and after are parsed again without it
+                    # (the rest in pieces: another bad line there costs a re-parse of one piece)
+                    slow.append(group[row])
+                    rest = group[row + 1 :]
+                    stack.extend(rest[k : k + RETRY_PIECE] for k in range(0, len(rest), RETRY_PIECE))
+                    if row:
+                        stack.append(group[:row])
+                    continue
                 table = None
             if table is None or table.num_rows != len(group):
                 if len(group) <= MIN_BISECT:
@@ -191,7 +267,18 @@ class FastRowBuilder(RowBuilder):
                     stack.append(group[half:])
                     stack.append(group[:half])
                 continue
-            self._convert(lines, group, buf, table, out, slow)
+            parts.append((group, table, buf))
+        if not parts:
+            return
+        # one conversion per block (its fixed cost is ~1 ms), over all the groups Arrow parsed
+        if len(parts) == 1:
+            group, table, buf = parts[0]
+        else:
+            parts.sort(key=lambda part: part[0][0])
+            group = [i for part_group, _, _ in parts for i in part_group]
+            table = pa.concat_tables([part_table for _, part_table, _ in parts])
+            buf = b"".join([part_buf for _, _, part_buf in parts])
+        self._convert(lines, group, buf, table, out, slow)
 
     def _convert(
         self,
@@ -204,8 +291,7 @@ class FastRowBuilder(RowBuilder):
     ) -> None:
         """Check the parsed rows; write the sure ones as COPY text, send the rest to ``slow``."""
         # each original line WITH its "\n", straight from the buffer Arrow parsed (no copy)
-        ends = array("i", accumulate(map((1).__add__, map(len, [lines[i] for i in group])), initial=0))
-        raw = pa.Array.from_buffers(pa.string(), len(group), [None, pa.py_buffer(ends), pa.py_buffer(buf)])
+        raw = _lines_array([lines[i] for i in group], buf)
         col = {f: _array(table.column(f)) for f in FIELDS}
         event_id, event_type, ts, site = col["event_id"], col["event_type"], col["timestamp"], col["site_id"]
         url, path, ip, batch = col["url"], col["path"], col["ip_address"], col["batch_id"]
@@ -223,7 +309,6 @@ class FastRowBuilder(RowBuilder):
         mask = pc.and_(mask, _len_le(path, MAX_PATH))
         mask = pc.and_(mask, _len_le(batch, MAX_BATCH_ID))
         mask = pc.and_(mask, pc.fill_null(pc.match_substring_regex(ip, _IP), True))
-        mask = pc.and_(mask, pc.invert(pc.match_substring_regex(raw, _SUSPECT_LINE)))
         long_line = pc.greater_equal(pc.binary_length(raw), 2 * MAX_BRACKETS)
         if pc.any(long_line).as_py():
             deep = pc.greater_equal(

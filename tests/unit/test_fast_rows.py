@@ -289,3 +289,22 @@ _event = st.fixed_dictionaries(
 @given(st.lists(_event, min_size=1, max_size=40))
 def test_generated_events_identical(events: list[dict[str, Any]]) -> None:
     _compare([_lines(events)])
+
+
+def test_many_lines_arrow_refuses_switch_to_the_per_line_path() -> None:
+    events = [orjson.dumps(e) for e in iter_events(600)]
+    bad = b'{"event_type":"pv","timestamp":"2026-11-27T05:00:00Z","site_id":"acme.com",}'
+    lines = [bad if i % 7 == 0 else line for i, line in enumerate(events)]
+    blocks = [_lines(lines[:300]), _lines(lines[300:])]
+    fast = _compare(blocks)
+    assert fast.arrow_off
+    assert fast.rejects.count == len([x for x in lines if x == bad])
+
+
+def test_epoch_millisecond_lines_do_not_stop_the_fast_path() -> None:
+    events = list(iter_events(400))
+    for event in events[::10]:
+        event["timestamp"] = 1764219600123
+    fast = _compare([_lines(events)])
+    assert not fast.arrow_off
+    assert fast.fast_lines >= 300
