@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -420,8 +421,10 @@ def _stream_parts(
     """
     with tempfile.TemporaryDirectory(prefix=f"export-{params['client_id']}-") as workdir:
         if reader != "adbc":
-            with conn.cursor().copy(_copy_sql(), params) as copy:
-                batches = prefetch(iter_record_batches(copy, settings.csv_block_bytes))
+            with (
+                conn.cursor().copy(_copy_sql(), params) as copy,
+                closing(prefetch(iter_record_batches(copy, settings.csv_block_bytes))) as batches,
+            ):
                 parts = write_parts(batches, Path(workdir), uploader.upload_file, settings)
             return parts, mark()
 
@@ -431,8 +434,9 @@ def _stream_parts(
         query = ClientCursor(conn).mogrify(load_sql("export/select_rows.sql").strip().rstrip(";"), params)
         marker = _Background(mark, name="export-mark")
         try:
-            batches = prefetch(iter_adbc_batches(_conninfo(conn), snapshot, query))
-            parts = write_parts(batches, Path(workdir), uploader.upload_file, settings)
+            # closing(): on a failure the reading thread stops (and closes its connection) now
+            with closing(prefetch(iter_adbc_batches(_conninfo(conn), snapshot, query))) as batches:
+                parts = write_parts(batches, Path(workdir), uploader.upload_file, settings)
         except BaseException as exc:
             if marker.thread.is_alive():
                 conn.cancel_safe()

@@ -214,3 +214,29 @@ def test_rows_claimed_by_an_earlier_version_are_exported_and_marked(export_env, 
     _, table = read_hour(s3, "client-acme", folder(ACME, H0))
     assert _ids(table) == _hour_ids(db, H0) and table.num_rows == 9
     assert _states(db) == [("exported", False, False, 9)]
+
+
+@pytest.mark.parametrize("reader", ["adbc", "csv"])
+def test_a_failed_upload_stops_the_reader_and_leaves_no_open_transaction(export_env, db, monkeypatch, reader):
+    import threading
+
+    if reader == "adbc":
+        pytest.importorskip("adbc_driver_postgresql")
+    monkeypatch.setenv("AIRFLOW_VAR_EVENTS_EXPORT_READER", reader)
+    monkeypatch.setenv("AIRFLOW_VAR_EVENTS_EXPORT_PART_MAX_ROWS", "5")
+    monkeypatch.setenv("AIRFLOW_VAR_EVENTS_EXPORT_ROW_GROUP_ROWS", "5")
+    s3 = export_env
+    add_client(db, "acme", "client-acme", ACME)
+    insert_rows(db, make_rows("acme", spread(H0, 40), seed=1))
+    s3.delete_bucket(Bucket="test-backup")  # the first part's backup upload fails, 7 parts still to read
+    with pytest.raises(ExportError, match="test-backup"):
+        _export(H0)
+    assert not [t for t in threading.enumerate() if t.name in {"export-prefetch", "export-mark"}]
+    open_txns = db.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND state LIKE 'idle in transaction%%' AND pid <> pg_backend_pid()"
+    ).fetchone()[0]
+    assert open_txns == 0
+    assert _states(db) == [("pending", True, True, 40)]
+    assert list_keys(s3, "client-acme") == []
+    s3.create_bucket(Bucket="test-backup")
