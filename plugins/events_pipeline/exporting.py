@@ -505,7 +505,7 @@ def export_client_hour(
         try:
             conn.execute("SELECT set_config('lock_timeout', %s, false)", (CLIENT_LOCK_TIMEOUT,))
             conn.execute("SELECT pg_advisory_lock(%s)", (lock,))
-            conn.execute("SELECT set_config('lock_timeout', '0', false)")
+            conn.execute("RESET lock_timeout")
         except psycopg_errors.LockNotAvailable as exc:
             raise ExportError(
                 f"export client={client_id} hour={hour}: another export of this client has run for over "
