@@ -530,7 +530,8 @@ def _load_once(
     clients = ", ".join(f"{c or '(unattributed)'}={n}" for c, n in sorted(builder.per_client.items()))
     log.info(
         "loaded s3://%s/%s (file_id=%d): %d rows, %d rejected%s, %d blank, %d with NUL replaced; "
-        "%.1f MB landing / %.1f MB COPY in %.2f s (%.0f events/s); per client: %s",
+        "%.1f MB landing / %.1f MB COPY in %.2f s (%.0f events/s); per client: %s; "
+        "lines via the fast path %d, per line %d",
         bucket,
         claim.key,
         claim.file_id,
@@ -544,6 +545,8 @@ def _load_once(
         seconds,
         builder.rows / seconds if seconds > 0 else 0.0,
         clients or "none",
+        getattr(builder, "fast_lines", 0),
+        getattr(builder, "slow_lines", builder.line_no),
     )
     return result
 
