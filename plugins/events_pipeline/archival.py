@@ -1,10 +1,17 @@
 """Archival: events still ``pending`` N days (default 30) after ``created_at`` become ``archived``.
 
-Only partitions of days before the cutoff are read, in bounded batches of
-heap blocks (one commit each), and a day that lies wholly before the cutoff is
-marked done in ``partition_maintenance``: it is scanned once, not every day
-for ever. The DEFAULT partition is always looked at (it is normally empty).
-Counts per client go to the log and to ``maintenance_log``.
+Only partitions of days before the cutoff are looked at, and a day that lies
+wholly before the cutoff is marked done in ``partition_maintenance``: it is
+handled once, not every day for ever. Per partition:
+
+- **indexed**: when the partial indexes bound the candidates (unclaimed or
+  unattributed rows) at :data:`INDEXED_MAX_ROWS` or fewer - the normal case, a
+  day the export published - one UPDATE reaches exactly those rows through the
+  indexes, without reading the rest of the day;
+- **blocks**: otherwise, bounded batches of heap blocks (one commit each).
+
+The DEFAULT partition is always looked at (it is normally empty). Counts per
+client go to the log and to ``maintenance_log``.
 """
 
 from __future__ import annotations
@@ -30,6 +37,10 @@ SET_ARCHIVE_AFTER_DAYS = register(
 )
 
 
+#: At most this many candidate rows (bound from the partial indexes): one indexed UPDATE.
+INDEXED_MAX_ROWS = 50_000
+
+
 def run_archival(
     conn: psycopg.Connection,
     now: datetime | None = None,
@@ -37,6 +48,7 @@ def run_archival(
     after_days: int = 30,
     batch_blocks: int = batches.DEFAULT_BATCH_BLOCKS,
     run_id: str | None = None,
+    indexed_max_rows: int = INDEXED_MAX_ROWS,
 ) -> dict[str, Any]:
     """Archive every pending event created more than ``after_days`` before ``now``.
 
@@ -45,7 +57,10 @@ def run_archival(
     :param after_days: age in days after which a pending event is archived.
     :param batch_blocks: heap blocks per batch.
     :param run_id: the Airflow run id, for ``maintenance_log``.
-    :return: ``{"cutoff", "archived", "per_client", "partitions"}``.
+    :param indexed_max_rows: largest candidate bound handled by one indexed UPDATE
+        (0: always block batches).
+    :return: ``{"cutoff", "archived", "per_client", "partitions", "modes"}`` (mode per partition:
+        ``skip``, ``indexed`` or ``blocks``).
     """
     from psycopg import sql
 
@@ -63,14 +78,30 @@ def run_archival(
     ]
     targets.append((None, DEFAULT_PARTITION))
     template = load_sql("maintenance/archive_batch.sql")
+    bound_template = load_sql("maintenance/archive_candidates_bound.sql")
+    indexed_template = load_sql("maintenance/archive_indexed.sql")
     per_client: Counter[str] = Counter()
+    modes: dict[str, str] = {}
     t0 = time.monotonic()
     for day, name in targets:
-        query = sql.SQL(template).format(partition=sql.Identifier(name))
+        ident = sql.Identifier(name)
         part_counts: Counter[str] = Counter()
-        for lo, hi in batches.block_ranges(batches.relation_blocks(conn, name), batch_blocks):
-            for client_id, n in conn.execute(query, {"lo": lo, "hi": hi, "cutoff": cutoff}).fetchall():
+        bound = int(
+            conn.execute(sql.SQL(bound_template).format(partition=ident), {"cutoff": cutoff}).fetchone()[0]  # type: ignore[index]
+        )
+        if bound == 0:
+            modes[name] = "skip"  # no unclaimed or unattributed row at all
+        elif bound <= indexed_max_rows:
+            modes[name] = "indexed"
+            query = sql.SQL(indexed_template).format(partition=ident)
+            for client_id, n in conn.execute(query, {"cutoff": cutoff}).fetchall():
                 part_counts[client_id] += int(n)
+        else:
+            modes[name] = "blocks"
+            query = sql.SQL(template).format(partition=ident)
+            for lo, hi in batches.block_ranges(batches.relation_blocks(conn, name), batch_blocks):
+                for client_id, n in conn.execute(query, {"lo": lo, "hi": hi, "cutoff": cutoff}).fetchall():
+                    part_counts[client_id] += int(n)
         per_client.update(part_counts)
         if day is not None and day_bounds(day)[1] <= cutoff:
             conn.execute(
@@ -80,7 +111,12 @@ def run_archival(
             )
         if part_counts:
             log.info(
-                "archival: %s: %d row(s) archived %s", name, sum(part_counts.values()), dict(part_counts)
+                "archival: %s (%s, at most %d candidate(s)): %d row(s) archived %s",
+                name,
+                modes[name],
+                bound,
+                sum(part_counts.values()),
+                dict(part_counts),
             )
     seconds = time.monotonic() - t0
     total = sum(per_client.values())
@@ -109,6 +145,7 @@ def run_archival(
         "archived": total,
         "per_client": dict(per_client),
         "partitions": [name for _, name in targets],
+        "modes": modes,
     }
 
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from events_pipeline.archival import run_archival
 
 from .conftest import add_client, count, event, insert_events
 
 
-def test_archival_boundary_and_rerun(maint_db, partitions_back):
+@pytest.mark.parametrize("indexed_max_rows", [50_000, 0], ids=["indexed", "blocks"])
+def test_archival_boundary_and_rerun(maint_db, partitions_back, indexed_max_rows):
+    """Both ways of finding the rows (partial indexes, block batches) archive exactly the same ones."""
     db = maint_db
     add_client(db, "acme")
     now = datetime.now(UTC).replace(microsecond=0)
@@ -24,7 +28,8 @@ def test_archival_boundary_and_rerun(maint_db, partitions_back):
             event(now - timedelta(days=90), status="pending"),  # DEFAULT partition
         ],
     )
-    res = run_archival(db, now=now, batch_blocks=1)
+    res = run_archival(db, now=now, batch_blocks=1, indexed_max_rows=indexed_max_rows)
+    assert set(res["modes"].values()) - {"skip"} == {"indexed" if indexed_max_rows else "blocks"}
     assert res["archived"] == 3
     assert res["per_client"] == {"acme": 2, "": 1}
     assert count(db, "export_status = 'archived'") == 3
@@ -38,14 +43,17 @@ def test_archival_boundary_and_rerun(maint_db, partitions_back):
     assert logged == {"acme": 2, "": 1}
 
     # Re-run: nothing more; days wholly before the cutoff are not scanned again.
-    again = run_archival(db, now=now)
+    again = run_archival(db, now=now, indexed_max_rows=indexed_max_rows)
     assert again["archived"] == 0
     done_day = (cutoff - timedelta(days=3)).date()
     assert done_day not in [p[-8:] for p in again["partitions"]]
     assert f"events_log_p{done_day:%Y%m%d}" not in again["partitions"]
 
 
-def test_rows_claimed_by_an_unpublished_export_hour_are_not_archived(maint_db, partitions_back):
+@pytest.mark.parametrize("indexed_max_rows", [50_000, 0], ids=["indexed", "blocks"])
+def test_rows_claimed_by_an_unpublished_export_hour_are_not_archived(
+    maint_db, partitions_back, indexed_max_rows
+):
     """The export of that hour owns them: archiving would leave them 'archived' once it publishes."""
     db = maint_db
     add_client(db, "acme")
@@ -53,7 +61,7 @@ def test_rows_claimed_by_an_unpublished_export_hour_are_not_archived(maint_db, p
     old = now - timedelta(days=31)
     hour = old.replace(minute=0, second=0)
     insert_events(db, [event(old, status="pending", export_hour=hour), event(old, status="pending")])
-    res = run_archival(db, now=now)
+    res = run_archival(db, now=now, indexed_max_rows=indexed_max_rows)
     assert res["archived"] == 1
     assert count(db, "export_status = 'pending' AND export_hour IS NOT NULL") == 1
     assert count(db, "export_status = 'archived' AND export_hour IS NULL") == 1
