@@ -7,6 +7,7 @@ import pytest
 
 from events_pipeline.attribution import DomainMatcher, Owner
 from events_pipeline.copy_rows import COPY_COLUMNS, RejectSink, RowBuilder, copy_text
+from tests.unit.copy_text import unescape_copy_field
 
 
 @pytest.mark.parametrize(
@@ -21,22 +22,6 @@ from events_pipeline.copy_rows import COPY_COLUMNS, RejectSink, RowBuilder, copy
 )
 def test_copy_text(value: str | None, text: str) -> None:
     assert copy_text(value) == text
-
-
-def _unescape(field: str) -> str | None:
-    if field == "\\N":
-        return None
-    out, i = [], 0
-    while i < len(field):
-        c = field[i]
-        if c == "\\":
-            nxt = field[i + 1]
-            out.append({"t": "\t", "n": "\n", "r": "\r", "\\": "\\"}[nxt])
-            i += 2
-        else:
-            out.append(c)
-            i += 1
-    return "".join(out)
 
 
 def _builder(domains: dict[str, Owner] | None = None) -> RowBuilder:
@@ -59,7 +44,7 @@ def _rows(data: bytes) -> list[dict[str, str | None]]:
     for line in lines[:-1]:
         fields = line.split("\t")
         assert len(fields) == len(COPY_COLUMNS)
-        rows.append(dict(zip(COPY_COLUMNS, map(_unescape, fields), strict=True)))
+        rows.append(dict(zip(COPY_COLUMNS, map(unescape_copy_field, fields), strict=True)))
     return rows
 
 

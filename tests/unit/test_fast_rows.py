@@ -21,6 +21,7 @@ from events_pipeline.attribution import DomainMatcher, Owner
 from events_pipeline.copy_rows import COPY_COLUMNS, RejectSink, RowBuilder
 from events_pipeline.demo_data import BAD_LINES, iter_events
 from events_pipeline.fast_rows import FastRowBuilder
+from tests.unit.copy_text import unescape_copy_field
 
 DOMAINS = {
     "acme.com": Owner("acme", "standard"),
@@ -42,21 +43,6 @@ def _builder(cls: type[RowBuilder], skip: dict[int, str] | None = None) -> RowBu
     )
 
 
-def _unescape(field: str) -> str | None:
-    if field == "\\N":
-        return None
-    out, i = [], 0
-    while i < len(field):
-        c = field[i]
-        if c == "\\":
-            out.append({"t": "\t", "n": "\n", "r": "\r", "\\": "\\"}[field[i + 1]])
-            i += 2
-        else:
-            out.append(c)
-            i += 1
-    return "".join(out)
-
-
 def _stored(row: dict[str, str | None]) -> dict[str, Any]:
     """A row as PostgreSQL stores it (timestamptz and inet compare by value)."""
     out: dict[str, Any] = dict(row)
@@ -75,7 +61,7 @@ def _result(b: RowBuilder, data: bytes) -> dict[str, Any]:
         assert len(fields) == len(COPY_COLUMNS)
         source = b.copy_line_to_source[k]
         assert source not in rows
-        rows[source] = _stored(dict(zip(COPY_COLUMNS, map(_unescape, fields), strict=True)))
+        rows[source] = _stored(dict(zip(COPY_COLUMNS, map(unescape_copy_field, fields), strict=True)))
     rejects = [orjson.loads(x) for x in b.rejects.stream().read().splitlines()]
     return {
         "rows": rows,
