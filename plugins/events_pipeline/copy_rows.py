@@ -216,8 +216,14 @@ class RowBuilder:
         owner = self._matcher.match(ev.site_id)
         ip = ev.ip_address
         if owner.privacy_level == GDPR and ip is not None:
-            obj, ip = self._ip_protector().protect_event(obj, ip)
-            reserialize = True
+            # the IP leaves the text by an edit of its value where that is unambiguous
+            # (gdpr_ingest.editable_text), else by re-serialising the treated event
+            edited = None if reserialize else self._ip_protector().protect_text(raw, ip)  # type: ignore[arg-type]
+            if edited is not None:
+                raw, ip = edited
+            else:
+                obj, ip = self._ip_protector().protect_event(obj, ip)
+                reserialize = True
         if reserialize:
             raw = orjson.dumps(obj, default=str, option=orjson.OPT_NAIVE_UTC).decode("utf-8")
         client_id = owner.client_id

@@ -36,17 +36,17 @@ compares both paths on generated and hand-written lines.
 from __future__ import annotations
 
 import re
-from array import array
-from itertools import accumulate
+from collections.abc import Iterable
 from typing import Any
 
-import orjson
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from events_pipeline.attribution import GDPR
-from events_pipeline.copy_rows import NULL, RowBuilder, copy_text
+from events_pipeline.copy_rows import NULL, RowBuilder
+from events_pipeline.gdpr_ingest import IP_KEY_TEXT, PSEUDONYM_KEY_TEXT, pseudonym_member
 from events_pipeline.validation import MAX_BATCH_ID, MAX_EVENT_TYPE, MAX_ID_LEN, MAX_PATH, MAX_SITE_ID
 
 #: The SPEC §2 top-level fields, all read as strings (another JSON type fails the group).
@@ -87,6 +87,7 @@ MAX_REFUSALS = 8
 #: After Arrow refused a line, the lines after it are parsed in groups of this many.
 RETRY_PIECE = 256
 _ERROR_ROW_RE = re.compile(r"in row (\d+)")
+_NEWLINE, _OPEN, _CLOSE = ord("\n"), ord("{"), ord("}")
 _UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 _DATE = (
     r"(?:(?:19|20)[0-9]{2}-(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"
@@ -109,16 +110,9 @@ _URL_PATH = (
 )
 
 
-def _lines_array(group_lines: list[bytes], buf: bytes | None = None) -> pa.Array:
-    """A string array of the lines, each WITH its ``\\n``, over ``buf`` (their join) without copying.
-
-    :param group_lines: the lines (valid UTF-8, no ``\\n``).
-    :param buf: ``b"\\n".join(group_lines) + b"\\n"`` when already built.
-    """
-    if buf is None:
-        buf = b"\n".join(group_lines) + b"\n"
-    ends = array("i", accumulate(map((1).__add__, map(len, group_lines)), initial=0))
-    return pa.Array.from_buffers(pa.string(), len(group_lines), [None, pa.py_buffer(ends), pa.py_buffer(buf)])
+#: The compact spelling of the top-level ip_address member up to its value (GDPR text edit).
+_IP_MEMBER_OPEN = IP_KEY_TEXT + ':"'
+IP_KEY_BYTES, PSEUDONYM_KEY_BYTES = IP_KEY_TEXT.encode(), PSEUDONYM_KEY_TEXT.encode()
 
 
 def _array(column: pa.ChunkedArray) -> pa.Array:
@@ -161,82 +155,89 @@ class FastRowBuilder(RowBuilder):
     def ndjson_bytes_block(self, data: bytes) -> bytes:
         """Convert one block of NDJSON (``iter_byte_blocks``); return the COPY text of its good lines.
 
+        The block is split into lines, screened and parsed without a Python
+        object per line: only the lines sent to the per-line path are decoded.
+
         :param data: valid UTF-8, lines joined by ``\\n``.
         """
-        lines = data.split(b"\n")
+        lines = _BlockLines(data)
         first_no = self.line_no + 1
-        self.line_no += len(lines)
-        skip = self.skip_lines
-        cand = (
-            []
-            if self.arrow_off
-            else [
-                i
-                for i, line in enumerate(lines)
-                if line[:1] == b"{" and line[-1:] == b"}" and not (skip and first_no + i in skip)
-            ]
-        )
-        out: list[bytes] = []
+        self.line_no += lines.count
+        out: list[bytes | memoryview] = []
         slow: list[int] = []
-        if len(cand) < len(lines):
-            slow.extend(sorted(set(range(len(lines))).difference(cand)))
-        if cand:
-            screened = self._screen(lines, cand, slow)
-            if screened:
-                self._parse_groups(lines, screened, out, slow)
+        if self.arrow_off:
+            cand = np.arange(lines.count)
+            slow.extend(cand.tolist())
+        else:
+            cand = lines.candidates([n - first_no for n in self.skip_lines] if self.skip_lines else ())
+            if len(cand) < lines.count:
+                slow.extend(np.setdiff1d(np.arange(lines.count), cand, assume_unique=True).tolist())
+            if len(cand):
+                cand_raw = lines.take(cand)
+                cand, cand_raw = self._screen(cand, cand_raw, slow)
+                if len(cand):
+                    self._parse_groups(lines, cand, cand_raw, out, slow)
         slow.sort()
-        self.fast_lines += len(lines) - len(slow)
+        self.fast_lines += lines.count - len(slow)
         self.slow_lines += len(slow)
         rows: list[str] = []
         for i in slow:
-            row = self.ndjson_line(lines[i].decode("utf-8"), first_no + i)
+            row = self.ndjson_line(lines.text(i), first_no + i)
             if row is not None:
                 rows.append(row)
         if rows:
             out.append("".join(rows).encode("utf-8"))
         return b"".join(out)
 
-    def _screen(self, lines: list[bytes], cand: list[int], slow: list[int]) -> list[int]:
-        """Send to ``slow`` the candidates one RE2 scan flags; return the others.
+    def _screen(self, cand: np.ndarray, raw: pa.Array, slow: list[int]) -> tuple[np.ndarray, pa.Array]:
+        """Send to ``slow`` the candidates one RE2 scan flags; return the others (lines, texts).
 
         Flagged: what Arrow and orjson judge differently (``NaN``, ``Infinity``,
         huge numbers), the ``\\u0000`` escape, and a SPEC field holding a
         non-string (e.g. epoch-millisecond timestamps): such a line would make
         Arrow refuse its whole group.
         """
-        raw = _lines_array([lines[i] for i in cand])
         flagged = pc.match_substring_regex(raw, _SCREEN)
         if not pc.any(flagged).as_py():
-            return cand
-        keep: list[int] = []
-        for i, bad in zip(cand, flagged.to_pylist(), strict=True):
-            (slow if bad else keep).append(i)
-        return keep
+            return cand, raw
+        bad = flagged.to_numpy(zero_copy_only=False)
+        slow.extend(cand[bad].tolist())
+        keep = pc.invert(flagged)
+        return cand[~bad], raw.filter(keep)
 
-    def _parse_groups(self, lines: list[bytes], cand: list[int], out: list[bytes], slow: list[int]) -> None:
-        """Parse ``cand`` lines with Arrow; a line Arrow refuses goes to ``slow``.
+    def _parse_groups(
+        self,
+        lines: _BlockLines,
+        cand: np.ndarray,
+        raw: pa.Array,
+        out: list[bytes | memoryview],
+        slow: list[int],
+    ) -> None:
+        """Parse the ``cand`` lines (texts ``raw``) with Arrow; a line Arrow refuses goes to ``slow``.
 
-        Arrow names the row it refused (``... in row N``); a group refused without
-        one, or parsed into a different number of rows (two objects on one line),
-        is bisected down to ``MIN_BISECT`` lines.
+        Groups are ranges of ``cand``. Arrow names the row it refused (``... in
+        row N``); a group refused without one, or parsed into a different number
+        of rows (two objects on one line), is bisected down to ``MIN_BISECT`` lines.
 
         Bisection stops (the rest goes to ``slow``) once Arrow has been given
         ``MAX_PARSE_FACTOR`` times the candidates: a block full of bad lines costs
         at most that much parsing on top of the per-line path.
         """
-        stack = [cand]
-        parts: list[tuple[list[int], pa.Table, bytes]] = []
+        stack = [(0, len(cand))]
+        parts: list[tuple[int, int, pa.Table]] = []
         budget = MAX_PARSE_FACTOR * len(cand)
         failures = 0
         while stack:
-            group = stack.pop()
-            if budget < len(group) or failures > MAX_REFUSALS:
+            lo, hi = stack.pop()
+            size = hi - lo
+            if budget < size or failures > MAX_REFUSALS:
                 # a file full of lines Arrow refuses: the per-line path is cheaper for it
                 self.arrow_off = True
-                slow.extend(group)
+                slow.extend(cand[lo:hi].tolist())
                 continue
-            budget -= len(group)
-            buf = b"\n".join([lines[i] for i in group]) + b"\n"
+            budget -= size
+            group = raw.slice(lo, size)
+            buf = _values(group)
             table = None
             try:
                 table = pj.read_json(
@@ -248,50 +249,54 @@ class FastRowBuilder(RowBuilder):
                 bad_row = _ERROR_ROW_RE.search(str(exc))
                 row = int(bad_row.group(1)) if bad_row else -1
                 failures += 1
-                if 0 <= row < len(group):
+                if 0 <= row < size:
                     # Arrow names the first row it refused: that line goes to the per-line
                     # path, the lines before and after are parsed again without it
                     # (the rest in pieces: another bad line there costs a re-parse of one piece)
-                    slow.append(group[row])
-                    rest = group[row + 1 :]
-                    stack.extend(rest[k : k + RETRY_PIECE] for k in range(0, len(rest), RETRY_PIECE))
+                    slow.append(int(cand[lo + row]))
+                    stack.extend((k, min(k + RETRY_PIECE, hi)) for k in range(lo + row + 1, hi, RETRY_PIECE))
                     if row:
-                        stack.append(group[:row])
+                        stack.append((lo, lo + row))
                     continue
                 table = None
-            if table is None or table.num_rows != len(group):
-                if len(group) <= MIN_BISECT:
-                    slow.extend(group)
+            if table is None or table.num_rows != size:
+                if size <= MIN_BISECT:
+                    slow.extend(cand[lo:hi].tolist())
                 else:
-                    half = len(group) // 2
-                    stack.append(group[half:])
-                    stack.append(group[:half])
+                    half = lo + size // 2
+                    stack.append((half, hi))
+                    stack.append((lo, half))
                 continue
-            parts.append((group, table, buf))
+            parts.append((lo, hi, table))
         if not parts:
             return
         # one conversion per block (its fixed cost is ~1 ms), over all the groups Arrow parsed
         if len(parts) == 1:
-            group, table, buf = parts[0]
+            lo, hi, table = parts[0]
+            group, group_raw = cand[lo:hi], raw.slice(lo, hi - lo)
         else:
-            parts.sort(key=lambda part: part[0][0])
-            group = [i for part_group, _, _ in parts for i in part_group]
-            table = pa.concat_tables([part_table for _, part_table, _ in parts])
-            buf = b"".join([part_buf for _, _, part_buf in parts])
-        self._convert(lines, group, buf, table, out, slow)
+            parts.sort(key=lambda part: part[0])
+            group = np.concatenate([cand[lo:hi] for lo, hi, _ in parts])
+            group_raw = pa.concat_arrays([raw.slice(lo, hi - lo) for lo, hi, _ in parts])
+            table = pa.concat_tables([part_table for _, _, part_table in parts])
+        self._convert(lines, group, group_raw, table, out, slow)
 
     def _convert(
         self,
-        lines: list[bytes],
-        group: list[int],
-        buf: bytes,
+        lines: _BlockLines,
+        group: np.ndarray,
+        raw: pa.Array,
         table: pa.Table,
-        out: list[bytes],
+        out: list[bytes | memoryview],
         slow: list[int],
     ) -> None:
-        """Check the parsed rows; write the sure ones as COPY text, send the rest to ``slow``."""
-        # each original line WITH its "\n", straight from the buffer Arrow parsed (no copy)
-        raw = _lines_array([lines[i] for i in group], buf)
+        """Check the parsed rows; write the sure ones as COPY text, send the rest to ``slow``.
+
+        :param lines: the block.
+        :param group: the block's line index of each parsed row.
+        :param raw: each row's original line, WITH its ``\\n``.
+        :param table: Arrow's parse of ``raw``.
+        """
         col = {f: _array(table.column(f)) for f in FIELDS}
         event_id, event_type, ts, site = col["event_id"], col["event_type"], col["timestamp"], col["site_id"]
         url, path, ip, batch = col["url"], col["path"], col["ip_address"], col["batch_id"]
@@ -336,8 +341,7 @@ class FastRowBuilder(RowBuilder):
 
         n_fast = pc.sum(mask).as_py() or 0
         if n_fast < len(group):
-            sel = pc.invert(mask).to_pylist()
-            slow.extend(i for i, s in zip(group, sel, strict=True) if s)
+            slow.extend(group[~mask.to_numpy(zero_copy_only=False)].tolist())
         if not n_fast:
             return
         cols = {
@@ -348,39 +352,83 @@ class FastRowBuilder(RowBuilder):
             "privacy_level": privacy,
             "line": pa.array(group, pa.int64()),
         }
-        specials = b"\\" in buf or b"\t" in buf or b"\r" in buf
         n_gdpr = pc.sum(gdpr).as_py() or 0
         if n_fast > n_gdpr:
-            out.append(
-                self._emit(
-                    cols if n_fast == len(group) and not n_gdpr else _filter(cols, plain),
-                    specials,
-                    len(lines),
-                )
-            )
+            chosen = cols if n_fast == len(group) and not n_gdpr else _filter(cols, plain)
+            out.append(self._emit(chosen, lines.specials, lines.count))
         if n_gdpr:
-            cols = _filter(cols, gdpr)
-            # GDPR with an IP: the event is re-serialised exactly as RowBuilder._row does it
-            protector = self._ip_protector()
-            raws: list[str] = []
-            ips: list[str | None] = []
-            for k, address in zip(cols["line"].to_pylist(), cols["ip_address"].to_pylist(), strict=True):
-                obj, truncated = protector.protect_event(orjson.loads(lines[k]), address)
-                raws.append(copy_text(orjson.dumps(obj, default=str, option=orjson.OPT_NAIVE_UTC).decode()))
-                ips.append(truncated)
-            cols["raw_event_data"] = pa.array(raws, pa.string())
-            cols["ip_address"] = pa.array(ips, pa.string())
-            out.append(self._emit(cols, specials, len(lines), raw_ready=True))
+            gdpr_cols = self._protect(_filter(cols, gdpr), lines.specials, slow)
+            if gdpr_cols is not None:
+                out.append(self._emit(gdpr_cols, lines.specials, lines.count))
 
-    def _emit(
-        self, cols: dict[str, pa.Array], specials: bool, block_lines: int, raw_ready: bool = False
-    ) -> memoryview:
+    def _protect(
+        self, cols: dict[str, pa.Array], specials: bool, slow: list[int]
+    ) -> dict[str, pa.Array] | None:
+        """Apply the GDPR treatment to rows of a GDPR client with an IP, as ``IpProtector.protect_text``.
+
+        The same text edit, in Arrow: the ``ip_address`` value replaced by the
+        truncated address, the pseudonym member added before the closing brace.
+        Rows whose text is not ``editable_text``, or that spell the member with
+        spaces (``"ip_address" : "..."``), go to ``slow`` (the per-line path
+        edits or re-serialises them). Each distinct address is treated once.
+
+        :return: the treated rows' columns, or None when none is left.
+        """
+        # head | "ip_address":" | value | " | tail by two plain splits (a capturing regex over
+        # the whole line costs ~5 us a row)
+        around = pc.split_pattern(cols["raw_event_data"], _IP_MEMBER_OPEN, max_splits=1)
+        cols = _keep({**cols, "around": around}, pc.equal(pc.list_value_length(around), 2), slow)
+        if cols is None:
+            return None
+        # editable_text, row by row only when the rows' text taken together could fail it:
+        # each row holds the key at least once, so as many keys as rows means once each
+        raw = cols["raw_event_data"]
+        text = bytes(_values(raw))
+        if b"\\" in text or PSEUDONYM_KEY_BYTES in text or text.count(IP_KEY_BYTES) != len(raw):
+            editable = pc.and_(
+                pc.equal(pc.count_substring(raw, IP_KEY_TEXT), 1),
+                pc.invert(pc.match_substring(raw, PSEUDONYM_KEY_TEXT)),
+            )
+            if specials:
+                editable = pc.and_(editable, pc.invert(pc.match_substring(raw, "\\")))
+            cols = _keep(cols, editable, slow)
+            if cols is None:
+                return None
+        around = cols.pop("around")
+        after = pc.split_pattern(pc.list_element(around, 1), '"', max_splits=1)
+        head, value, tail = pc.list_element(around, 0), pc.list_element(after, 0), pc.list_element(after, 1)
+        # the text value is the parsed one (no backslash in the line): checked all the same
+        cols = _keep({**cols, "head": head, "tail": tail}, pc.equal(value, cols["ip_address"]), slow)
+        if cols is None:
+            return None
+        ip, head, tail = cols["ip_address"], cols.pop("head"), cols.pop("tail")
+        protector = self._ip_protector()
+        addresses = pc.unique(ip)
+        treated = [protector.treat(a) for a in addresses.to_pylist()]
+        where = pc.index_in(ip, value_set=addresses)
+        truncated = pc.take(pa.array([t for t, _, _ in treated], pa.string()), where)
+        members = ["" if already else pseudonym_member(p) for _, p, already in treated]
+        member = pc.take(pa.array(members, pa.string()), where)
+        cols["ip_address"] = truncated
+        cols["raw_event_data"] = pc.binary_join_element_wise(
+            head,
+            _IP_MEMBER_OPEN,
+            truncated,
+            '"',
+            pc.utf8_slice_codeunits(tail, 0, -2),  # after the closing quote, without the last "}\n"
+            member,
+            "}\n",
+            "",
+        )
+        return cols
+
+    def _emit(self, cols: dict[str, pa.Array], specials: bool, block_lines: int) -> memoryview:
         """Count the rows of ``cols`` and return their COPY text.
 
-        :param cols: the columns of the chosen rows (``line``: index in the block).
-        :param specials: some line holds a backslash, tab or CR (values need COPY escaping).
+        :param cols: the columns of the chosen rows (``line``: index in the block;
+            ``raw_event_data``: the JSON text WITH its ``\\n``).
+        :param specials: the block holds a backslash, tab or CR (values need COPY escaping).
         :param block_lines: lines in the block (to number them).
-        :param raw_ready: ``raw_event_data`` is already COPY text without ``\\n``.
         """
         event_type, session, visitor = cols["event_type"], cols["session_id"], cols["visitor_id"]
         url, path, agent, batch, raw = (
@@ -395,11 +443,7 @@ class FastRowBuilder(RowBuilder):
             # a JSON escape (or a raw tab / CR between tokens): decoded values may hold COPY specials
             texts = [_escape(a) for a in (event_type, session, visitor, url, path, agent, batch)]
             event_type, session, visitor, url, path, agent, batch = texts
-            if not raw_ready:
-                raw = _escape(pc.utf8_slice_codeunits(raw, 0, -1))
-                raw_ready = True
-        if raw_ready:
-            raw = pc.binary_join_element_wise(raw, "\n", "")
+            raw = pc.binary_join_element_wise(_escape(pc.utf8_slice_codeunits(raw, 0, -1)), "\n", "")
 
         # counters, as RowBuilder._row keeps them
         with_batch = pc.drop_null(cols["batch_id"])
@@ -439,7 +483,68 @@ class FastRowBuilder(RowBuilder):
             null_handling="replace",
             null_replacement=NULL,
         )
-        return _concat(joined)
+        return _values(joined)
+
+
+class _BlockLines:
+    """The lines of one NDJSON block as offsets into one buffer (no Python object per line).
+
+    :param data: the block (lines joined by ``\\n``, none after the last).
+    """
+
+    def __init__(self, data: bytes) -> None:
+        #: the block with a ``\\n`` after every line, the last one included
+        self.data = data + b"\n"
+        view = np.frombuffer(self.data, np.uint8)
+        ends = np.flatnonzero(view == _NEWLINE)
+        self.count = len(ends)
+        large = len(self.data) >= 1 << 31
+        self.offsets = np.empty(self.count + 1, np.int64 if large else np.int32)
+        self.offsets[0] = 0
+        self.offsets[1:] = ends + 1
+        #: a backslash, tab or CR somewhere: decoded values may need COPY escaping
+        self.specials = b"\\" in data or b"\t" in data or b"\r" in data
+        #: every line WITH its ``\\n``, over ``data`` (no copy)
+        self.array = pa.Array.from_buffers(
+            pa.large_string() if large else pa.string(),
+            self.count,
+            [None, pa.py_buffer(self.offsets), pa.py_buffer(self.data)],
+        )
+
+    def candidates(self, skip: Iterable[int]) -> np.ndarray:
+        """Indexes of the lines that may be one plain JSON object (start ``{``, end ``}``).
+
+        :param skip: indexes of lines that must not be candidates.
+        """
+        view = np.frombuffer(self.data, np.uint8)
+        starts, ends = self.offsets[:-1], self.offsets[1:] - 1  # ends: each line's "\n"
+        ok = (ends > starts) & (view[starts] == _OPEN) & (view[ends - 1] == _CLOSE)
+        skipped = [k for k in skip if 0 <= k < self.count]
+        if skipped:
+            ok[skipped] = False
+        return np.flatnonzero(ok)
+
+    def take(self, idx: np.ndarray) -> pa.Array:
+        """The lines ``idx`` (sorted), each with its ``\\n``."""
+        return self.array if len(idx) == self.count else self.array.take(pa.array(idx))
+
+    def text(self, i: int) -> str:
+        """Line ``i``, decoded, without its ``\\n``."""
+        return self.data[self.offsets[i] : self.offsets[i + 1] - 1].decode("utf-8")
+
+
+def _keep(cols: dict[str, pa.Array], mask: pa.Array, slow: list[int]) -> dict[str, pa.Array] | None:
+    """The rows where ``mask`` holds (null: does not); the others' lines go to ``slow``.
+
+    :return: the kept rows' columns, or None when no row is kept.
+    """
+    mask = pc.fill_null(mask, False)
+    if pc.all(mask).as_py():
+        return cols
+    slow.extend(cols["line"].filter(pc.invert(mask)).to_pylist())
+    if not pc.any(mask).as_py():
+        return None
+    return _filter(cols, mask)
 
 
 def _filter(cols: dict[str, pa.Array], mask: pa.Array) -> dict[str, pa.Array]:
@@ -449,9 +554,8 @@ def _filter(cols: dict[str, pa.Array], mask: pa.Array) -> dict[str, pa.Array]:
     return {k: batch.column(i) for i, k in enumerate(names)}
 
 
-def _concat(arr: pa.Array) -> memoryview:
-    """The concatenated values of a string array, without copying them."""
-    offsets = arr.buffers()[1]
-    data = arr.buffers()[2]
-    ends = memoryview(offsets).cast("i")
+def _values(arr: pa.Array) -> memoryview:
+    """The concatenated values of a (large) string array, without copying them."""
+    offsets, data = arr.buffers()[1], arr.buffers()[2]
+    ends = memoryview(offsets).cast("q" if pa.types.is_large_string(arr.type) else "i")
     return memoryview(data)[ends[arr.offset] : ends[arr.offset + len(arr)]]
