@@ -404,7 +404,8 @@ class FastRowBuilder(RowBuilder):
         ip, head, tail = cols["ip_address"], cols.pop("head"), cols.pop("tail")
         protector = self._ip_protector()
         addresses = pc.unique(ip)
-        treated = [protector.treat(a) for a in addresses.to_pylist()]
+        # the fast path's IPv4 is canonical dotted (_IP), its IPv6 the full 8-group form
+        treated = [protector.treat_v4(a) if "." in a else protector.treat(a) for a in addresses.to_pylist()]
         where = pc.index_in(ip, value_set=addresses)
         truncated = pc.take(pa.array([t for t, _, _ in treated], pa.string()), where)
         members = ["" if already else pseudonym_member(p) for _, p, already in treated]

@@ -15,6 +15,7 @@ and ingest need not re-serialise it; ``fast_rows`` makes the same edit in Arrow.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
 import re
@@ -66,6 +67,7 @@ class IpProtector:
         if not secret:
             raise ValueError("events_ip_hash_secret is empty: GDPR pseudonyms need a secret key")
         self._key = secret.encode("utf-8")
+        self._mac = hmac.new(self._key, digestmod=hashlib.sha256)
 
     def treat(self, ip: str) -> tuple[str, str, bool]:
         """Return ``(truncated, pseudonym, already_truncated)`` for one address.
@@ -94,9 +96,20 @@ class IpProtector:
             truncated = str(ipaddress.IPv6Address(packed6[:6] + _V6_ZERO_TAIL))
         return truncated, self._pseudonym(canonical), truncated == canonical
 
+    def treat_v4(self, ip: str) -> tuple[str, str, bool]:
+        """:meth:`treat` of an IPv4 address already in canonical dotted form (no leading zeros).
+
+        :param ip: e.g. ``203.0.113.77`` (the caller checked the form).
+        """
+        truncated = ip[: ip.rfind(".")] + ".0"
+        return truncated, self._pseudonym(ip), truncated == ip
+
     def _pseudonym(self, canonical: str) -> str:
-        # one-shot C HMAC (hmac.digest): ~3x cheaper than copy/update/hexdigest of the object
-        return hmac.digest(self._key, canonical.encode("ascii"), "sha256").hex()[:PSEUDONYM_HEX_CHARS]
+        # a copy of the keyed HMAC object: ~1.2 us, vs ~1.6 us for the one-shot hmac.digest
+        # (which sets the key up again on every call)
+        mac = self._mac.copy()
+        mac.update(canonical.encode("ascii"))
+        return mac.hexdigest()[:PSEUDONYM_HEX_CHARS]
 
     def protect_text(self, line: str, ip: str) -> tuple[str, str] | None:
         """The treatment of :meth:`protect_event` as an edit of the event's JSON text.

@@ -30,3 +30,10 @@ def test_ipv6_text_equals_ipaddress(ip: str) -> None:
 def test_exploded_and_upper_case_input(ip: str) -> None:
     exploded = ipaddress.IPv6Address(ip).exploded.upper()
     assert IpProtector(SECRET).treat(exploded) == IpProtector(SECRET).treat(ip)
+
+
+@given(ip=st.ip_addresses(v=4).map(str))
+def test_canonical_ipv4_shortcut_equals_treat(ip: str) -> None:
+    protector = IpProtector(SECRET)
+    assert protector.treat_v4(ip) == protector.treat(ip)
+    assert protector.treat_v4(ip)[:2] == (truncate_ip(ip), ip_pseudonym(ip, SECRET))
