@@ -25,7 +25,9 @@ showing memory does not grow with file size.
 Prints a table and writes ``benchmarks/results/ingest.json``.
 
 Usage: ``PYTHONPATH=plugins:. .venv/bin/python benchmarks/bench_ingest.py [--events 100000]
-[--files 10] [--big-mb 1000] [--profile] [--stages]``. With ``BENCH_REFERENCE_PATH=1`` in the
+[--files 10] [--repeat 3] [--big-mb 1000] [--profile] [--stages]``. The parallel pipeline and
+the ceiling run ``--repeat`` times, alternately (the VM's speed drifts within minutes); the
+table shows their medians and the JSON every run. With ``BENCH_REFERENCE_PATH=1`` in the
 environment the loaders use the per-line reference path only (``ingest.FAST_PATH =
 False``), to compare it with the vectorised fast path (``fast_rows``) on the same machine.
 """
@@ -39,6 +41,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -120,6 +123,16 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _machine_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of the whole machine so far (/proc/stat; zeros when unreadable)."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except OSError:
+        return 0.0, 0.0
+    idle = fields[3] + fields[4]  # idle + iowait
+    return float(sum(fields) - idle), float(sum(fields))
+
+
 def _self_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -192,6 +205,8 @@ def run_pipeline(
     return out
 
 
+#: The CPU figures of a parallel run: loader processes, their PostgreSQL backends, the S3 server.
+CPU_KEYS = ("python_cpu_seconds", "postgres_cpu_seconds", "s3_server_cpu_seconds")
 #: CPU seconds of the last run_copy: (python, postgres backend).
 LAST_COPY_CPU: dict[str, float] = {}
 
@@ -350,12 +365,16 @@ def _parallel(dsn: str, endpoint: str, workers: int, per_claim: int) -> dict[str
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) for _ in range(workers)]
     for p in procs:
         assert p.stdout is not None and p.stdout.readline().strip() == "READY"
+    server_cpu0 = _self_cpu()  # this process runs the S3 server (a thread): its CPU while they load
+    busy0, total0 = _machine_busy()
     go.touch()
     outs = []
     for p in procs:
         stdout, _ = p.communicate()
         assert p.returncode == 0
         outs.append(json.loads(stdout.strip().splitlines()[-1]))
+    server_cpu = _self_cpu() - server_cpu0
+    busy1, total1 = _machine_busy()
     shutil.rmtree(go.parent, ignore_errors=True)
     return {
         "seconds": max(o["t_end"] for o in outs) - min(o["t_start"] for o in outs),
@@ -363,6 +382,9 @@ def _parallel(dsn: str, endpoint: str, workers: int, per_claim: int) -> dict[str
         "files": sum(o["files"] for o in outs),
         "python_cpu_seconds": sum(o["python_cpu_seconds"] for o in outs),
         "postgres_cpu_seconds": sum(o["postgres_cpu_seconds"] for o in outs),
+        "s3_server_cpu_seconds": round(server_cpu, 3),
+        # share of all cores busy from the start signal to the last loader's exit
+        "machine_busy": round((busy1 - busy0) / (total1 - total0), 2) if total1 > total0 else None,
     }
 
 
@@ -458,6 +480,9 @@ def main() -> None:
     parser.add_argument("--memory-only", action="store_true", help="only the --big-mb memory check")
     parser.add_argument("--index-sets", action="store_true", help="also COPY under other index sets")
     parser.add_argument("--workers", type=int, default=2, help="parallel loader processes (mapped tasks)")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs of the parallel pipeline and of the ceiling (medians)"
+    )
     parser.add_argument("--child", nargs=2, metavar=("DSN", "ENDPOINT"), help=argparse.SUPPRESS)
     parser.add_argument("--go", help=argparse.SUPPRESS)
     parser.add_argument("--per-claim", type=int, default=10_000, help=argparse.SUPPRESS)
@@ -535,17 +560,33 @@ def main() -> None:
             results["pipeline"] = r["seconds"]
             cpu = {"pipeline": {k: r[k] for k in ("python_cpu_seconds", "postgres_cpu_seconds")}}
             profile_top = r.get("profile_top")
-            if args.workers > 1:
+            # the parallel pipeline and the ceiling alternate --repeat times (the VM's speed drifts
+            # by +-20 % within minutes): the table shows each one's median, the JSON every run
+            ceiling_runs: list[float] = []
+            busy: list[float | None] = []
+            parallel_runs: list[float] = []
+            for _ in range(args.repeat):
+                if args.workers > 1:
+                    _reset(conn)
+                    upload()
+                    rp = _parallel(dsn, s3srv.endpoint_url, args.workers, per_claim=1)
+                    assert rp["rows"] == len(events), rp
+                    parallel_runs.append(rp["seconds"])
+                    busy.append(rp["machine_busy"])
+                    cpu[f"pipeline_{args.workers}_workers"] = {
+                        k: rp[k]
+                        for k in ("python_cpu_seconds", "postgres_cpu_seconds", "s3_server_cpu_seconds")
+                    }
                 _reset(conn)
-                upload()
-                rp = _parallel(dsn, s3srv.endpoint_url, args.workers, per_claim=1)
-                assert rp["rows"] == len(events), rp
-                results[f"pipeline_{args.workers}_workers"] = rp["seconds"]
-                cpu[f"pipeline_{args.workers}_workers"] = {
-                    k: rp[k] for k in ("python_cpu_seconds", "postgres_cpu_seconds")
-                }
+                ceiling_runs.append(run_copy(conn, rows))
+                n = conn.execute("SELECT count(*) FROM events_log").fetchone()[0]
+                assert n == len(events), ("copy_ceiling", n)
+                cpu["copy_ceiling"] = dict(LAST_COPY_CPU)
+            if parallel_runs:
+                results[f"pipeline_{args.workers}_workers"] = statistics.median(parallel_runs)
+            results["copy_ceiling"] = statistics.median(ceiling_runs)
+            runs = {"copy_ceiling": ceiling_runs, f"pipeline_{args.workers}_workers": parallel_runs}
             for name, fn in (
-                ("copy_ceiling", lambda: run_copy(conn, rows)),
                 ("insert_rows", lambda: run_insert_rows(rows)),
                 ("seed", lambda: run_seed(conn, rows)),
             ):
@@ -553,8 +594,6 @@ def main() -> None:
                 results[name] = fn()
                 n = conn.execute("SELECT count(*) FROM events_log").fetchone()[0]
                 assert n == len(events), (name, n)
-                if name == "copy_ceiling":
-                    cpu["copy_ceiling"] = dict(LAST_COPY_CPU)
             _reset(conn)
             indexes = index_sets(conn, rows) if args.index_sets else None
 
@@ -568,6 +607,9 @@ def main() -> None:
             "cpu_count": os.cpu_count(),
             "load_average_1m": os.getloadavg()[0],
             "seconds": {k: round(v, 3) for k, v in results.items()},
+            "repeat": args.repeat,
+            "machine_busy_during_parallel_runs": busy,
+            "seconds_per_run": {k: [round(v, 3) for v in vs] for k, vs in runs.items() if vs},
             "events_per_second": {k: round(v) for k, v in eps.items()},
             "ratios": {
                 "pipeline_vs_copy_ceiling": round(eps["pipeline"] / eps["copy_ceiling"], 2),
@@ -609,7 +651,12 @@ def main() -> None:
         for k in results:
             print(f"{k:<14} {results[k]:>8.2f} {eps[k]:>10,.0f} {eps['pipeline'] / eps[k]:>11.2f}x")
         print("ratios:", json.dumps(report["ratios"]))
-        print("CPU us/event (python process, postgres backend):", json.dumps(report["cpu_us_per_event"]))
+        if busy:
+            print("machine busy during the parallel runs (share of all cores):", busy)
+        print(
+            "CPU us/event (python processes, postgres backends, s3 server):",
+            json.dumps(report["cpu_us_per_event"]),
+        )
         if "memory" in report:
             m = report["memory"]
             for k in ("small_file", "big_file"):

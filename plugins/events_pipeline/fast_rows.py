@@ -5,13 +5,14 @@
 whole block of lines at C speed and sends to the reference per-line path
 (``RowBuilder.ndjson_line``) every line it is not SURE about:
 
-1. lines that look like one plain JSON object (start with ``{``, end with
-   ``}``, no ``NaN``/``Infinity`` token, no ``\\u0000`` escape, not nested
-   deeper than orjson allows, no huge number) are parsed together by
-   ``pyarrow.json`` with an explicit schema of the SPEC §2 top-level fields;
-   a group Arrow refuses (bad JSON, a field of the wrong type, a duplicated
-   field, two objects on one line) is bisected down to small groups that go to
-   the reference path;
+1. the block is split into lines by ``numpy`` (offsets into the block, no
+   Python object per line); lines that look like one plain JSON object (start
+   with ``{``, end with ``}``) and pass one RE2 screen (no ``NaN``/``Infinity``
+   token, no ``\\u0000`` escape, no huge number, no SPEC field holding a
+   non-string) are parsed together by ``pyarrow.json`` with an explicit schema
+   of the SPEC §2 top-level fields; a group Arrow refuses (bad JSON, a field
+   of the wrong type, a duplicated field, two objects on one line) is bisected
+   down to small groups that go to the reference path;
 2. conservative vectorised checks pick the rows that pass every SPEC §2 rule
    AND need no transformation: lower-case canonical ``event_id``; canonical
    ISO-8601 ``timestamp`` with ``T``, ``Z`` or ``+hh:mm`` (days 29-31 only in
@@ -19,9 +20,12 @@ whole block of lines at C speed and sends to the reference per-line path
    already-normalised ``site_id``; IPv4 in canonical dotted form or IPv6 in
    the full 8-group form; lengths within the limits; a ``path`` derivable
    from an ASCII ``url`` by the same rule as ``validation.derive_path``;
-   a client that is not GDPR (GDPR rows always take the reference path);
+   nesting orjson accepts;
 3. the chosen rows become COPY text in Arrow (``binary_join_element_wise``),
-   with the ORIGINAL line as ``raw_event_data``; everything else goes through
+   with the ORIGINAL line as ``raw_event_data``; a GDPR client's row with an
+   IP gets the text edit of ``gdpr_ingest.IpProtector.protect_text`` (address
+   truncated in place, pseudonym member added), made with plain splits and
+   joins, each distinct address hashed once; everything else goes through
    ``RowBuilder.ndjson_line`` - same rows, same rejects, same reasons.
 
 Differences to the reference path are textual only, never in the stored

@@ -211,6 +211,23 @@ EDGE_EVENTS: list[Any] = [
     + b"}",
     b'{"event_type":"pv","timestamp":"2026-11-27T05:00:00Z","site_id":"acme.com","x":"a\\u0000"}',
     b"\xef\xbb\xbf" + orjson.dumps(BASE),
+    # GDPR text edit (gdpr_ingest.protect_text): spellings the fast path edits, and the
+    # ones it leaves to the per-line path (spaced member, key twice, escaped key, backslash)
+    b'{"site_id":"globex.de","event_type":"pv","timestamp":"2026-11-27T05:00:00Z","ip_address" : "1.2.3.4"}',
+    b'{"site_id":"globex.de","event_type":"pv","timestamp":"2026-11-27T05:00:00Z",\t"ip_address":"1.2.3.4"}',
+    b'{"site_id":"globex.de","event_type":"pv","timestamp":"2026-11-27T05:00:00Z","ip_address":"1.2.3.4",'
+    b'"p":{"ip_address":"1.2.3.4"}}',
+    b'{"site_id":"globex.de","event_type":"pv","timestamp":"2026-11-27T05:00:00Z","note":"ip_address",'
+    b'"ip_address":"1.2.3.4"}',
+    b'{"site_id":"globex.de","event_type":"pv","timestamp":"2026-11-27T05:00:00Z","ip\\u005faddress":"1.2.3.4",'
+    b'"p":{"ip_address":"1.2.3.4"}}',
+    b'{"site_id":"globex.de","event_type":"pv","timestamp":"2026-11-27T05:00:00Z","ip_address":"1.2.3.4",'
+    b'"q":"a\\"b"}',
+    b'{"site_id":"globex.de","event_type":"pv","timestamp":"2026-11-27T05:00:00Z","ip_address":"1.2.3.4",'
+    b'"n":1.50,"e":1E5,"u":"\xc3\xa9"}',
+    b'{"site_id":"globex.de","event_type":"pv","timestamp":"2026-11-27T05:00:00Z",'
+    b'"ip_address":"2001:0db8:85a3:0000:0000:8a2e:0370:7334"}',
+    b'{"site_id":"globex.de","event_type":"pv","timestamp":"2026-11-27T05:00:00Z","ip_address":"0.0.0.0"}',
 ]
 
 

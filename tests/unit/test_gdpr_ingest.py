@@ -1,9 +1,12 @@
-"""``gdpr_ingest.IpProtector`` writes IPv6 text exactly as ``ipaddress`` does (the reference)."""
+"""``gdpr_ingest.IpProtector``: IPv6 text exactly as ``ipaddress`` writes it (the reference), the IPv4
+shortcut, and the GDPR text edit against the re-serialised treatment."""
 
 from __future__ import annotations
 
 import ipaddress
 
+import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -37,3 +40,40 @@ def test_canonical_ipv4_shortcut_equals_treat(ip: str) -> None:
     protector = IpProtector(SECRET)
     assert protector.treat_v4(ip) == protector.treat(ip)
     assert protector.treat_v4(ip)[:2] == (truncate_ip(ip), ip_pseudonym(ip, SECRET))
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"a":1,"ip_address":"203.0.113.77","b":[1,2]}',
+        '{"a":1.50,"ip_address":"203.0.113.77","e":1E5,"u":"é"}',
+        '{ "ip_address" :\t"203.0.113.77" , "b":null }  ',
+        '{"ip_address":"2001:db8:1:2::5"}',
+        '{"ip_address":"203.0.113.0","b":1}',
+    ],
+)
+def test_text_edit_equals_the_reserialised_treatment(line: str) -> None:
+    protector = IpProtector(SECRET)
+    ip = orjson.loads(line)["ip_address"]
+    edited = protector.protect_text(line, ip)
+    assert edited is not None
+    text, truncated = edited
+    expected, expected_ip = protector.protect_event(orjson.loads(line), ip)
+    assert truncated == expected_ip
+    # same members, values and order; only the address and the added pseudonym differ from the line
+    assert list(orjson.loads(text).items()) == list(expected.items())
+    assert ip not in text or ip == truncated
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"ip_address":"203.0.113.77","p":{"ip_address":"203.0.113.77"}}',
+        '{"note":"ip_address","ip_address":"203.0.113.77"}',
+        '{"ip\\u005faddress":"203.0.113.77","p":{"ip_address":"203.0.113.77"}}',
+        '{"ip_address":"203.0.113.77","q":"a\\"b"}',
+        '{"ip_address":"203.0.113.77","ip_pseudonym":"given"}',
+    ],
+)
+def test_ambiguous_text_is_left_to_reserialisation(line: str) -> None:
+    assert IpProtector(SECRET).protect_text(line, "203.0.113.77") is None
