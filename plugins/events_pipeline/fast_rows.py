@@ -74,10 +74,20 @@ _PARSE = pj.ParseOptions(
 #: A typed NULL; building it also makes pyarrow do, at import time, the one-off work of its
 #: first Python -> Arrow conversion (it imports pandas: ~1 s of CPU once per process).
 _NULL_TEXT = pa.scalar(None, pa.string())
+# scalars made once (a Python value costs ~6 us of conversion on every compute call)
+_FALSE, _EMPTY, _GDPR = pa.scalar(False), pa.scalar("", pa.string()), pa.scalar(GDPR, pa.string())
+_ZERO, _ONE = pa.scalar(0, pa.int32()), pa.scalar(1, pa.int32())
+_MAX_EVENT_TYPE, _MAX_SITE_ID = pa.scalar(MAX_EVENT_TYPE, pa.int32()), pa.scalar(MAX_SITE_ID, pa.int32())
+_MAX_PATH = pa.scalar(MAX_PATH, pa.int32())
+_TAB = pa.scalar("\t", pa.string())
+_JOIN_COPY = pc.JoinOptions(null_handling="replace", null_replacement=NULL)
+#: session_id, visitor_id and batch_id are checked together, on the longest of the three
+_MAX_ID_LEN = pa.scalar(min(MAX_ID_LEN, MAX_BATCH_ID), pa.int32())
 #: Groups of at most this many lines that Arrow refuses go to the per-line path whole.
 MIN_BISECT = 16
 #: orjson refuses nesting deeper than 1024; lines with this many brackets take the per-line path.
 MAX_BRACKETS = 512
+_LONG_LINE = pa.scalar(2 * MAX_BRACKETS, pa.int32())
 
 # lines Arrow and orjson could judge differently, or that need a NUL replacement
 _SUSPECT_LINE = r"NaN|Infinity|\\u0000|[:,\[]\s*-?[0-9]+(\.[0-9]+)?[eE][+-]?[0-9]{3}|[0-9]{300}"
@@ -124,16 +134,6 @@ def _array(column: pa.ChunkedArray) -> pa.Array:
     return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
-def _ok(mask: pa.Array) -> pa.Array:
-    """Null-safe: a null check result counts as False."""
-    return pc.fill_null(mask, False)
-
-
-def _len_le(arr: pa.Array, limit: int) -> pa.Array:
-    """True where ``arr`` is null or at most ``limit`` characters."""
-    return pc.fill_null(pc.less_equal(pc.utf8_length(arr), limit), True)
-
-
 def _escape(arr: pa.Array) -> pa.Array:
     """COPY text escaping (``copy_rows.copy_text``) of a string array, nulls kept."""
     arr = pc.replace_substring(arr, "\\", "\\\\")
@@ -155,6 +155,8 @@ class FastRowBuilder(RowBuilder):
         self.slow_lines = 0
         #: set when a block exhausted MAX_REFUSALS: the rest of the file takes the per-line path
         self.arrow_off = False
+        self._file_id_scalar = pa.scalar(self._file_id, pa.string())
+        self._batch_scalar = pa.scalar(self._file_batch_id, pa.string())
 
     def ndjson_bytes_block(self, data: bytes) -> bytes:
         """Convert one block of NDJSON (``iter_byte_blocks``); return the COPY text of its good lines.
@@ -305,41 +307,52 @@ class FastRowBuilder(RowBuilder):
         event_id, event_type, ts, site = col["event_id"], col["event_type"], col["timestamp"], col["site_id"]
         url, path, ip, batch = col["url"], col["path"], col["ip_address"], col["batch_id"]
 
-        mask = pc.and_(
-            _ok(pc.match_substring_regex(event_id, _UUID)),
-            _ok(pc.match_substring_regex(ts, _TIMESTAMP)),
-        )
+        # Kleene logic: a required field that is missing makes its check null, and the one
+        # fill_null below turns null into "not sure"; optional fields never yield null
+        # (byte lengths bound character lengths: a multi-byte value near a limit is not sure)
         et_len = pc.utf8_length(event_type)
-        mask = pc.and_(mask, _ok(pc.and_(pc.greater_equal(et_len, 1), pc.less_equal(et_len, MAX_EVENT_TYPE))))
-        mask = pc.and_(mask, _ok(pc.match_substring_regex(site, _SITE)))
-        mask = pc.and_(mask, _ok(pc.less_equal(pc.utf8_length(site), MAX_SITE_ID)))
-        mask = pc.and_(mask, _len_le(col["session_id"], MAX_ID_LEN))
-        mask = pc.and_(mask, _len_le(col["visitor_id"], MAX_ID_LEN))
-        mask = pc.and_(mask, _len_le(path, MAX_PATH))
-        mask = pc.and_(mask, _len_le(batch, MAX_BATCH_ID))
-        mask = pc.and_(mask, pc.fill_null(pc.match_substring_regex(ip, _IP), True))
-        long_line = pc.greater_equal(pc.binary_length(raw), 2 * MAX_BRACKETS)
+        optional_len = pc.max_element_wise(
+            pc.binary_length(col["session_id"]),
+            pc.binary_length(col["visitor_id"]),
+            pc.binary_length(batch),
+            _ZERO,
+        )
+        checks = [
+            pc.match_substring_regex(event_id, _UUID),
+            pc.match_substring_regex(ts, _TIMESTAMP),
+            pc.greater_equal(et_len, _ONE),
+            pc.less_equal(et_len, _MAX_EVENT_TYPE),
+            pc.match_substring_regex(site, _SITE),  # ASCII: bytes are characters
+            pc.less_equal(pc.binary_length(site), _MAX_SITE_ID),
+            pc.less_equal(optional_len, _MAX_ID_LEN),
+            pc.less_equal(pc.max_element_wise(pc.binary_length(path), _ZERO), _MAX_PATH),
+            pc.or_kleene(pc.is_null(ip), pc.match_substring_regex(ip, _IP)),
+        ]
+        long_line = pc.greater_equal(pc.binary_length(raw), _LONG_LINE)
         if pc.any(long_line).as_py():
             deep = pc.greater_equal(
                 pc.add(pc.count_substring(raw, "["), pc.count_substring(raw, "{")), MAX_BRACKETS
             )
-            mask = pc.and_(mask, pc.invert(pc.and_(long_line, deep)))
+            checks.append(pc.invert(pc.and_(long_line, deep)))
         # path derived from url where absent (validation.derive_path)
         derive = pc.and_(pc.is_null(path), pc.is_valid(url))
         if pc.any(derive).as_py():
             derived = pc.struct_field(pc.extract_regex(url, _URL_PATH), [0])  # null: no match
-            mask = pc.and_(mask, pc.or_(pc.invert(derive), pc.is_valid(derived)))
+            checks.append(pc.or_(pc.invert(derive), pc.is_valid(derived)))
             derived = pc.utf8_slice_codeunits(derived, 0, MAX_PATH)
-            derived = pc.if_else(pc.equal(derived, ""), _NULL_TEXT, derived)
+            derived = pc.if_else(pc.equal(derived, _EMPTY), _NULL_TEXT, derived)
             path = pc.if_else(derive, derived, path)
-        # attribution: each distinct site matched once
-        sites = pc.unique(site)
-        owners = [self._matcher.match(s) for s in sites.to_pylist()]
-        pos = pc.index_in(site, value_set=sites)
-        client = pc.take(pa.array([o.client_id for o in owners], pa.string()), pos)
+        mask = checks[0]
+        for check in checks[1:]:
+            mask = pc.and_kleene(mask, check)
+        mask = pc.fill_null(mask, _FALSE)
+        # attribution: each distinct site matched once (unattributed: a null client_id)
+        encoded = pc.dictionary_encode(site)
+        owners = [self._matcher.match(s) for s in encoded.dictionary.to_pylist()]
+        pos = encoded.indices
+        client = pc.take(pa.array([o.client_id or None for o in owners], pa.string()), pos)
         privacy = pc.take(pa.array([o.privacy_level for o in owners], pa.string()), pos)
-        needs_ip_treatment = pc.and_(pc.equal(privacy, GDPR), pc.is_valid(ip))
-        mask = pc.fill_null(mask, False)
+        needs_ip_treatment = pc.and_(pc.equal(privacy, _GDPR), pc.is_valid(ip))
         plain = pc.and_(mask, pc.invert(needs_ip_treatment))
         gdpr = pc.and_(mask, needs_ip_treatment)
 
@@ -455,18 +468,16 @@ class FastRowBuilder(RowBuilder):
         if len(with_batch):
             self.rows_with_batch += len(with_batch)
             self.batch_ids.update(pc.unique(with_batch).to_pylist())
-            batch = pc.fill_null(batch, self._file_batch_id)
+            batch = pc.fill_null(batch, self._batch_scalar)
         else:
-            batch = pa.scalar(self._file_batch_id)
-        client = cols["client_id"]
+            batch = self._batch_scalar
+        client = cols["client_id"]  # null: unattributed ("" in the counters, as RowBuilder keeps them)
         for item in pc.value_counts(client).to_pylist():
-            key = item["values"]
+            key = item["values"] or ""
             self.per_client[key] = self.per_client.get(key, 0) + item["counts"]
-        client = pc.if_else(pc.equal(client, ""), _NULL_TEXT, client)
         self.rows += n
         first_no = self.line_no - block_lines + 1
-        numbers = pc.add(cols["line"], first_no)  # int64, no nulls, offset 0: its buffer is the values
-        self.copy_line_to_source.frombytes(numbers.buffers()[1].slice(0, 8 * len(numbers)))
+        self.copy_line_to_source.frombytes((cols["line"].to_numpy() + first_no).tobytes())
 
         joined = pc.binary_join_element_wise(
             cols["event_id"],
@@ -482,11 +493,10 @@ class FastRowBuilder(RowBuilder):
             client,
             batch,
             cols["privacy_level"],
-            self._file_id,
+            self._file_id_scalar,
             raw,
-            "\t",
-            null_handling="replace",
-            null_replacement=NULL,
+            _TAB,
+            options=_JOIN_COPY,
         )
         return _values(joined)
 
