@@ -134,11 +134,13 @@ def iter_byte_blocks(stream: IO[bytes], *, gzipped: bool) -> Iterator[bytes]:
             continue
         carry = data[cut + 1 :]
         block = data[:cut]
-        _decode(block, lines_before)
+        if not block.isascii():  # ASCII is UTF-8 (isascii is a word-at-a-time scan, no copy)
+            _decode(block, lines_before)
         lines_before += block.count(b"\n") + 1
         yield block
     if carry:
-        _decode(carry, lines_before)
+        if not carry.isascii():
+            _decode(carry, lines_before)
         yield carry
 
 
