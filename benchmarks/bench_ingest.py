@@ -25,11 +25,12 @@ showing memory does not grow with file size.
 Prints a table and writes ``benchmarks/results/ingest.json``.
 
 Usage: ``PYTHONPATH=plugins:. .venv/bin/python benchmarks/bench_ingest.py [--events 100000]
-[--files 10] [--repeat 3] [--big-mb 1000] [--profile] [--stages]``. The parallel pipeline and
-the ceiling run ``--repeat`` times, alternately (the VM's speed drifts within minutes); the
-table shows their medians and the JSON every run. With ``BENCH_REFERENCE_PATH=1`` in the
-environment the loaders use the per-line reference path only (``ingest.FAST_PATH =
-False``), to compare it with the vectorised fast path (``fast_rows``) on the same machine.
+[--files 10] [--repeat 3] [--compare-reference] [--big-mb 1000] [--profile] [--stages]``.
+The parallel pipeline and the ceiling run ``--repeat`` times, alternately (the VM's speed
+drifts within minutes); the table shows their medians, the JSON every run and the ratio of
+each repetition's pair. ``--compare-reference`` adds, in the same rotation, the loaders on
+the per-line reference path only (``ingest.FAST_PATH = False``); ``BENCH_REFERENCE_PATH=1``
+in the environment makes every loader of a run use it.
 """
 
 from __future__ import annotations
@@ -207,6 +208,8 @@ def run_pipeline(
 
 #: The CPU figures of a parallel run: loader processes, their PostgreSQL backends, the S3 server.
 CPU_KEYS = ("python_cpu_seconds", "postgres_cpu_seconds", "s3_server_cpu_seconds")
+#: The CPU figures of a parallel run: loader processes, their PostgreSQL backends, the S3 server.
+PARALLEL_CPU_KEYS = ("python_cpu_seconds", "postgres_cpu_seconds", "s3_server_cpu_seconds")
 #: CPU seconds of the last run_copy: (python, postgres backend).
 LAST_COPY_CPU: dict[str, float] = {}
 
@@ -354,12 +357,16 @@ def _child(dsn: str, endpoint: str, *, profile: bool = False) -> dict[str, Any]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _parallel(dsn: str, endpoint: str, workers: int, per_claim: int) -> dict[str, Any]:
+def _parallel(
+    dsn: str, endpoint: str, workers: int, per_claim: int, extra_env: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Run ``workers`` loader processes at once, as mapped load_batch tasks run.
 
     Wall time is from the first start to the last end (start-up excluded).
+
+    :param extra_env: set in the loaders' environment (``BENCH_REFERENCE_PATH``).
     """
-    env = {**os.environ, "PYTHONPATH": f"{REPO / 'plugins'}:{REPO}"}
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'plugins'}:{REPO}", **(extra_env or {})}
     go = Path(tempfile.mkdtemp()) / "go"
     cmd = [sys.executable, __file__, "--child", dsn, endpoint, "--go", str(go), "--per-claim", str(per_claim)]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) for _ in range(workers)]
@@ -483,6 +490,11 @@ def main() -> None:
     parser.add_argument(
         "--repeat", type=int, default=3, help="runs of the parallel pipeline and of the ceiling (medians)"
     )
+    parser.add_argument(
+        "--compare-reference",
+        action="store_true",
+        help="also run the loaders on the per-line reference path, alternating with the fast path",
+    )
     parser.add_argument("--child", nargs=2, metavar=("DSN", "ENDPOINT"), help=argparse.SUPPRESS)
     parser.add_argument("--go", help=argparse.SUPPRESS)
     parser.add_argument("--per-claim", type=int, default=10_000, help=argparse.SUPPRESS)
@@ -564,16 +576,20 @@ def main() -> None:
             # by +-20 % within minutes): the table shows each one's median, the JSON every run
             ceiling_runs: list[float] = []
             busy: list[float | None] = []
-            parallel_runs: list[float] = []
+            variants = {f"pipeline_{args.workers}_workers": {}} if args.workers > 1 else {}
+            if args.compare_reference and args.workers > 1:
+                variants[f"reference_{args.workers}_workers"] = {"BENCH_REFERENCE_PATH": "1"}
+            runs: dict[str, list[float]] = {name: [] for name in variants}
             for _ in range(args.repeat):
-                if args.workers > 1:
+                for name, extra_env in variants.items():
                     _reset(conn)
                     upload()
-                    rp = _parallel(dsn, s3srv.endpoint_url, args.workers, per_claim=1)
+                    rp = _parallel(dsn, s3srv.endpoint_url, args.workers, per_claim=1, extra_env=extra_env)
                     assert rp["rows"] == len(events), rp
-                    parallel_runs.append(rp["seconds"])
-                    busy.append(rp["machine_busy"])
-                    cpu[f"pipeline_{args.workers}_workers"] = {
+                    runs[name].append(rp["seconds"])
+                    if not extra_env:
+                        busy.append(rp["machine_busy"])
+                    cpu[name] = {
                         k: rp[k]
                         for k in ("python_cpu_seconds", "postgres_cpu_seconds", "s3_server_cpu_seconds")
                     }
@@ -582,10 +598,15 @@ def main() -> None:
                 n = conn.execute("SELECT count(*) FROM events_log").fetchone()[0]
                 assert n == len(events), ("copy_ceiling", n)
                 cpu["copy_ceiling"] = dict(LAST_COPY_CPU)
-            if parallel_runs:
-                results[f"pipeline_{args.workers}_workers"] = statistics.median(parallel_runs)
+            for name, seconds in runs.items():
+                results[name] = statistics.median(seconds)
             results["copy_ceiling"] = statistics.median(ceiling_runs)
-            runs = {"copy_ceiling": ceiling_runs, f"pipeline_{args.workers}_workers": parallel_runs}
+            # the ceiling of the same repetition / each pipeline run: robust to the VM's drift
+            pair_ratios = {
+                name: [round(c / p, 2) for c, p in zip(ceiling_runs, seconds, strict=True)]
+                for name, seconds in runs.items()
+            }
+            runs["copy_ceiling"] = ceiling_runs
             for name, fn in (
                 ("insert_rows", lambda: run_insert_rows(rows)),
                 ("seed", lambda: run_seed(conn, rows)),
@@ -610,6 +631,7 @@ def main() -> None:
             "repeat": args.repeat,
             "machine_busy_during_parallel_runs": busy,
             "seconds_per_run": {k: [round(v, 3) for v in vs] for k, vs in runs.items() if vs},
+            "ratio_to_ceiling_per_repeat": pair_ratios,
             "events_per_second": {k: round(v) for k, v in eps.items()},
             "ratios": {
                 "pipeline_vs_copy_ceiling": round(eps["pipeline"] / eps["copy_ceiling"], 2),
@@ -623,11 +645,30 @@ def main() -> None:
                         f"pipeline_{args.workers}_workers_vs_seed": round(
                             eps[f"pipeline_{args.workers}_workers"] / eps["seed"], 2
                         ),
+                        f"pipeline_{args.workers}_workers_vs_copy_ceiling_median_of_pairs": statistics.median(
+                            pair_ratios[f"pipeline_{args.workers}_workers"]
+                        ),
                     }
                     if args.workers > 1
                     else {}
                 ),
             },
+            **(
+                {
+                    "reference_path": {
+                        f"reference_{args.workers}_workers_vs_copy_ceiling": round(
+                            eps[f"reference_{args.workers}_workers"] / eps["copy_ceiling"], 2
+                        ),
+                        f"fast_vs_reference_{args.workers}_workers": round(
+                            results[f"reference_{args.workers}_workers"]
+                            / results[f"pipeline_{args.workers}_workers"],
+                            2,
+                        ),
+                    }
+                }
+                if f"reference_{args.workers}_workers" in eps
+                else {}
+            ),
             "targets": {"pipeline_vs_copy_ceiling": 0.8, "pipeline_vs_seed": 8.0},
             "cpu_us_per_event": {
                 k: {kk.split("_")[0]: round(vv / len(events) * 1e6, 1) for kk, vv in v.items()}
@@ -653,6 +694,9 @@ def main() -> None:
         print("ratios:", json.dumps(report["ratios"]))
         if busy:
             print("machine busy during the parallel runs (share of all cores):", busy)
+        print("ceiling / pipeline per repetition:", json.dumps(pair_ratios))
+        if "reference_path" in report:
+            print("reference path:", json.dumps(report["reference_path"]))
         print(
             "CPU us/event (python processes, postgres backends, s3 server):",
             json.dumps(report["cpu_us_per_event"]),
