@@ -576,6 +576,7 @@ def main() -> None:
             # by +-20 % within minutes): the table shows each one's median, the JSON every run
             ceiling_runs: list[float] = []
             busy: list[float | None] = []
+            cpu_runs: dict[str, list[dict[str, float]]] = {}
             variants = {f"pipeline_{args.workers}_workers": {}} if args.workers > 1 else {}
             if args.compare_reference and args.workers > 1:
                 variants[f"reference_{args.workers}_workers"] = {"BENCH_REFERENCE_PATH": "1"}
@@ -589,15 +590,14 @@ def main() -> None:
                     runs[name].append(rp["seconds"])
                     if not extra_env:
                         busy.append(rp["machine_busy"])
-                    cpu[name] = {
-                        k: rp[k]
-                        for k in ("python_cpu_seconds", "postgres_cpu_seconds", "s3_server_cpu_seconds")
-                    }
+                    cpu_runs.setdefault(name, []).append({k: rp[k] for k in PARALLEL_CPU_KEYS})
                 _reset(conn)
                 ceiling_runs.append(run_copy(conn, rows))
                 n = conn.execute("SELECT count(*) FROM events_log").fetchone()[0]
                 assert n == len(events), ("copy_ceiling", n)
-                cpu["copy_ceiling"] = dict(LAST_COPY_CPU)
+                cpu_runs.setdefault("copy_ceiling", []).append(dict(LAST_COPY_CPU))
+            for name, per_run in cpu_runs.items():  # the median of each figure over the repetitions
+                cpu[name] = {k: statistics.median(r[k] for r in per_run) for k in per_run[0]}
             for name, seconds in runs.items():
                 results[name] = statistics.median(seconds)
             results["copy_ceiling"] = statistics.median(ceiling_runs)
@@ -698,7 +698,7 @@ def main() -> None:
         if "reference_path" in report:
             print("reference path:", json.dumps(report["reference_path"]))
         print(
-            "CPU us/event (python processes, postgres backends, s3 server):",
+            "CPU us/event, medians (loaders, their postgres backends, s3 server):",
             json.dumps(report["cpu_us_per_event"]),
         )
         if "memory" in report:
