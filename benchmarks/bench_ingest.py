@@ -10,7 +10,9 @@ the same embedded PostgreSQL (``events_log`` emptied between methods):
    attribute, GDPR, COPY, registry + ingest_counts, move to processed/), one
    worker process, as one mapped ``load_batch`` task runs it (a child
    process, so the in-process S3 server does not share its GIL; its time
-   includes nothing of the child's start-up);
+   includes nothing of the child's start-up); ``pipeline_N_workers``: N such
+   processes at once, each claiming its share of the files (as the DAG's claim
+   task gives each mapped task a batch) and loading them one by one;
 2. ``copy_ceiling``: a plain psycopg COPY (``write_row``) of already-parsed
    rows into the same table and index set (no validation, no S3);
 3. ``insert_rows``: ``PostgresHook.insert_rows`` (what ``S3ToSqlOperator``
@@ -581,11 +583,14 @@ def main() -> None:
             if args.compare_reference and args.workers > 1:
                 variants[f"reference_{args.workers}_workers"] = {"BENCH_REFERENCE_PATH": "1"}
             runs: dict[str, list[float]] = {name: [] for name in variants}
+            # each loader claims its share at once, as the DAG's claim task hands every mapped
+            # load_batch task one batch (default 8 files per task: 10 files -> 2 batches of 5)
+            per_claim = -(-args.files // args.workers)
             for _ in range(args.repeat):
                 for name, extra_env in variants.items():
                     _reset(conn)
                     upload()
-                    rp = _parallel(dsn, s3srv.endpoint_url, args.workers, per_claim=1, extra_env=extra_env)
+                    rp = _parallel(dsn, s3srv.endpoint_url, args.workers, per_claim, extra_env=extra_env)
                     assert rp["rows"] == len(events), rp
                     runs[name].append(rp["seconds"])
                     if not extra_env:
