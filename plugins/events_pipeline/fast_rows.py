@@ -134,7 +134,7 @@ _URL_PATH = (
 
 #: The compact spelling of the top-level ip_address member up to its value (GDPR text edit).
 _IP_MEMBER_OPEN = IP_KEY_TEXT + ':"'
-IP_KEY_BYTES, PSEUDONYM_KEY_BYTES = IP_KEY_TEXT.encode(), PSEUDONYM_KEY_TEXT.encode()
+_IP_KEY_BYTES, _PSEUDONYM_KEY_BYTES = IP_KEY_TEXT.encode(), PSEUDONYM_KEY_TEXT.encode()
 
 
 def _array(column: pa.ChunkedArray) -> pa.Array:
@@ -180,8 +180,7 @@ class FastRowBuilder(RowBuilder):
         out: list[bytes | memoryview] = []
         slow: list[int] = []
         if self.arrow_off:
-            cand = np.arange(lines.count)
-            slow.extend(cand.tolist())
+            slow.extend(range(lines.count))
         else:
             cand = lines.candidates([n - first_no for n in self.skip_lines] if self.skip_lines else ())
             if len(cand) < lines.count:
@@ -409,7 +408,7 @@ class FastRowBuilder(RowBuilder):
         # each row holds the key at least once, so as many keys as rows means once each
         raw = cols["raw_event_data"]
         text = bytes(_values(raw))
-        if b"\\" in text or PSEUDONYM_KEY_BYTES in text or text.count(IP_KEY_BYTES) != len(raw):
+        if b"\\" in text or _PSEUDONYM_KEY_BYTES in text or text.count(_IP_KEY_BYTES) != len(raw):
             editable = pc.and_(
                 pc.equal(pc.count_substring(raw, IP_KEY_TEXT), 1),
                 pc.invert(pc.match_substring(raw, PSEUDONYM_KEY_TEXT)),

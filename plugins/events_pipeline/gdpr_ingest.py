@@ -27,12 +27,12 @@ from events_pipeline.privacy import PSEUDONYM_FIELD, PSEUDONYM_HEX_CHARS, RAW_IP
 _MAPPED_PREFIX = b"\x00" * 10 + b"\xff\xff"
 _V6_ZERO_TAIL = b"\x00" * 10
 #: JSON whitespace (RFC 8259): what may stand between a key, its colon and its value.
-JSON_WS = "[ \\t\\r\\n]*"
+_JSON_WS = "[ \\t\\r\\n]*"
 #: The raw IP key as it appears in JSON text.
 IP_KEY_TEXT = f'"{RAW_IP_FIELD}"'
 PSEUDONYM_KEY_TEXT = f'"{PSEUDONYM_FIELD}"'
 #: The ip_address member with a plain string value: (key, colon, opening quote)(value)(closing quote).
-_IP_MEMBER_RE = re.compile(f'({IP_KEY_TEXT}{JSON_WS}:{JSON_WS}")([^"\\\\]*)(")')
+_IP_MEMBER_RE = re.compile(f'({IP_KEY_TEXT}{_JSON_WS}:{_JSON_WS}")([^"\\\\]*)(")')
 
 
 def editable_text(line: str) -> bool:
