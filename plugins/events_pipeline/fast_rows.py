@@ -135,6 +135,12 @@ _URL_PATH = (
 #: The compact spelling of the top-level ip_address member up to its value (GDPR text edit).
 _IP_MEMBER_OPEN = IP_KEY_TEXT + ':"'
 _IP_KEY_BYTES, _PSEUDONYM_KEY_BYTES = IP_KEY_TEXT.encode(), PSEUDONYM_KEY_TEXT.encode()
+_IP_MEMBER_OPEN_SCALAR = pa.scalar(_IP_MEMBER_OPEN, pa.string())
+#: The pseudonym member up to its value: ``,"ip_pseudonym":"``.
+_PSEUDONYM_OPEN = pa.scalar(pseudonym_member("")[:-1], pa.string())
+_QUOTE, _CLOSE_LINE = pa.scalar('"', pa.string()), pa.scalar("}\n", pa.string())
+#: The last octet of a canonical dotted IPv4 address, and what truncation puts there.
+_LAST_OCTET, _ZERO_OCTET = r"\.[0-9]+$", ".0"
 
 
 def _array(column: pa.ChunkedArray) -> pa.Array:
@@ -359,13 +365,14 @@ class FastRowBuilder(RowBuilder):
         pos = encoded.indices
         client = pc.take(pa.array([o.client_id or None for o in owners], pa.string()), pos)
         privacy = pc.take(pa.array([o.privacy_level for o in owners], pa.string()), pos)
-        needs_ip_treatment = pc.and_(pc.equal(privacy, _GDPR), pc.is_valid(ip))
-        plain = pc.and_(mask, pc.invert(needs_ip_treatment))
-        gdpr = pc.and_(mask, needs_ip_treatment)
+        # (a row without a site has no owner, so a null privacy level: not a GDPR row)
+        gdpr = pc.fill_null(pc.and_kleene(mask, pc.and_(pc.equal(privacy, _GDPR), pc.is_valid(ip))), _FALSE)
 
         n_fast = pc.sum(mask).as_py() or 0
+        emit = None  # None: every row; else a numpy mask of the rows to send
         if n_fast < len(group):
-            slow.extend(group[~mask.to_numpy(zero_copy_only=False)].tolist())
+            emit = mask.to_numpy(zero_copy_only=False)
+            slow.extend(group[~emit].tolist())
         if not n_fast:
             return
         cols = {
@@ -376,37 +383,69 @@ class FastRowBuilder(RowBuilder):
             "privacy_level": privacy,
             "line": pa.array(group, pa.int64()),
         }
-        n_gdpr = pc.sum(gdpr).as_py() or 0
-        if n_fast > n_gdpr:
-            chosen = cols if n_fast == len(group) and not n_gdpr else _filter(cols, plain)
-            out.append(self._emit(chosen, lines.specials, lines.count))
-        if n_gdpr:
-            gdpr_cols = self._protect(_filter(cols, gdpr), lines.specials, slow)
-            if gdpr_cols is not None:
-                out.append(self._emit(gdpr_cols, lines.specials, lines.count))
+        if pc.any(gdpr).as_py():
+            # GDPR rows are edited in place (their text and address replaced), not filtered
+            # apart: one filter of every column (or none) and one COPY join for the block
+            failed = self._protect(cols, gdpr.to_numpy(zero_copy_only=False), lines.specials, slow)
+            if failed is not None:
+                emit = (emit if emit is not None else np.ones(len(group), bool)) & ~failed
+                if not emit.any():
+                    return
+        chosen = cols if emit is None else _filter(cols, pa.array(emit))
+        out.append(self._emit(chosen, lines.specials, lines.count))
 
     def _protect(
-        self, cols: dict[str, pa.Array], specials: bool, slow: list[int]
-    ) -> dict[str, pa.Array] | None:
-        """Apply the GDPR treatment to rows of a GDPR client with an IP, as ``IpProtector.protect_text``.
+        self, cols: dict[str, pa.Array], gdpr: np.ndarray, specials: bool, slow: list[int]
+    ) -> np.ndarray | None:
+        """Apply the GDPR treatment to the ``gdpr`` rows of ``cols``, as ``IpProtector.protect_text``.
 
         The same text edit, in Arrow: the ``ip_address`` value replaced by the
         truncated address, the pseudonym member added before the closing brace.
-        Rows whose text is not ``editable_text``, or that spell the member with
-        spaces (``"ip_address" : "..."``), go to ``slow`` (the per-line path
-        edits or re-serialises them). Each distinct address is treated once.
+        ``cols["raw_event_data"]`` and ``cols["ip_address"]`` are replaced by
+        arrays with those rows edited. Rows whose text is not ``editable_text``,
+        or that spell the member with spaces (``"ip_address" : "..."``), go to
+        ``slow`` (the per-line path edits or re-serialises them). Each distinct
+        address is treated once.
 
-        :return: the treated rows' columns, or None when none is left.
+        :param gdpr: which rows are a GDPR client's with an IP (numpy bool).
+        :return: a numpy mask of the ``gdpr`` rows that went to ``slow`` (they must
+            not be sent), or None when every one of them was edited.
+        """
+        where = np.flatnonzero(gdpr)
+        sub = _filter(
+            {"raw": cols["raw_event_data"], "ip": cols["ip_address"], "line": cols["line"]}, pa.array(gdpr)
+        )
+        sub["row"] = pa.array(where)
+        edited = self._protect_rows(sub, specials, slow)
+        if edited is not None:
+            done = edited["row"].to_numpy()
+            at = np.zeros(len(gdpr), bool)
+            at[done] = True
+            rows = pa.array(at)
+            cols["raw_event_data"] = pc.replace_with_mask(cols["raw_event_data"], rows, edited["raw"])
+            cols["ip_address"] = pc.replace_with_mask(cols["ip_address"], rows, edited["ip"])
+            if len(done) == len(where):
+                return None
+            gdpr = gdpr.copy()
+            gdpr[done] = False
+        return gdpr
+
+    def _protect_rows(
+        self, sub: dict[str, pa.Array], specials: bool, slow: list[int]
+    ) -> dict[str, pa.Array] | None:
+        """The edit of :meth:`_protect` on the GDPR rows alone (columns raw, ip, line, row).
+
+        :return: the edited rows (``raw`` and ``ip`` replaced), or None when none is left.
         """
         # head | "ip_address":" | value | " | tail by two plain splits (a capturing regex over
         # the whole line costs ~5 us a row)
-        around = pc.split_pattern(cols["raw_event_data"], _IP_MEMBER_OPEN, max_splits=1)
-        cols = _keep({**cols, "around": around}, pc.equal(pc.list_value_length(around), 2), slow)
-        if cols is None:
+        around = pc.split_pattern(sub["raw"], _IP_MEMBER_OPEN, max_splits=1)
+        sub = _keep({**sub, "around": around}, pc.equal(pc.list_value_length(around), 2), slow)
+        if sub is None:
             return None
         # editable_text, row by row only when the rows' text taken together could fail it:
         # each row holds the key at least once, so as many keys as rows means once each
-        raw = cols["raw_event_data"]
+        raw = sub["raw"]
         text = bytes(_values(raw))
         if b"\\" in text or _PSEUDONYM_KEY_BYTES in text or text.count(_IP_KEY_BYTES) != len(raw):
             editable = pc.and_(
@@ -415,37 +454,63 @@ class FastRowBuilder(RowBuilder):
             )
             if specials:
                 editable = pc.and_(editable, pc.invert(pc.match_substring(raw, "\\")))
-            cols = _keep(cols, editable, slow)
-            if cols is None:
+            sub = _keep(sub, editable, slow)
+            if sub is None:
                 return None
-        around = cols.pop("around")
+        around = sub.pop("around")
         after = pc.split_pattern(pc.list_element(around, 1), '"', max_splits=1)
         head, value, tail = pc.list_element(around, 0), pc.list_element(after, 0), pc.list_element(after, 1)
         # the text value is the parsed one (no backslash in the line): checked all the same
-        cols = _keep({**cols, "head": head, "tail": tail}, pc.equal(value, cols["ip_address"]), slow)
-        if cols is None:
+        sub = _keep({**sub, "head": head, "tail": tail}, pc.equal(value, sub["ip"]), slow)
+        if sub is None:
             return None
-        ip, head, tail = cols["ip_address"], cols.pop("head"), cols.pop("tail")
-        protector = self._ip_protector()
+        ip, head, tail = sub["ip"], sub.pop("head"), sub.pop("tail")
         addresses = pc.unique(ip)
-        # the fast path's IPv4 is canonical dotted (_IP), its IPv6 the full 8-group form
-        treated = [protector.treat_v4(a) if "." in a else protector.treat(a) for a in addresses.to_pylist()]
-        where = pc.index_in(ip, value_set=addresses)
-        truncated = pc.take(pa.array([t for t, _, _ in treated], pa.string()), where)
-        members = ["" if already else pseudonym_member(p) for _, p, already in treated]
-        member = pc.take(pa.array(members, pa.string()), where)
-        cols["ip_address"] = truncated
-        cols["raw_event_data"] = pc.binary_join_element_wise(
+        truncated, member = self._treat_addresses(addresses)
+        at = pc.index_in(ip, value_set=addresses)
+        sub["ip"] = truncated = pc.take(truncated, at)
+        sub["raw"] = pc.binary_join_element_wise(
             head,
-            _IP_MEMBER_OPEN,
+            _IP_MEMBER_OPEN_SCALAR,
             truncated,
-            '"',
+            _QUOTE,
             pc.utf8_slice_codeunits(tail, 0, -2),  # after the closing quote, without the last "}\n"
-            member,
-            "}\n",
-            "",
+            pc.take(member, at),
+            _CLOSE_LINE,
+            _EMPTY,
         )
-        return cols
+        return sub
+
+    def _treat_addresses(self, addresses: pa.Array) -> tuple[pa.Array, pa.Array]:
+        """``IpProtector.treat`` of distinct addresses: (truncated addresses, pseudonym members).
+
+        The fast path's IPv4 is canonical dotted (``_IP``): it is truncated in Arrow
+        and only its HMAC is computed in Python; IPv6 (the full 8-group form, whose
+        canonical text is the compressed one) goes through ``treat``. A member is
+        empty where the address was already truncated.
+        """
+        protector = self._ip_protector()
+        texts = addresses.to_pylist()
+        v4 = pc.match_substring(addresses, ".").to_numpy(zero_copy_only=False)
+        truncated = pc.replace_substring_regex(addresses, _LAST_OCTET, _ZERO_OCTET)
+        already = pc.equal(truncated, addresses)
+        if v4.all():
+            pseudonyms = protector.pseudonyms(texts)
+        else:
+            pseudonyms = texts[:]
+            four = np.flatnonzero(v4).tolist()
+            for i, pseudonym in zip(four, protector.pseudonyms([texts[i] for i in four]), strict=True):
+                pseudonyms[i] = pseudonym
+            treated = [protector.treat(a) for a in addresses.filter(pa.array(~v4)).to_pylist()]
+            for i, (_, pseudonym, _) in zip(np.flatnonzero(~v4).tolist(), treated, strict=True):
+                pseudonyms[i] = pseudonym
+            six, cut = pa.array(~v4), pa.array([t for t, _, _ in treated], pa.string())
+            truncated = pc.replace_with_mask(truncated, six, cut)
+            already = pc.replace_with_mask(already, six, pa.array([a for _, _, a in treated], pa.bool_()))
+        members = pc.binary_join_element_wise(
+            _PSEUDONYM_OPEN, pa.array(pseudonyms, pa.string()), _QUOTE, _EMPTY
+        )
+        return truncated, pc.if_else(already, _EMPTY, members)
 
     def _emit(self, cols: dict[str, pa.Array], specials: bool, block_lines: int) -> memoryview:
         """Count the rows of ``cols`` and return their COPY text.

@@ -96,20 +96,25 @@ class IpProtector:
             truncated = str(ipaddress.IPv6Address(packed6[:6] + _V6_ZERO_TAIL))
         return truncated, self._pseudonym(canonical), truncated == canonical
 
-    def treat_v4(self, ip: str) -> tuple[str, str, bool]:
-        """:meth:`treat` of an IPv4 address already in canonical dotted form (no leading zeros).
-
-        :param ip: e.g. ``203.0.113.77`` (the caller checked the form).
-        """
-        truncated = ip[: ip.rfind(".")] + ".0"
-        return truncated, self._pseudonym(ip), truncated == ip
-
     def _pseudonym(self, canonical: str) -> str:
         # a copy of the keyed HMAC object: ~1.2 us, vs ~1.6 us for the one-shot hmac.digest
         # (which sets the key up again on every call)
         mac = self._mac.copy()
         mac.update(canonical.encode("ascii"))
         return mac.hexdigest()[:PSEUDONYM_HEX_CHARS]
+
+    def pseudonyms(self, canonical: list[str]) -> list[str]:
+        """The pseudonyms of addresses already in canonical text (the second item of :meth:`treat`).
+
+        :param canonical: e.g. ``["203.0.113.77", "2001:db8::1"]``.
+        """
+        copy, out = self._mac.copy, []
+        append = out.append
+        for text in canonical:
+            mac = copy()
+            mac.update(text.encode("ascii"))
+            append(mac.hexdigest()[:PSEUDONYM_HEX_CHARS])
+        return out
 
     def protect_text(self, line: str, ip: str) -> tuple[str, str] | None:
         """The treatment of :meth:`protect_event` as an edit of the event's JSON text.
