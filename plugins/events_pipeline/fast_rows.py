@@ -139,6 +139,7 @@ _IP_MEMBER_OPEN_SCALAR = pa.scalar(_IP_MEMBER_OPEN, pa.string())
 #: The pseudonym member up to its value: ``,"ip_pseudonym":"``.
 _PSEUDONYM_OPEN = pa.scalar(pseudonym_member("")[:-1], pa.string())
 _QUOTE, _CLOSE_LINE = pa.scalar('"', pa.string()), pa.scalar("}\n", pa.string())
+_NEWLINE_TEXT = pa.scalar("\n", pa.string())
 #: The last octet of a canonical dotted IPv4 address, and what truncation puts there.
 _LAST_OCTET, _ZERO_OCTET = r"\.[0-9]+$", ".0"
 
@@ -175,6 +176,18 @@ class FastRowBuilder(RowBuilder):
     def ndjson_bytes_block(self, data: bytes) -> bytes:
         """Convert one block of NDJSON (``iter_byte_blocks``); return the COPY text of its good lines.
 
+        :meth:`ndjson_bytes_parts` joined into one ``bytes``.
+
+        :param data: valid UTF-8, lines joined by ``\\n``.
+        """
+        return b"".join(self.ndjson_bytes_parts(data))
+
+    def ndjson_bytes_parts(self, data: bytes) -> list[bytes | memoryview]:
+        """Convert one block of NDJSON (``iter_byte_blocks``); return the COPY text of its good lines.
+
+        The text comes in a few parts (views of Arrow's buffers, not copied into
+        one ``bytes``), each holding whole rows.
+
         The block is split into lines, screened and parsed without a Python
         object per line: only the lines sent to the per-line path are decoded.
 
@@ -206,7 +219,7 @@ class FastRowBuilder(RowBuilder):
                 rows.append(row)
         if rows:
             out.append("".join(rows).encode("utf-8"))
-        return b"".join(out)
+        return out
 
     def _screen(self, cand: np.ndarray, raw: pa.Array, slow: list[int]) -> tuple[np.ndarray, pa.Array]:
         """Send to ``slow`` the candidates one RE2 scan flags; return the others (lines, texts).
@@ -383,56 +396,56 @@ class FastRowBuilder(RowBuilder):
             "privacy_level": privacy,
             "line": pa.array(group, pa.int64()),
         }
-        if pc.any(gdpr).as_py():
-            # GDPR rows are edited in place (their text and address replaced), not filtered
-            # apart: one filter of every column (or none) and one COPY join for the block
-            failed = self._protect(cols, gdpr.to_numpy(zero_copy_only=False), lines.specials, slow)
-            if failed is not None:
-                emit = (emit if emit is not None else np.ones(len(group), bool)) & ~failed
-                if not emit.any():
-                    return
-        chosen = cols if emit is None else _filter(cols, pa.array(emit))
-        out.append(self._emit(chosen, lines.specials, lines.count))
+        if not pc.any(gdpr).as_py():
+            out.append(self._emit(cols, emit, lines.specials, lines.count))
+            return
+        # GDPR rows get their own COPY join, over the same full-length columns with their text
+        # and address edited; each join skips the other rows (a null separator): no column is
+        # filtered apart
+        gdpr_rows = gdpr.to_numpy(zero_copy_only=False)
+        plain = ~gdpr_rows if emit is None else emit & ~gdpr_rows
+        if plain.any():
+            out.append(self._emit(cols, plain, lines.specials, lines.count))
+        edited = self._protect(cols, gdpr_rows, slow)
+        if edited is not None:
+            rows, edited_raw, edited_ip = edited
+            at = pa.array(rows)
+            nothing = pa.nulls(len(group), pa.string())
+            gdpr_cols = {
+                **cols,
+                "raw_event_data": pc.replace_with_mask(nothing, at, edited_raw),
+                "ip_address": pc.replace_with_mask(nothing, at, edited_ip),
+            }
+            out.append(self._emit(gdpr_cols, rows, lines.specials, lines.count))
 
     def _protect(
-        self, cols: dict[str, pa.Array], gdpr: np.ndarray, specials: bool, slow: list[int]
-    ) -> np.ndarray | None:
+        self, cols: dict[str, pa.Array], gdpr: np.ndarray, slow: list[int]
+    ) -> tuple[np.ndarray, pa.Array, pa.Array] | None:
         """Apply the GDPR treatment to the ``gdpr`` rows of ``cols``, as ``IpProtector.protect_text``.
 
         The same text edit, in Arrow: the ``ip_address`` value replaced by the
         truncated address, the pseudonym member added before the closing brace.
-        ``cols["raw_event_data"]`` and ``cols["ip_address"]`` are replaced by
-        arrays with those rows edited. Rows whose text is not ``editable_text``,
-        or that spell the member with spaces (``"ip_address" : "..."``), go to
-        ``slow`` (the per-line path edits or re-serialises them). Each distinct
-        address is treated once.
+        Rows whose text is not ``editable_text``, or that spell the member with
+        spaces (``"ip_address" : "..."``), go to ``slow`` (the per-line path
+        edits or re-serialises them). Each distinct address is treated once.
 
         :param gdpr: which rows are a GDPR client's with an IP (numpy bool).
-        :return: a numpy mask of the ``gdpr`` rows that went to ``slow`` (they must
-            not be sent), or None when every one of them was edited.
+        :return: ``(rows, texts, addresses)``: a numpy mask of the rows edited, and
+            their edited ``raw_event_data`` and ``ip_address`` (in row order); None
+            when every one of them went to ``slow``.
         """
-        where = np.flatnonzero(gdpr)
         sub = _filter(
             {"raw": cols["raw_event_data"], "ip": cols["ip_address"], "line": cols["line"]}, pa.array(gdpr)
         )
-        sub["row"] = pa.array(where)
-        edited = self._protect_rows(sub, specials, slow)
-        if edited is not None:
-            done = edited["row"].to_numpy()
-            at = np.zeros(len(gdpr), bool)
-            at[done] = True
-            rows = pa.array(at)
-            cols["raw_event_data"] = pc.replace_with_mask(cols["raw_event_data"], rows, edited["raw"])
-            cols["ip_address"] = pc.replace_with_mask(cols["ip_address"], rows, edited["ip"])
-            if len(done) == len(where):
-                return None
-            gdpr = gdpr.copy()
-            gdpr[done] = False
-        return gdpr
+        sub["row"] = pa.array(np.flatnonzero(gdpr))
+        edited = self._protect_rows(sub, slow)
+        if edited is None:
+            return None
+        rows = np.zeros(len(gdpr), bool)
+        rows[edited["row"].to_numpy()] = True
+        return rows, edited["raw"], edited["ip"]
 
-    def _protect_rows(
-        self, sub: dict[str, pa.Array], specials: bool, slow: list[int]
-    ) -> dict[str, pa.Array] | None:
+    def _protect_rows(self, sub: dict[str, pa.Array], slow: list[int]) -> dict[str, pa.Array] | None:
         """The edit of :meth:`_protect` on the GDPR rows alone (columns raw, ip, line, row).
 
         :return: the edited rows (``raw`` and ``ip`` replaced), or None when none is left.
@@ -449,11 +462,12 @@ class FastRowBuilder(RowBuilder):
         text = bytes(_values(raw))
         if b"\\" in text or _PSEUDONYM_KEY_BYTES in text or text.count(_IP_KEY_BYTES) != len(raw):
             editable = pc.and_(
-                pc.equal(pc.count_substring(raw, IP_KEY_TEXT), 1),
-                pc.invert(pc.match_substring(raw, PSEUDONYM_KEY_TEXT)),
+                pc.and_(
+                    pc.equal(pc.count_substring(raw, IP_KEY_TEXT), 1),
+                    pc.invert(pc.match_substring(raw, PSEUDONYM_KEY_TEXT)),
+                ),
+                pc.invert(pc.match_substring(raw, "\\")),
             )
-            if specials:
-                editable = pc.and_(editable, pc.invert(pc.match_substring(raw, "\\")))
             sub = _keep(sub, editable, slow)
             if sub is None:
                 return None
@@ -512,11 +526,15 @@ class FastRowBuilder(RowBuilder):
         )
         return truncated, pc.if_else(already, _EMPTY, members)
 
-    def _emit(self, cols: dict[str, pa.Array], specials: bool, block_lines: int) -> memoryview:
-        """Count the rows of ``cols`` and return their COPY text.
+    def _emit(
+        self, cols: dict[str, pa.Array], rows: np.ndarray | None, specials: bool, block_lines: int
+    ) -> memoryview:
+        """Count the chosen rows of ``cols`` and return their COPY text.
 
-        :param cols: the columns of the chosen rows (``line``: index in the block;
-            ``raw_event_data``: the JSON text WITH its ``\\n``).
+        :param cols: the columns (``line``: index in the block; ``raw_event_data``:
+            the JSON text WITH its ``\\n``).
+        :param rows: which rows to send (numpy bool; None: all). The others are
+            left out of the join by a null separator, not filtered apart.
         :param specials: the block holds a backslash, tab or CR (values need COPY escaping).
         :param block_lines: lines in the block (to number them).
         """
@@ -528,28 +546,36 @@ class FastRowBuilder(RowBuilder):
             cols["batch_id"],
             cols["raw_event_data"],
         )
-        n = len(raw)
         if specials:
             # a JSON escape (or a raw tab / CR between tokens): decoded values may hold COPY specials
             texts = [_escape(a) for a in (event_type, session, visitor, url, path, agent, batch)]
             event_type, session, visitor, url, path, agent, batch = texts
-            raw = pc.binary_join_element_wise(_escape(pc.utf8_slice_codeunits(raw, 0, -1)), "\n", "")
+            raw = pc.binary_join_element_wise(
+                _escape(pc.utf8_slice_codeunits(raw, 0, -1)), _NEWLINE_TEXT, _EMPTY
+            )
+        if rows is None:
+            separator, chosen, lines = _TAB, cols, cols["line"].to_numpy()
+        else:
+            take = pa.array(rows)
+            separator = pc.if_else(take, _TAB, _NULL_TEXT)  # null: the row's join is null, no bytes
+            chosen = {k: cols[k].filter(take) for k in ("batch_id", "client_id")}
+            lines = cols["line"].to_numpy()[rows]
 
         # counters, as RowBuilder._row keeps them
-        with_batch = pc.drop_null(cols["batch_id"])
+        with_batch = pc.drop_null(chosen["batch_id"])
         if len(with_batch):
             self.rows_with_batch += len(with_batch)
             self.batch_ids.update(pc.unique(with_batch).to_pylist())
             batch = pc.fill_null(batch, self._batch_scalar)
         else:
             batch = self._batch_scalar
-        client = cols["client_id"]  # null: unattributed ("" in the counters, as RowBuilder keeps them)
-        for item in pc.value_counts(client).to_pylist():
+        # null: unattributed ("" in the counters, as RowBuilder keeps them)
+        for item in pc.value_counts(chosen["client_id"]).to_pylist():
             key = item["values"] or ""
             self.per_client[key] = self.per_client.get(key, 0) + item["counts"]
-        self.rows += n
+        self.rows += len(lines)
         first_no = self.line_no - block_lines + 1
-        self.copy_line_to_source.frombytes((cols["line"].to_numpy() + first_no).tobytes())
+        self.copy_line_to_source.frombytes((lines + first_no).tobytes())
 
         joined = pc.binary_join_element_wise(
             cols["event_id"],
@@ -562,12 +588,12 @@ class FastRowBuilder(RowBuilder):
             path,
             agent,
             cols["ip_address"],
-            client,
+            cols["client_id"],
             batch,
             cols["privacy_level"],
             self._file_id_scalar,
             raw,
-            _TAB,
+            separator,
             options=_JOIN_COPY,
         )
         return _values(joined)

@@ -497,7 +497,8 @@ def _load_once(
                 try:
                     if isinstance(builder, FastRowBuilder):  # the vectorised path (fast_rows)
                         blocks = iter_byte_blocks(body, gzipped=fmt.endswith(".gz"))
-                        sent = loading.copy_events(conn, (builder.ndjson_bytes_block(b) for b in blocks))
+                        parts = (part for b in blocks for part in builder.ndjson_bytes_parts(b))
+                        sent = loading.copy_events(conn, parts)
                     else:
                         lines = iter_line_blocks(body, gzipped=fmt.endswith(".gz"))
                         sent = loading.copy_events(conn, (builder.ndjson_block(b) for b in lines))

@@ -49,14 +49,15 @@ def lock_claim(conn: psycopg.Connection, file_id: int) -> tuple[str, str | None,
     return conn.execute(load_sql("ingest/lock_claim.sql"), {"file_id": file_id}).fetchone()
 
 
-def copy_events(conn: psycopg.Connection, blocks: Iterable[bytes]) -> int:
+def copy_events(conn: psycopg.Connection, blocks: Iterable[bytes | memoryview]) -> int:
     """Stream COPY text-format blocks into ``events_log``.
 
     A queued writer sends the data from a background thread, so building the
     next block (Python) overlaps with PostgreSQL consuming the previous one.
 
     :param conn: connection inside the load transaction.
-    :param blocks: encoded COPY text, whole rows per block (empty blocks are skipped).
+    :param blocks: encoded COPY text, whole rows per block (empty blocks are skipped); a
+        memoryview is sent without a copy (psycopg cuts it into 128 kB views).
     :return: bytes sent to PostgreSQL.
     """
     sent = 0

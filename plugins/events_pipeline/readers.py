@@ -9,7 +9,6 @@ A file that cannot be read raises :class:`UnreadableFileError`, which sends it t
 
 from __future__ import annotations
 
-import gzip
 import zlib
 from collections.abc import Iterator
 from typing import IO, Any
@@ -18,6 +17,8 @@ from events_pipeline.errors import PipelineError
 
 #: Bytes read from the (decompressed) stream at a time.
 CHUNK_BYTES = 1 << 20
+#: Compressed bytes read from a gzip stream at a time.
+GZIP_READ_BYTES = 256 << 10
 #: Rows per Parquet batch.
 PARQUET_BATCH_ROWS = 10_000
 GZIP_MAGIC = b"\x1f\x8b"
@@ -72,20 +73,59 @@ def _raw_chunks(stream: IO[bytes], gzipped: bool) -> Iterator[bytes]:
         while chunk := stream.read(CHUNK_BYTES):
             yield chunk
         return
-    reader = gzip.GzipFile(fileobj=stream, mode="rb")
     try:
-        while True:
-            try:
-                chunk = reader.read(CHUNK_BYTES)
-            except (gzip.BadGzipFile, zlib.error, EOFError) as exc:
-                raise UnreadableFileError(
-                    "corrupt_gzip", f"gzip stream is corrupt or truncated: {exc}"
-                ) from None
-            if not chunk:
-                return
-            yield chunk
-    finally:
-        reader.close()
+        yield from _gunzip_chunks(stream)
+    except zlib.error as exc:
+        raise UnreadableFileError("corrupt_gzip", f"gzip stream is corrupt or truncated: {exc}") from None
+
+
+def _gunzip_chunks(stream: IO[bytes]) -> Iterator[bytes]:
+    """Decompress a gzip stream into chunks of ``CHUNK_BYTES`` (the last one shorter).
+
+    ``gzip.GzipFile`` reads its source 8 kB at a time, each read a stack of
+    Python calls through botocore and urllib3; this reads ``GZIP_READ_BYTES``
+    at a time. zlib checks each member's header, CRC-32 and length (``wbits=31``);
+    several members follow each other, with NUL padding between them allowed
+    (as ``GzipFile`` allows it). Output is bounded per call, so a small
+    compressed read that expands enormously still comes out in chunks.
+
+    :raises zlib.error: not gzip, corrupt, or a member cut short.
+    """
+    decompressor = zlib.decompressobj(wbits=31)
+    in_member = False
+    source_done = False
+    pending = b""  # compressed input not yet given to the decompressor
+    pieces: list[bytes] = []
+    have = 0
+    while True:
+        if not pending and not source_done:
+            pending = stream.read(GZIP_READ_BYTES)
+            source_done = not pending
+        if not in_member:
+            pending = pending.lstrip(b"\x00")  # padding between (or after) members
+            if not pending:
+                if source_done:
+                    break
+                continue
+            in_member = True
+        # with no input left, this still gives what zlib holds back (the rest of a long match)
+        piece = decompressor.decompress(pending, CHUNK_BYTES - have)
+        if decompressor.eof:  # end of a member: what follows is padding or the next member
+            pending = decompressor.unused_data
+            decompressor = zlib.decompressobj(wbits=31)
+            in_member = False
+        else:
+            pending = decompressor.unconsumed_tail
+            if source_done and not pending and not piece:
+                raise zlib.error("the last gzip member is cut short (the file was truncated)")
+        if piece:
+            pieces.append(piece)
+            have += len(piece)
+            if have >= CHUNK_BYTES:
+                yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
+                pieces, have = [], 0
+    if pieces:
+        yield b"".join(pieces)
 
 
 def iter_line_blocks(stream: IO[bytes], *, gzipped: bool) -> Iterator[list[str]]:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import gzip
 import io
+import zlib
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from events_pipeline import readers
 from events_pipeline.readers import UnreadableFileError, file_format, iter_line_blocks, iter_parquet_batches
@@ -67,6 +70,39 @@ def test_corrupt_gzip(data: bytes) -> None:
     with pytest.raises(UnreadableFileError) as exc:
         _lines(data, gzipped=True)
     assert exc.value.kind == "corrupt_gzip"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    members=st.lists(
+        st.tuples(
+            st.one_of(st.binary(max_size=300), st.binary(min_size=1, max_size=3).map(lambda b: b * 400)),
+            st.integers(0, 3),  # NUL padding after the member
+        ),
+        max_size=4,
+    ),
+    chunk=st.integers(1, 64),
+    read=st.integers(1, 64),
+)
+def test_gunzip_chunks_equal_gzip_decompress(members: list[tuple[bytes, int]], chunk: int, read: int) -> None:
+    """Tiny output chunks and source reads hit every boundary: member ends, long matches, padding."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(readers, "CHUNK_BYTES", chunk)
+        patch.setattr(readers, "GZIP_READ_BYTES", read)
+        _check_gunzip(members, chunk)
+
+
+def _check_gunzip(members: list[tuple[bytes, int]], chunk: int) -> None:
+    data = b"".join(gzip.compress(body, mtime=0) + b"\x00" * pad for body, pad in members)
+    chunks = list(readers._gunzip_chunks(io.BytesIO(data)))
+    assert b"".join(chunks) == gzip.decompress(data)  # the reference (NUL padding allowed too)
+    assert all(len(c) == chunk for c in chunks[:-1]) and all(0 < len(c) <= chunk for c in chunks)
+    body = b"".join(body for body, _ in members)
+    if body:  # cut anywhere inside the last member: an error, never silently fewer bytes
+        last = gzip.compress(members[-1][0], mtime=0)
+        cut = len(data) - members[-1][1] - len(last) + len(last) // 2
+        with pytest.raises(zlib.error):
+            list(readers._gunzip_chunks(io.BytesIO(data[:cut])))
 
 
 def test_gzip_bytes_without_gz_suffix_are_explained() -> None:
