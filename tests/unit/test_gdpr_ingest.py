@@ -35,7 +35,11 @@ def test_exploded_and_upper_case_input(ip: str) -> None:
     assert IpProtector(SECRET).treat(exploded) == IpProtector(SECRET).treat(ip)
 
 
-@given(ips=st.lists(st.one_of(st.ip_addresses(v=4).map(str), _ipv6), max_size=5))
+# (an IPv4-mapped IPv6 address is hashed in its IPv4 form: treat() finds that canonical text)
+_unmapped_ipv6 = _ipv6.filter(lambda ip: ipaddress.IPv6Address(ip).ipv4_mapped is None)
+
+
+@given(ips=st.lists(st.one_of(st.ip_addresses(v=4).map(str), _unmapped_ipv6), max_size=5))
 def test_pseudonyms_of_canonical_texts_equal_treat(ips: list[str]) -> None:
     protector = IpProtector(SECRET)
     assert protector.pseudonyms(ips) == [protector.treat(ip)[1] for ip in ips]
