@@ -16,7 +16,8 @@ import socket
 import tempfile
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -107,6 +108,12 @@ class FileResult:
     per_client: dict[str, int] = field(default_factory=dict)
     dest_key: str | None = None
     detail: str | None = None
+    #: the move still running in :func:`load_claims`'s background thread (not part of the XCom)
+    move: Future[str] | None = field(default=None, repr=False, compare=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The result as the task returns it (XCom)."""
+        return {k: v for k, v in asdict(replace(self, move=None)).items() if k != "move"}
 
 
 def new_token(run_id: str) -> str:
@@ -250,25 +257,101 @@ def load_batch(claims: list[dict[str, Any]]) -> list[dict[str, Any]]:
     max_attempts = get_setting(MAX_ATTEMPTS.name)
     client = s3_client()
     prepare_loader_process()
-    results: list[FileResult] = []
-    failures: list[str] = []
     with connect(autocommit=True) as conn:
-        for data in claims:
-            claim = Claim.from_dict(data)
-            try:
-                result = process_claim(
-                    conn, client, bucket, claim, lease_minutes=lease, max_attempts=max_attempts
-                )
-            except Exception as exc:
-                detail = f"{type(exc).__name__}: {exc}"
-                log.exception("FAILED s3://%s/%s (file_id=%d): %s", bucket, claim.key, claim.file_id, detail)
-                _record_error(conn, claim, detail)
-                result = FileResult(claim.key, claim.file_id, FAILED, detail=detail)
-                failures.append(f"{claim.key} (file_id={claim.file_id}): {detail}")
-            results.append(result)
+        results = load_claims(
+            conn,
+            client,
+            bucket,
+            [Claim.from_dict(data) for data in claims],
+            lease_minutes=lease,
+            max_attempts=max_attempts,
+        )
+    failures = [f"{r.key} (file_id={r.file_id}): {r.detail}" for r in results if r.outcome == FAILED]
     if failures:
         raise PipelineError(f"{len(failures)} of {len(claims)} file(s) failed: " + "; ".join(failures))
-    return [asdict(r) for r in results]
+    return [r.as_dict() for r in results]
+
+
+def load_claims(
+    conn: psycopg.Connection,
+    client: Any,
+    bucket: str,
+    claims: list[Claim],
+    *,
+    lease_minutes: int,
+    max_attempts: int,
+    secret: Any = None,
+) -> list[FileResult]:
+    """:func:`process_claim` for each claim in turn, each file's move overlapping the next file's load.
+
+    The S3 copy and delete that move a freshly loaded file to ``processed/``
+    run in a background thread while this thread loads the next file; its
+    registry update (``processed``) follows in this thread, on ``conn``. The
+    load has committed before the move starts, so a move that fails or is cut
+    short leaves the file ``loaded``: a retry moves it without loading it again,
+    as after a crash between the commit and the move.
+
+    A file that fails is logged, its error recorded in the registry, and its
+    result is ``failed``; the other files go on.
+
+    :param conn: an autocommit connection (used by this thread only).
+    :param client: a boto3 S3 client (thread-safe: the mover shares it).
+    :param bucket: the landing bucket.
+    :param claims: the claims, in the order to load them.
+    :param lease_minutes: lease length.
+    :param max_attempts: claims after which a file that still fails is quarantined.
+    :param secret: callable returning the IP pseudonym key (default: the Variable).
+    """
+    results: list[FileResult] = []
+    moving: tuple[int, Claim, FileResult, Future[str]] | None = None
+
+    def failed(claim: Claim, exc: BaseException) -> FileResult:
+        detail = _describe(exc)
+        _record_error(conn, claim, detail)
+        return FileResult(claim.key, claim.file_id, FAILED, detail=detail)
+
+    def finish(job: tuple[int, Claim, FileResult, Future[str]]) -> None:
+        index, claim, result, move = job
+        try:
+            _finish_move(conn, claim, result, move.result())
+        except Exception as exc:
+            log.exception(
+                "FAILED moving s3://%s/%s (file_id=%d, loaded and committed) to processed/: %s; "
+                "a retry moves it without loading it again",
+                bucket,
+                claim.key,
+                claim.file_id,
+                _describe(exc),
+            )
+            results[index] = failed(claim, exc)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-move") as mover:
+        for claim in claims:
+            try:
+                result = process_claim(
+                    conn,
+                    client,
+                    bucket,
+                    claim,
+                    lease_minutes=lease_minutes,
+                    max_attempts=max_attempts,
+                    secret=secret,
+                    mover=mover,
+                )
+            except Exception as exc:
+                log.exception(
+                    "FAILED s3://%s/%s (file_id=%d): %s", bucket, claim.key, claim.file_id, _describe(exc)
+                )
+                result = failed(claim, exc)
+            results.append(result)
+            if moving is not None:  # the previous file's move ran while this one loaded
+                finish(moving)
+                moving = None
+            if result.move is not None:
+                moving = (len(results) - 1, claim, result, result.move)
+        if moving is not None:
+            finish(moving)
+    return results
 
 
 def process_claim(
@@ -280,6 +363,7 @@ def process_claim(
     lease_minutes: int,
     max_attempts: int,
     secret: Any = None,
+    mover: Executor | None = None,
 ) -> FileResult:
     """Bring one claimed file to its final place (load if needed, then move).
 
@@ -290,6 +374,9 @@ def process_claim(
     :param lease_minutes: lease length.
     :param max_attempts: claims after which a file that still fails is quarantined.
     :param secret: callable returning the IP pseudonym key (default: the Variable).
+    :param mover: when given, the move of a file loaded by this call is handed to it
+        (``result.move`` holds its future) and left for the caller to finish with
+        :func:`_finish_move` (:func:`load_claims` does); otherwise it happens here.
     """
     started = time.monotonic()
     if claim.reupload:
@@ -337,13 +424,14 @@ def process_claim(
             return result
     if status == "loaded":
         dest = landing.processed_key(claim.key)
+        if result is not None and mover is not None:
+            # loaded just now: the S3 copy + delete overlap the caller's next file
+            result.move = mover.submit(landing.move_object, client, bucket, claim.key, dest, claim.etag)
+            result.dest_key = dest
+            result.seconds = round(time.monotonic() - started, 3)
+            return result
         how = landing.move_object(client, bucket, claim.key, dest, claim.etag)
-        note = None
-        if how == "replaced":
-            note = f"not moved: {claim.key} was overwritten by a newer version, which is loaded separately"
-        elif how == "already_moved_missing_dest":
-            note = f"{claim.key} was neither in incoming/ nor in processed/ when moving it"
-        _mark_moved(conn, claim, dest, note)
+        _finish_move(conn, claim, result, how)
         if result is None:
             info = _file_row(conn, claim.file_id)
             log.info(
@@ -355,8 +443,6 @@ def process_claim(
                 info.get("rows_loaded"),
             )
             result = FileResult(claim.key, claim.file_id, MOVED_ONLY, dest_key=dest, detail=how)
-        else:
-            result.dest_key = dest
     elif status == "quarantined":
         result = _finish_quarantine(conn, client, bucket, claim, result)
     if result is None:  # processed already (a retry after the move)
@@ -652,6 +738,23 @@ def _finish_quarantine(
     return result
 
 
+def _finish_move(conn: psycopg.Connection, claim: Claim, result: FileResult | None, how: str) -> None:
+    """Record in the registry that a loaded file was moved to ``processed/`` (``how``: see move_object).
+
+    :param result: the file's result from this run, if it was loaded by it (gets ``dest_key``).
+    """
+    dest = landing.processed_key(claim.key)
+    note = None
+    if how == "replaced":
+        note = f"not moved: {claim.key} was overwritten by a newer version, which is loaded separately"
+    elif how == "already_moved_missing_dest":
+        note = f"{claim.key} was neither in incoming/ nor in processed/ when moving it"
+    _mark_moved(conn, claim, dest, note)
+    if result is not None:
+        result.dest_key = dest
+        result.move = None
+
+
 def _mark_moved(conn: psycopg.Connection, claim: Claim, dest: str, note: str | None) -> None:
     with conn.transaction():
         conn.execute(
@@ -665,6 +768,10 @@ def _file_row(conn: psycopg.Connection, file_id: int) -> dict[str, Any]:
     if row is None:
         return {}
     return dict(zip([d.name for d in cur.description], row, strict=True))
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _record_error(conn: psycopg.Connection, claim: Claim, detail: str) -> None:

@@ -253,3 +253,43 @@ def test_quarantine_move_interrupted_is_finished_by_the_next_run(
         "quarantine/qcrash/bad.ndjson.gz",
         "quarantine/qcrash/bad.ndjson.gz.error.json",
     ]
+
+
+def test_a_background_move_that_fails_leaves_only_that_file_to_the_retry(
+    ingest_env: Any, db: Any, migrated_db: Any, s3_server: Any
+) -> None:
+    """load_claims moves each file while loading the next: a move cut short fails that file alone."""
+    import boto3
+    import psycopg
+
+    s3 = ingest_env
+    expected = _files(s3, n=3)
+    client = boto3.client("s3", endpoint_url=s3_server.endpoint_url)
+
+    def crash_on_second(key: str) -> None:
+        if key.endswith("f1.ndjson.gz"):
+            raise SimulatedCrashError(f"simulated crash at {key}")
+
+    with psycopg.connect(migrated_db.dsn("events"), autocommit=True) as conn:
+        claims = ingest.claim_available(conn, client, LANDING_BUCKET, "bg", max_files=5, lease_minutes=30)
+        with ingest_faults.inject("during_move", crash_on_second):
+            results = ingest.load_claims(
+                conn, client, LANDING_BUCKET, claims, lease_minutes=30, max_attempts=5, secret=lambda: "s"
+            )
+        assert [r.outcome for r in results] == [ingest.LOADED, ingest.FAILED, ingest.LOADED]
+        assert "simulated crash" in (results[1].detail or "")
+        assert [r.dest_key for r in results] == [
+            "processed/crash/f0.ndjson.gz",
+            None,
+            "processed/crash/f2.ndjson.gz",
+        ]
+        assert all(r.move is None for r in results)
+        assert [r["status"] for r in registry(db)] == ["processed", "loaded", "processed"]
+        assert count(db) == expected  # every file's rows committed, the failed move's included
+
+        # the retry (same claims, as Airflow's retry of the task) moves f1 without loading it again
+        retry = ingest.load_claims(
+            conn, client, LANDING_BUCKET, claims, lease_minutes=30, max_attempts=5, secret=lambda: "s"
+        )
+    assert [r.outcome for r in retry] == [ingest.SKIPPED, ingest.MOVED_ONLY, ingest.SKIPPED]
+    _assert_exactly_once(db, s3, expected, 3)
