@@ -27,12 +27,15 @@ showing memory does not grow with file size.
 Prints a table and writes ``benchmarks/results/ingest.json``.
 
 Usage: ``PYTHONPATH=plugins:. .venv/bin/python benchmarks/bench_ingest.py [--events 100000]
-[--files 10] [--repeat 3] [--compare-reference] [--big-mb 1000] [--profile] [--stages]``.
+[--files 10] [--repeat 3] [--compare-reference] [--compare-blocks FIRST,MAX] [--big-mb 1000]
+[--profile] [--stages]``.
 The parallel pipeline and the ceiling run ``--repeat`` times, alternately (the VM's speed
 drifts within minutes); the table shows their medians, the JSON every run and the ratio of
 each repetition's pair. ``--compare-reference`` adds, in the same rotation, the loaders on
 the per-line reference path only (``ingest.FAST_PATH = False``); ``BENCH_REFERENCE_PATH=1``
-in the environment makes every loader of a run use it.
+in the environment makes every loader of a run use it. ``--compare-blocks 1048576,1048576``
+(repeatable) adds loaders reading blocks of other sizes (``readers.FIRST_CHUNK_BYTES``,
+``readers.CHUNK_BYTES``) to the rotation.
 """
 
 from __future__ import annotations
@@ -160,6 +163,10 @@ def run_pipeline(
 
     if os.environ.get("BENCH_REFERENCE_PATH") == "1":
         ingest.FAST_PATH = False  # the per-line reference path only, for an A/B comparison
+    if blocks := os.environ.get("BENCH_BLOCKS"):  # --compare-blocks: other block sizes, for an A/B
+        from events_pipeline import readers
+
+        readers.FIRST_CHUNK_BYTES, readers.CHUNK_BYTES = (int(x) for x in blocks.split(","))
 
     client = boto3.client("s3", endpoint_url=endpoint)
     client.list_buckets()
@@ -502,6 +509,13 @@ def main() -> None:
         action="store_true",
         help="also run the loaders on the per-line reference path, alternating with the fast path",
     )
+    parser.add_argument(
+        "--compare-blocks",
+        action="append",
+        default=[],
+        metavar="FIRST,MAX",
+        help="also run the loaders with these block sizes in bytes (first block, largest), alternating",
+    )
     parser.add_argument("--child", nargs=2, metavar=("DSN", "ENDPOINT"), help=argparse.SUPPRESS)
     parser.add_argument("--go", help=argparse.SUPPRESS)
     parser.add_argument("--per-claim", type=int, default=10_000, help=argparse.SUPPRESS)
@@ -587,6 +601,10 @@ def main() -> None:
             variants = {f"pipeline_{args.workers}_workers": {}} if args.workers > 1 else {}
             if args.compare_reference and args.workers > 1:
                 variants[f"reference_{args.workers}_workers"] = {"BENCH_REFERENCE_PATH": "1"}
+            for blocks in args.compare_blocks if args.workers > 1 else ():
+                first, most = (int(x) for x in blocks.split(","))
+                name = f"blocks_{first >> 10}k_to_{most >> 10}k_{args.workers}_workers"
+                variants[name] = {"BENCH_BLOCKS": f"{first},{most}"}
             runs: dict[str, list[float]] = {name: [] for name in variants}
             # each loader claims its share at once, as the DAG's claim task hands every mapped
             # load_batch task one batch (default 8 files per task: 10 files -> 2 batches of 5)

@@ -145,3 +145,14 @@ def test_corrupt_parquet() -> None:
     with pytest.raises(UnreadableFileError) as exc:
         list(iter_parquet_batches(io.BytesIO(b"PAR1 nope")))
     assert exc.value.kind == "corrupt_parquet"
+
+
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_chunks_start_small_and_double_up_to_the_limit(gzipped: bool) -> None:
+    """The first block reaches PostgreSQL soon; later ones are big (cheaper per event)."""
+    data = bytes(range(256)) * (12 * 4096)  # 12 MB
+    stream = io.BytesIO(gzip.compress(data) if gzipped else data)
+    sizes = [len(c) for c in readers._raw_chunks(stream, gzipped)]
+    first = readers.FIRST_CHUNK_BYTES
+    assert sizes[:4] == [first, 2 * first, 4 * first, readers.CHUNK_BYTES]
+    assert all(s == readers.CHUNK_BYTES for s in sizes[3:-1]) and sum(sizes) == len(data)
