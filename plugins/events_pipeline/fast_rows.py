@@ -511,16 +511,18 @@ class FastRowBuilder(RowBuilder):
         if v4.all():
             pseudonyms = protector.pseudonyms(texts)
         else:
+            four, six = np.flatnonzero(v4).tolist(), np.flatnonzero(~v4).tolist()
             pseudonyms = texts[:]
-            four = np.flatnonzero(v4).tolist()
             for i, pseudonym in zip(four, protector.pseudonyms([texts[i] for i in four]), strict=True):
                 pseudonyms[i] = pseudonym
-            treated = [protector.treat(a) for a in addresses.filter(pa.array(~v4)).to_pylist()]
-            for i, (_, pseudonym, _) in zip(np.flatnonzero(~v4).tolist(), treated, strict=True):
+            treated = [protector.treat(texts[i]) for i in six]
+            for i, (_, pseudonym, _) in zip(six, treated, strict=True):
                 pseudonyms[i] = pseudonym
-            six, cut = pa.array(~v4), pa.array([t for t, _, _ in treated], pa.string())
-            truncated = pc.replace_with_mask(truncated, six, cut)
-            already = pc.replace_with_mask(already, six, pa.array([a for _, _, a in treated], pa.bool_()))
+            # IPv6 rows of truncated / already: treat()'s, in row order (replace_with_mask's order)
+            is_six = pa.array(~v4)
+            six_truncated = pa.array([t for t, _, _ in treated], pa.string())
+            truncated = pc.replace_with_mask(truncated, is_six, six_truncated)
+            already = pc.replace_with_mask(already, is_six, pa.array([a for _, _, a in treated], pa.bool_()))
         members = pc.binary_join_element_wise(
             _PSEUDONYM_OPEN, pa.array(pseudonyms, pa.string()), _QUOTE, _EMPTY
         )

@@ -303,17 +303,17 @@ def load_claims(
     :param secret: callable returning the IP pseudonym key (default: the Variable).
     """
     results: list[FileResult] = []
-    moving: tuple[int, Claim, FileResult, Future[str]] | None = None
+    moving: tuple[int, Claim, FileResult] | None = None  # the file whose move is running
 
     def failed(claim: Claim, exc: BaseException) -> FileResult:
         detail = _describe(exc)
         _record_error(conn, claim, detail)
         return FileResult(claim.key, claim.file_id, FAILED, detail=detail)
 
-    def finish(job: tuple[int, Claim, FileResult, Future[str]]) -> None:
-        index, claim, result, move = job
+    def finish(index: int, claim: Claim, result: FileResult) -> None:
+        assert result.move is not None
         try:
-            _finish_move(conn, claim, result, move.result())
+            _finish_move(conn, claim, result, result.move.result())
         except Exception as exc:
             log.exception(
                 "FAILED moving s3://%s/%s (file_id=%d, loaded and committed) to processed/: %s; "
@@ -345,12 +345,12 @@ def load_claims(
                 result = failed(claim, exc)
             results.append(result)
             if moving is not None:  # the previous file's move ran while this one loaded
-                finish(moving)
+                finish(*moving)
                 moving = None
             if result.move is not None:
-                moving = (len(results) - 1, claim, result, result.move)
+                moving = (len(results) - 1, claim, result)
         if moving is not None:
-            finish(moving)
+            finish(*moving)
     return results
 
 
