@@ -97,14 +97,13 @@ class IpProtector:
         return truncated, self._pseudonym(canonical), truncated == canonical
 
     def _pseudonym(self, canonical: str) -> str:
-        # a copy of the keyed HMAC object: ~1.2 us, vs ~1.6 us for the one-shot hmac.digest
-        # (which sets the key up again on every call)
-        mac = self._mac.copy()
-        mac.update(canonical.encode("ascii"))
-        return mac.hexdigest()[:PSEUDONYM_HEX_CHARS]
+        return self.pseudonyms([canonical])[0]
 
     def pseudonyms(self, canonical: list[str]) -> list[str]:
         """The pseudonyms of addresses already in canonical text (the second item of :meth:`treat`).
+
+        Each is a copy of the keyed HMAC object, updated: ~1.2 us, vs ~1.6 us for
+        the one-shot ``hmac.digest`` (which sets the key up again on every call).
 
         :param canonical: e.g. ``["203.0.113.77", "2001:db8::1"]``.
         """
