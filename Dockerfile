@@ -31,7 +31,7 @@ COPY --chown=airflow:0 plugins/ /opt/airflow/plugins/
 COPY --chown=airflow:0 include/ /opt/airflow/include/
 COPY --chown=airflow:0 docker/airflow/ /opt/airflow/docker/
 
-# `python -m events_pipeline.migrations` and task code import the package from plugins/.
+# `python -m events_pipeline.common.migrations` and task code import the package from plugins/.
 # The auth folder holds the simple auth manager's password file (a named volume in compose).
 ENV PYTHONPATH=/opt/airflow/plugins
 RUN mkdir -p /opt/airflow/auth && chmod -R g+rwX /opt/airflow/auth /opt/airflow/docker

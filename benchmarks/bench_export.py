@@ -49,7 +49,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "plugins"))
+sys.path[:0] = [str(REPO / "plugins"), str(REPO)]
 
 HOUR = datetime(2026, 11, 26, 12, tzinfo=UTC)
 CLIENT = "benchco"
@@ -74,7 +74,7 @@ BASELINE_UNEXPORTED_SQL = BASELINE_SQL.replace(
 
 
 def _env(dsn_uri: str, endpoint: str, home: Path) -> dict[str, str]:
-    from events_pipeline import devstack
+    from devtools import devstack
 
     env = dict(os.environ)
     env.update(
@@ -102,7 +102,7 @@ def child_pipeline() -> dict:
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook  # noqa: F401
     from airflow.providers.postgres.hooks.postgres import PostgresHook  # noqa: F401
 
-    from events_pipeline.exporting import export_client_hour
+    from events_pipeline.export.client_hour import export_client_hour
 
     start = time.perf_counter()
     summary = export_client_hour(CLIENT, HOUR, HOUR + timedelta(hours=1), run_id="bench")
@@ -145,9 +145,9 @@ def child_baseline(mark: bool = False) -> dict:
     if mark:
         import psycopg
 
-        from events_pipeline.db import load_sql
-        from events_pipeline.exporting import _params
-        from events_pipeline.intervals import HourInterval
+        from events_pipeline.common.db import load_sql
+        from events_pipeline.common.intervals import HourInterval
+        from events_pipeline.export.client_hour import _params
 
         mark_start = time.perf_counter()
         with psycopg.connect(os.environ["BENCH_DSN"]) as conn:  # one transaction, committed on exit
@@ -158,7 +158,7 @@ def child_baseline(mark: bool = False) -> dict:
     seconds = time.perf_counter() - start
     import boto3
 
-    from events_pipeline import devstack
+    from devtools import devstack
 
     s3 = boto3.client(
         "s3",
@@ -181,9 +181,9 @@ def child_copy_floor() -> dict:
     """Only PostgreSQL's side of the pipeline: the same COPY ... TO STDOUT, bytes discarded."""
     import psycopg
 
-    from events_pipeline.db import load_sql
-    from events_pipeline.exporting import _params
-    from events_pipeline.intervals import HourInterval
+    from events_pipeline.common.db import load_sql
+    from events_pipeline.common.intervals import HourInterval
+    from events_pipeline.export.client_hour import _params
 
     sql = "COPY (" + load_sql("export/select_rows.sql").strip().rstrip(";") + ") TO STDOUT (FORMAT csv)"
     rows = 0
@@ -232,7 +232,7 @@ def load_rows(dsn: str, rows: int) -> None:
 
     import psycopg
 
-    from events_pipeline.demo_data import make_event
+    from devtools.demo_data import make_event
 
     rng = random.Random(42)
     cols = (
@@ -325,9 +325,9 @@ def main() -> None:
 
     import psycopg
 
-    from events_pipeline import devstack
-    from events_pipeline.migrations import apply_migrations
-    from events_pipeline.partitions import ensure_daily_partitions
+    from devtools import devstack
+    from events_pipeline.common.migrations import apply_migrations
+    from events_pipeline.common.partitions import ensure_daily_partitions
 
     work = Path(tempfile.mkdtemp(prefix="bench-export-"))
     pg = devstack.start_postgres(work / "pg" / "data")

@@ -31,12 +31,12 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "plugins"))
+sys.path[:0] = [str(REPO / "plugins"), str(REPO)]
 
-from events_pipeline import devstack  # noqa: E402
-from events_pipeline.db import load_sql  # noqa: E402
-from events_pipeline.migrations import apply_migrations  # noqa: E402
-from events_pipeline.partitions import ensure_daily_partitions  # noqa: E402
+from devtools import devstack  # noqa: E402
+from events_pipeline.common.db import load_sql  # noqa: E402
+from events_pipeline.common.migrations import apply_migrations  # noqa: E402
+from events_pipeline.common.partitions import ensure_daily_partitions  # noqa: E402
 
 CLIENTS = [f"client{i:02d}" for i in range(20)]
 

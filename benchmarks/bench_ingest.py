@@ -57,9 +57,9 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "plugins"))
+sys.path[:0] = [str(REPO / "plugins"), str(REPO)]
 
-from events_pipeline.copy_rows import COPY_COLUMNS as COLUMNS  # noqa: E402 - after the path set-up
+from events_pipeline.ingest.row_builder import COPY_COLUMNS as COLUMNS  # noqa: E402 - after the path set-up
 
 BUCKET = "bench-landing"
 SEED_INDEXES = (
@@ -91,7 +91,7 @@ def _parsed_rows(events: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
     """Rows as the baselines get them: already parsed and attributed (not timed)."""
     from urllib.parse import urlsplit
 
-    from events_pipeline.demo_data import DEMO_CLIENTS
+    from devtools.demo_data import DEMO_CLIENTS
 
     owner = {d: (c.client_id, c.privacy_level) for c in DEMO_CLIENTS for d in c.domains}
     rows = []
@@ -159,12 +159,13 @@ def run_pipeline(
     import boto3
     import psycopg
 
-    from events_pipeline import fast_rows, ingest  # noqa: F401 - imported at start-up, as by a task
+    from events_pipeline.ingest import arrow_row_builder as fast_rows  # noqa: F401 - imported at start-up, as by a task
+    from events_pipeline.ingest import pipeline as ingest
 
     if os.environ.get("BENCH_REFERENCE_PATH") == "1":
         ingest.FAST_PATH = False  # the per-line reference path only, for an A/B comparison
     if blocks := os.environ.get("BENCH_BLOCKS"):  # --compare-blocks: other block sizes, for an A/B
-        from events_pipeline import readers
+        from events_pipeline.ingest import file_readers as readers
 
         readers.FIRST_CHUNK_BYTES, readers.CHUNK_BYTES = (int(x) for x in blocks.split(","))
 
@@ -317,7 +318,7 @@ def index_sets(conn: Any, rows: list[tuple[Any, ...]]) -> dict[str, float]:
 
 def _upload_big(client: Any, key: str, target_mb: int) -> tuple[int, int]:
     """Upload a gzip NDJSON of about ``target_mb`` MB (uncompressed) as repeated gzip members."""
-    from events_pipeline.demo_data import iter_events, ndjson_bytes
+    from devtools.demo_data import iter_events, ndjson_bytes
 
     block = ndjson_bytes(list(iter_events(10_000, start=START, seed=99)), gzip_level=None)
     member = gzip.compress(block, compresslevel=1)
@@ -438,11 +439,11 @@ def stages(n_events: int, repeats: int = 3) -> dict[str, float]:
     over byte blocks (read included); ``*_no_gdpr``: the same with every client
     ``standard`` (GDPR rows are re-serialised per line on both paths).
     """
-    from events_pipeline.attribution import DomainMatcher, Owner
-    from events_pipeline.copy_rows import RejectSink, RowBuilder
-    from events_pipeline.demo_data import DEMO_CLIENTS, iter_events, ndjson_bytes
-    from events_pipeline.fast_rows import FastRowBuilder
-    from events_pipeline.readers import iter_byte_blocks, iter_line_blocks
+    from devtools.demo_data import DEMO_CLIENTS, iter_events, ndjson_bytes
+    from events_pipeline.attribution.domains import DomainMatcher, Owner
+    from events_pipeline.ingest.arrow_row_builder import FastRowBuilder
+    from events_pipeline.ingest.file_readers import iter_byte_blocks, iter_line_blocks
+    from events_pipeline.ingest.row_builder import RejectSink, RowBuilder
 
     body = ndjson_bytes(list(iter_events(n_events, start=START, seed=7)))
     owners = {d: Owner(c.client_id, c.privacy_level) for c in DEMO_CLIENTS for d in c.domains}
@@ -537,10 +538,10 @@ def main() -> None:
     import boto3
     import psycopg
 
-    from events_pipeline import devstack
-    from events_pipeline.demo_data import DEMO_CLIENTS, iter_events, ndjson_bytes
-    from events_pipeline.migrations import apply_migrations
-    from events_pipeline.partitions import ensure_partitions_around
+    from devtools import devstack
+    from devtools.demo_data import DEMO_CLIENTS, iter_events, ndjson_bytes
+    from events_pipeline.common.migrations import apply_migrations
+    from events_pipeline.common.partitions import ensure_partitions_around
 
     pg = devstack.start_postgres(tmp / "pg" / "data")
     s3srv = devstack.start_s3()

@@ -5,11 +5,11 @@ throw-away embedded PostgreSQL, then, on the same data:
 
 1. archival: the seed's ``UPDATE ... SET export_status='archived' WHERE
    export_status='pending' AND created_at < cutoff`` (in a transaction, rolled
-   back) vs :func:`events_pipeline.archival.run_archival` (bounded batches);
+   back) vs :func:`events_pipeline.maintenance.archival.run_archival` (bounded batches);
 2. retention of the oldest day, wholly exported (every row expired), then of the
    next day (0.5 % of its rows pending/archived survive): the seed's ``DELETE
    FROM events_log WHERE export_status='exported' AND processed_at < cutoff``
-   (rolled back) vs :func:`events_pipeline.retention.run_retention` (partition
+   (rolled back) vs :func:`events_pipeline.maintenance.retention.run_retention` (partition
    dropped / rebuilt);
 3. ingest stall: a COPY loop (2,000-row batches into the newest partition) runs
    while a third day expires, once under the seed's DELETE, once under ours;
@@ -35,13 +35,13 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "plugins"))
+sys.path[:0] = [str(REPO / "plugins"), str(REPO)]
 
-from events_pipeline import devstack  # noqa: E402
-from events_pipeline.archival import run_archival  # noqa: E402
-from events_pipeline.migrations import apply_migrations  # noqa: E402
-from events_pipeline.partitions import day_bounds, ensure_daily_partitions  # noqa: E402
-from events_pipeline.retention import run_retention  # noqa: E402
+from devtools import devstack  # noqa: E402
+from events_pipeline.common.migrations import apply_migrations  # noqa: E402
+from events_pipeline.common.partitions import day_bounds, ensure_daily_partitions  # noqa: E402
+from events_pipeline.maintenance.archival import run_archival  # noqa: E402
+from events_pipeline.maintenance.retention import run_retention  # noqa: E402
 
 BASE = date(2026, 10, 1)
 CLIENTS = ("acme", "globex", "initech")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from airflow.sdk import CronDataIntervalTimetable, dag, task
 
-from events_pipeline.dag_defaults import START_DATE, default_args, runbook_link
+from events_pipeline.orchestration.dag_defaults import START_DATE, default_args, runbook_link
 
 DOC = f"""
 ### Billing rollups
@@ -42,7 +42,7 @@ def events_billing() -> None:
     @task
     def compute_billing(data_interval_start=None, data_interval_end=None, run_id=None) -> dict:
         """Recompute billing_daily for the data interval's day(s)."""
-        from events_pipeline import billing
+        from events_pipeline.billing import daily_rollup as billing
 
         return billing.run(data_interval_start, data_interval_end, run_id=run_id)
 

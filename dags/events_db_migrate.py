@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from airflow.sdk import dag, task
 
-from events_pipeline.dag_defaults import START_DATE, default_args, runbook_link
+from events_pipeline.orchestration.dag_defaults import START_DATE, default_args, runbook_link
 
 DOC = f"""
 ### Apply schema migrations (manual)
@@ -16,7 +16,7 @@ Running it again applies nothing (safe to re-trigger at any time).
 
 - **Schedule**: none (trigger it after a deploy that adds a migration).
 - **Input**: connection `events_db`. **Output**: tables, `schema_migrations` rows.
-- **Without Airflow**: `.venv/bin/python -m events_pipeline.migrations --dsn postgresql://...`
+- **Without Airflow**: `.venv/bin/python -m events_pipeline.common.migrations --dsn postgresql://...`
 - **If it fails**: the log names the migration file and PostgreSQL's message;
   see [{runbook_link("events_db_migrate")}]. A failed file is rolled back whole.
 """
@@ -38,8 +38,8 @@ def events_db_migrate() -> None:
     @task
     def apply_migrations() -> list[str]:
         """Apply every pending migration; return the versions applied."""
-        from events_pipeline.db import connect
-        from events_pipeline.migrations import apply_migrations as apply
+        from events_pipeline.common.db import connect
+        from events_pipeline.common.migrations import apply_migrations as apply
 
         with connect() as conn:
             return apply(conn)
@@ -47,8 +47,8 @@ def events_db_migrate() -> None:
     @task
     def ensure_partitions() -> list[str]:
         """Create the daily partitions around today."""
-        from events_pipeline.db import connect
-        from events_pipeline.partitions import ensure_partitions_around
+        from events_pipeline.common.db import connect
+        from events_pipeline.common.partitions import ensure_partitions_around
 
         with connect() as conn:
             return ensure_partitions_around(conn)

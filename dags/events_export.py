@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from airflow.sdk import CronDataIntervalTimetable, dag, task
 
-from events_pipeline.dag_defaults import START_DATE, default_args, runbook_link
+from events_pipeline.orchestration.dag_defaults import START_DATE, default_args, runbook_link
 
 DOC = f"""
 ### Hourly per-client export (Parquet zstd -> client bucket + backup bucket)
@@ -56,14 +56,14 @@ def events_export() -> None:
     @task
     def list_active_clients() -> list[str]:
         """Return the ids of the clients to export this hour."""
-        from events_pipeline.exporting import active_client_ids
+        from events_pipeline.export.client_hour import active_client_ids
 
         return active_client_ids()
 
     @task(map_index_template="{{ task.op_kwargs['client_id'] }}")
     def export_client(client_id: str, **context) -> dict:
         """Export one client's hour (idempotent; safe to retry or clear)."""
-        from events_pipeline.exporting import export_client_hour
+        from events_pipeline.export.client_hour import export_client_hour
 
         return export_client_hour(
             client_id,

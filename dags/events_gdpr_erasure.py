@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from airflow.sdk import CronDataIntervalTimetable, dag, task
 
-from events_pipeline.dag_defaults import START_DATE, default_args, runbook_link
+from events_pipeline.orchestration.dag_defaults import START_DATE, default_args, runbook_link
 
 DOC = f"""
 ### GDPR erasure requests
@@ -42,7 +42,7 @@ def events_gdpr_erasure() -> None:
     @task
     def process_erasure_requests() -> dict:
         """Erase the requested visitors from events_log and the backup exports."""
-        from events_pipeline import erasure
+        from events_pipeline.erasure import requests as erasure
 
         return erasure.run()
 

@@ -6,9 +6,9 @@ from datetime import timedelta
 
 from airflow.sdk import CronDataIntervalTimetable, dag, task
 
-from events_pipeline.dag_defaults import START_DATE, default_args, runbook_link
-from events_pipeline.health import HealthSQLCheckOperator
-from events_pipeline.settings import SQL_ROOT
+from events_pipeline.common.settings import SQL_ROOT
+from events_pipeline.health.checks import HealthSQLCheckOperator
+from events_pipeline.orchestration.dag_defaults import START_DATE, default_args, runbook_link
 
 DOC = f"""
 ### Pipeline health checks (hourly)
@@ -76,21 +76,21 @@ def events_health() -> None:
     @task
     def check_incoming_backlog() -> str:
         """Fail when the oldest object in incoming/ is older than the threshold."""
-        from events_pipeline.health import run_s3_check
+        from events_pipeline.health.checks import run_s3_check
 
         return run_s3_check("check_incoming_backlog")
 
     @task
     def check_quarantine() -> str:
         """Fail when any file sits in quarantine/."""
-        from events_pipeline.health import run_s3_check
+        from events_pipeline.health.checks import run_s3_check
 
         return run_s3_check("check_quarantine")
 
     @task
     def log_monitoring_metrics(data_interval_start=None, data_interval_end=None) -> dict:
         """Run the seed's monitoring queries for the interval and log one table."""
-        from events_pipeline.monitoring import log_metrics
+        from events_pipeline.health.metrics_report import log_metrics
 
         return log_metrics(data_interval_start, data_interval_end)
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from airflow.sdk import dag, task
 
-from events_pipeline.assets import EVENTS_LOG
-from events_pipeline.dag_defaults import START_DATE, default_args, runbook_link
+from events_pipeline.orchestration.assets import EVENTS_LOG
+from events_pipeline.orchestration.dag_defaults import START_DATE, default_args, runbook_link
 
 DOC = f"""
 ### Load landing files into `events_log` (every 5 minutes)
@@ -50,14 +50,14 @@ def events_ingest() -> None:
     @task
     def claim_files(**context: Any) -> list[list[dict[str, Any]]]:
         """Ensure partitions, then claim landing files; return batches to map over."""
-        from events_pipeline import ingest
+        from events_pipeline.ingest import pipeline as ingest
 
         return ingest.claim_files(context["run_id"])
 
     @task(max_active_tis_per_dag=8, map_index_template="{{ task.op_kwargs['batch'][0]['key'] }}")
     def load_batch(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Load and move every file of one batch."""
-        from events_pipeline import ingest
+        from events_pipeline.ingest import pipeline as ingest
 
         return ingest.load_batch(batch)
 
@@ -66,7 +66,7 @@ def events_ingest() -> None:
         """Log the run summary; emit an events_log Asset event when rows were committed."""
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from events_pipeline import ingest
+        from events_pipeline.ingest import pipeline as ingest
 
         totals = ingest.summarize(list(results))
         if not totals["rows_loaded"]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from airflow.sdk import CronDataIntervalTimetable, dag, task
 
-from events_pipeline.dag_defaults import START_DATE, default_args, runbook_link
+from events_pipeline.orchestration.dag_defaults import START_DATE, default_args, runbook_link
 
 DOC = f"""
 ### Daily maintenance of `events_log`
@@ -50,8 +50,8 @@ def events_maintenance() -> None:
     @task
     def ensure_partitions() -> list[str]:
         """Create the daily partitions around today."""
-        from events_pipeline.db import connect
-        from events_pipeline.partitions import ensure_partitions_around
+        from events_pipeline.common.db import connect
+        from events_pipeline.common.partitions import ensure_partitions_around
 
         with connect() as conn:
             return ensure_partitions_around(conn)
@@ -59,28 +59,28 @@ def events_maintenance() -> None:
     @task
     def archive_stale_pending(run_id: str | None = None) -> dict:
         """Archive events pending for longer than the archival age."""
-        from events_pipeline import archival
+        from events_pipeline.maintenance import archival
 
         return archival.run(run_id=run_id)
 
     @task
     def reattribute_events(run_id: str | None = None) -> dict:
         """Attribute unattributed pending events whose site now maps to a client."""
-        from events_pipeline import reattribution
+        from events_pipeline.maintenance import reattribution
 
         return reattribution.run(run_id=run_id)
 
     @task
     def sweep_gdpr_ips(run_id: str | None = None) -> dict:
         """Anonymise rows of GDPR clients that still hold a raw IP."""
-        from events_pipeline import gdpr_sweep
+        from events_pipeline.privacy import sweep as gdpr_sweep
 
         return gdpr_sweep.run(run_id=run_id)
 
     @task
     def apply_retention(run_id: str | None = None) -> dict:
         """Delete expired exported events (only days billing has rolled up)."""
-        from events_pipeline import retention
+        from events_pipeline.maintenance import retention
 
         return retention.run(run_id=run_id)
 

@@ -29,9 +29,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "plugins"))
+sys.path[:0] = [str(REPO / "plugins"), str(REPO)]
 
-from events_pipeline import demo_data, devstack  # noqa: E402
+from devtools import demo_data, devstack  # noqa: E402
 
 log = logging.getLogger("run_local")
 
@@ -147,8 +147,8 @@ def _prepare_data(events_dsn: str, s3_endpoint: str) -> None:
     import boto3
     import psycopg
 
-    from events_pipeline.migrations import apply_migrations
-    from events_pipeline.partitions import ensure_partitions_around
+    from events_pipeline.common.migrations import apply_migrations
+    from events_pipeline.common.partitions import ensure_partitions_around
 
     with psycopg.connect(events_dsn) as conn:
         applied = apply_migrations(conn)

@@ -40,9 +40,9 @@ os.environ.update(
     }
 )
 (_RUN_DIR / "airflow").mkdir(parents=True, exist_ok=True)
-sys.path.insert(0, str(REPO / "plugins"))
+sys.path[:0] = [str(REPO / "plugins"), str(REPO)]
 
-from events_pipeline import devstack  # noqa: E402
+from devtools import devstack  # noqa: E402
 
 LANDING_BUCKET = "test-landing"
 BACKUP_BUCKET = "test-backup"
@@ -91,8 +91,8 @@ def migrated_db(postgres: devstack.PostgresInstance) -> devstack.PostgresInstanc
     """The events database with every migration applied and partitions around today."""
     import psycopg
 
-    from events_pipeline.migrations import apply_migrations
-    from events_pipeline.partitions import ensure_partitions_around
+    from events_pipeline.common.migrations import apply_migrations
+    from events_pipeline.common.partitions import ensure_partitions_around
 
     with psycopg.connect(postgres.dsn("events")) as conn:
         apply_migrations(conn)

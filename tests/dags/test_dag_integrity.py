@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from events_pipeline.dag_defaults import ALLOWED_TAGS, DAG_IDS, OWNER
+from events_pipeline.orchestration.dag_defaults import ALLOWED_TAGS, DAG_IDS, OWNER
 
 REPO = Path(__file__).resolve().parents[2]
 DAG_FILES = sorted(p for p in (REPO / "dags").glob("*.py") if not p.name.startswith("_"))

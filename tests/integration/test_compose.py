@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from events_pipeline import demo_data
+from devtools import demo_data
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yaml"
@@ -263,7 +263,8 @@ def test_init_service_migrates_both_databases(compose_yaml: dict[str, Any]) -> N
     script = init["command"][-1]
     assert "airflow db migrate" in script
     assert (
-        "PYTHONPATH=/opt/airflow/plugins python -m events_pipeline.migrations --conn-id events_db" in script
+        "PYTHONPATH=/opt/airflow/plugins python -m events_pipeline.common.migrations --conn-id events_db"
+        in script
     )
     assert init["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert init["environment"]["PYTHONPATH"] == "/opt/airflow/plugins"

@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from events_pipeline import devstack
-from events_pipeline.db import connect
-from events_pipeline.errors import ServiceUnreachableError, SettingError
-from events_pipeline.s3 import check_bucket, s3_client
+from devtools import devstack
+from events_pipeline.common.db import connect
+from events_pipeline.common.errors import ServiceUnreachableError, SettingError
+from events_pipeline.common.s3 import check_bucket, s3_client
 from tests.conftest import LANDING_BUCKET, task_states
 
 

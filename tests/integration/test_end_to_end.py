@@ -15,7 +15,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from events_pipeline.demo_data import BAD_LINES, DEMO_CLIENTS, iter_events, ndjson_bytes
+from devtools.demo_data import BAD_LINES, DEMO_CLIENTS, iter_events, ndjson_bytes
 from tests.conftest import BACKUP_BUCKET, LANDING_BUCKET, task_states
 
 

@@ -8,8 +8,8 @@ from datetime import UTC, date, datetime
 import psycopg
 import pytest
 
-from events_pipeline.migrations import MigrationError, apply_migrations, discover
-from events_pipeline.partitions import ensure_daily_partitions, existing_partitions, partition_name
+from events_pipeline.common.migrations import MigrationError, apply_migrations, discover
+from events_pipeline.common.partitions import ensure_daily_partitions, existing_partitions, partition_name
 from tests.conftest import task_states
 
 
@@ -109,7 +109,7 @@ def test_events_db_migrate_dag_runs_twice(run_dag, migrated_db):
 
 
 def test_migrations_command_line_applies_and_creates_partitions(fresh_db, capsys):
-    from events_pipeline.migrations import main
+    from events_pipeline.common.migrations import main
 
     assert main(["--dsn", fresh_db]) == 0
     assert main(["--dsn", fresh_db]) == 0

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from events_pipeline.demo_data import make_event
-from events_pipeline.manifest import read_manifest
+from devtools.demo_data import make_event
+from events_pipeline.export.manifest import read_manifest
 
 #: A past hour inside the partitions the fixtures create (yesterday..+3 days are
 #: daily partitions, anything else lands in the default partition: both work).
@@ -163,7 +163,7 @@ def read_hour(s3: Any, bucket: str, folder: str) -> tuple[dict[str, Any], Any]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from events_pipeline.parquet_writer import arrow_schema
+    from events_pipeline.export.parquet_parts import arrow_schema
 
     manifest = read_manifest(s3.get_object(Bucket=bucket, Key=f"{folder}/_manifest.json")["Body"].read())
     tables = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 
-from events_pipeline.exporting import export_client_hour
+from events_pipeline.export.client_hour import export_client_hour
 from tests.integration.export.conftest import HOUR, add_client, insert_rows, make_rows, spread
 
 

@@ -11,8 +11,8 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from events_pipeline import exporting
-from events_pipeline.exporting import ExportError, export_client_hour
+from events_pipeline.export import client_hour as exporting
+from events_pipeline.export.client_hour import ExportError, export_client_hour
 from tests.integration.export.conftest import (
     HOUR,
     add_client,

@@ -56,7 +56,7 @@ def run_health(run_dag: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> 
     records ``context["exception"]`` per task; ``alerting.notify`` records the
     summaries it is given and then runs for real.
     """
-    from events_pipeline import alerting, dag_defaults
+    from events_pipeline.orchestration import alerting, dag_defaults
     from tests.conftest import task_states
 
     errors: dict[str, str] = {}

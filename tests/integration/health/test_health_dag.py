@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from events_pipeline.health import CHECK_NAMES
+from events_pipeline.health.checks import CHECK_NAMES
 from tests.integration.health.conftest import (
     add_client,
     add_events,

@@ -9,7 +9,7 @@ from tests.integration.health.conftest import add_client, add_events, current_ho
 
 
 def test_monitoring_queries_report_the_interval(services, clean_tables, db, caplog):
-    from events_pipeline.monitoring import log_metrics
+    from events_pipeline.health.metrics_report import log_metrics
 
     end = current_hour()
     start = end - timedelta(hours=1)
@@ -27,7 +27,7 @@ def test_monitoring_queries_report_the_interval(services, clean_tables, db, capl
         export_hour=start - timedelta(hours=5),
     )
 
-    with caplog.at_level(logging.INFO, logger="events_pipeline.monitoring"):
+    with caplog.at_level(logging.INFO, logger="events_pipeline.health.metrics_report"):
         out = log_metrics(start, end)
 
     assert out["batch_consistency"] == [{"inconsistent_batches": "1", "events_in_them": "40"}]

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from events_pipeline import ingest, ingest_faults
-from events_pipeline.demo_data import iter_events
+from devtools.demo_data import iter_events
+from events_pipeline.common import failpoints as ingest_faults
+from events_pipeline.ingest import pipeline as ingest
 from tests.conftest import LANDING_BUCKET, task_states
 from tests.integration.ingest.conftest import count, keys, ndjson, put, registry
 

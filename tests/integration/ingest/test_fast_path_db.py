@@ -1,7 +1,7 @@
 """The fast path stores exactly what the per-line reference path stores (after COPY, in PostgreSQL).
 
 The same file (demo events + every hand-written edge case of
-``tests/unit/test_fast_rows.py``) is loaded by the DAG twice, once with the
+``tests/unit/ingest/test_arrow_row_builder.py``) is loaded by the DAG twice, once with the
 vectorised path and once with ``ingest.FAST_PATH = False``; the stored rows
 (``timestamp`` and ``ip_address`` as PostgreSQL holds them, ``raw_event_data``
 as text), the rejected lines, the registry figures and ``ingest_counts`` must
@@ -15,11 +15,11 @@ from typing import Any
 import orjson
 import pytest
 
-from events_pipeline import ingest
-from events_pipeline.demo_data import iter_events
+from devtools.demo_data import iter_events
+from events_pipeline.ingest import pipeline as ingest
 from tests.conftest import task_states
 from tests.integration.ingest.conftest import LANDING_BUCKET, keys, put, read_ndjson
-from tests.unit.test_fast_rows import EDGE_EVENTS
+from tests.unit.ingest.test_arrow_row_builder import EDGE_EVENTS
 
 KEY = "fast/differential.ndjson"  # not gzip: the same bytes (ETag) both times
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from events_pipeline.demo_data import BAD_LINES, iter_events
+from devtools.demo_data import BAD_LINES, iter_events
 from tests.conftest import task_states
 from tests.integration.ingest.conftest import count, events, keys, ndjson, put, read_ndjson, registry
 

@@ -137,7 +137,7 @@ def maint_db(db: Any, clean_tables: None) -> Any:
 @pytest.fixture
 def partitions_back(db: Any) -> Any:
     """Create daily partitions from 40 days ago to 3 days ahead."""
-    from events_pipeline.partitions import ensure_daily_partitions
+    from events_pipeline.common.partitions import ensure_daily_partitions
 
     today = datetime.now(UTC).date()
     ensure_daily_partitions(db, today - timedelta(days=40), today + timedelta(days=3))

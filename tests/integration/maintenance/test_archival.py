@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from events_pipeline.archival import run_archival
+from events_pipeline.maintenance.archival import run_archival
 
 from .conftest import add_client, count, event, insert_events
 

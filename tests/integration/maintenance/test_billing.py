@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from events_pipeline.retention import run_retention
+from events_pipeline.maintenance.retention import run_retention
 
 from .conftest import add_client, count, day_start, event, insert_events
 
@@ -83,7 +83,7 @@ def test_billing_stable_across_retention(maint_db, partitions_back, run_dag):
 def test_billing_backfill_days_without_data(maint_db):
     db = maint_db
     add_client(db, "acme")
-    from events_pipeline.billing import compute_days
+    from events_pipeline.billing.daily_rollup import compute_days
 
     day = datetime(2026, 3, 1, tzinfo=UTC).date()
     out = compute_days(db, day, day + timedelta(days=2))

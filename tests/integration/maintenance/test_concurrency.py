@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import psycopg
 
-from events_pipeline.retention import run_retention
+from events_pipeline.maintenance.retention import run_retention
 
 from .conftest import add_client, count, day_start, event, insert_events, mark_billed
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from itertools import pairwise
 
-from events_pipeline.dag_defaults import ALLOWED_TAGS
+from events_pipeline.orchestration.dag_defaults import ALLOWED_TAGS
 
 
 def test_maintenance_dags_shape(dagbag):

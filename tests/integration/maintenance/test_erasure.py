@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from events_pipeline.erasure import run_erasure
+from events_pipeline.erasure.requests import run_erasure
 
 from .conftest import add_client, count, event, insert_events
 

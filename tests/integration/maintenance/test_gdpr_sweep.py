@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-from events_pipeline.gdpr_sweep import run_gdpr_sweep
-from events_pipeline.privacy import ip_pseudonym, protect_event
+from events_pipeline.privacy.ip_treatment import ip_pseudonym, protect_event
+from events_pipeline.privacy.sweep import run_gdpr_sweep
 
 from .conftest import add_client, event, insert_events
 

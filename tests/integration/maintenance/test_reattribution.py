@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from events_pipeline.reattribution import match_sites, run_reattribution
+from events_pipeline.maintenance.reattribution import match_sites, run_reattribution
 
 from .conftest import add_client, count, event, insert_events
 

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from events_pipeline.partitions import existing_partitions
-from events_pipeline.retention import run_retention
+from events_pipeline.common.partitions import existing_partitions
+from events_pipeline.maintenance.retention import run_retention
 
 from .conftest import add_client, count, day_start, event, insert_events, mark_billed
 
@@ -203,7 +203,7 @@ def test_proof_refused_falls_back_to_the_exact_scan(maint_db, partitions_back):
 
 def test_crash_between_detach_and_drop_is_finished_by_the_next_run(maint_db, partitions_back, monkeypatch):
     """The task dies after the DETACH committed, before the DROP: the next run drops the table."""
-    import events_pipeline.retention as retention
+    import events_pipeline.maintenance.retention as retention
 
     db, today = maint_db, partitions_back
     add_client(db, "acme", retention_days=7)

@@ -1,0 +1,1 @@
+"""Attribution rules: which client owns a site (``domains``)."""

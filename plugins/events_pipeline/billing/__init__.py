@@ -1,0 +1,1 @@
+"""Daily billing rollups per client (``daily_rollup``)."""

@@ -1,0 +1,63 @@
+"""S3 clients through Airflow connections, with errors that name the setting at fault."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from events_pipeline.common.errors import ServiceUnreachableError, SettingError
+from events_pipeline.common.settings import AWS_CONN_ID
+
+
+def s3_client(conn_id: str | None = None) -> Any:
+    """Return a boto3 S3 client built from the Airflow connection ``conn_id``.
+
+    The connection's ``endpoint_url`` extra (MinIO, a local S3 server) is honoured.
+
+    :param conn_id: Airflow AWS connection id; ``None`` means ``aws_default``.
+    :raises SettingError: the connection does not exist.
+    """
+    from airflow.exceptions import AirflowNotFoundException
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    conn_id = conn_id or AWS_CONN_ID
+    try:
+        return S3Hook(aws_conn_id=conn_id).get_conn()
+    except AirflowNotFoundException as exc:
+        raise SettingError(
+            f"Airflow connection {conn_id!r} is not defined: create it or set AIRFLOW_CONN_{conn_id.upper()}"
+        ) from exc
+
+
+def check_bucket(client: Any, bucket: str, *, what: str, conn_id: str | None = None) -> None:
+    """Fail with one clear line when ``bucket`` is missing, forbidden or unreachable.
+
+    :param client: a boto3 S3 client.
+    :param bucket: the bucket name.
+    :param what: which setting or client the bucket belongs to, for the message
+        (e.g. ``"Variable events_landing_bucket"``).
+    :param conn_id: the connection used, for the message.
+    :raises SettingError: the bucket does not exist or access is denied.
+    :raises ServiceUnreachableError: the endpoint cannot be reached.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+
+    via = f"connection {conn_id or AWS_CONN_ID!r}"
+    try:
+        client.head_bucket(Bucket=bucket)
+    except EndpointConnectionError as exc:
+        raise ServiceUnreachableError(
+            f"S3 endpoint unreachable for bucket {bucket!r} ({what}) through {via}: {exc}"
+        ) from exc
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in {"404", "NoSuchBucket", "NotFound"}:
+            raise SettingError(
+                f"S3 bucket {bucket!r} ({what}) does not exist (checked through {via})"
+            ) from exc
+        if code in {"403", "AccessDenied", "Forbidden"}:
+            raise SettingError(f"access denied to S3 bucket {bucket!r} ({what}) through {via}") from exc
+        raise
+    except BotoCoreError as exc:
+        raise ServiceUnreachableError(
+            f"S3 error for bucket {bucket!r} ({what}) through {via}: {exc}"
+        ) from exc

@@ -1,0 +1,209 @@
+"""Object keys of exports, and the validation that keeps tenants apart.
+
+Client bucket: ``s3://{export_bucket}/{export_prefix}/dt=YYYY-MM-DD/hour=HH/<file>``.
+Backup bucket: ``s3://{backup_bucket}/{client_id}/dt=YYYY-MM-DD/hour=HH/<file>``.
+Files are ``part-00000.parquet``, ``part-00001.parquet``... and ``_manifest.json``.
+
+Every client id, prefix and bucket is validated here before it becomes part of
+a key, so no configuration value can reach another client's folder.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from events_pipeline.common.errors import PipelineError
+from events_pipeline.common.intervals import HourInterval
+
+#: Same rule as the ``clients_client_id_format`` CHECK of migration 0001.
+CLIENT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+#: One prefix segment: starts with a letter or digit, then letters, digits, ``._-``.
+PREFIX_SEGMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+#: S3 bucket naming rules (lower case, 3..63 chars, no ``..``).
+BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+#: Segment names the key layout itself uses (a prefix may not imitate them).
+RESERVED_SEGMENT_RE = re.compile(r"^(dt|hour)(=|$)", re.IGNORECASE)
+MAX_PREFIX_LEN = 512
+
+MANIFEST_NAME = "_manifest.json"
+PART_RE = re.compile(r"^part-(\d{5})\.parquet$")
+
+
+class TenantIsolationError(PipelineError):
+    """A client's configuration would put its export outside its own space."""
+
+
+def validate_client_id(client_id: str) -> str:
+    """Return ``client_id`` if it is a valid client id, else raise.
+
+    :param client_id: the id from ``clients.client_id``.
+    :raises TenantIsolationError: naming the id and the rule it breaks.
+    """
+    if not isinstance(client_id, str) or not CLIENT_ID_RE.fullmatch(client_id):
+        raise TenantIsolationError(
+            f"client_id {client_id!r} is invalid: it must match {CLIENT_ID_RE.pattern} "
+            "(lower-case letters, digits, '_' and '-', no '/', no '.')"
+        )
+    return client_id
+
+
+def validate_prefix(prefix: str, *, client_id: str = "?") -> str:
+    """Return ``prefix`` if it is a safe export prefix, else raise.
+
+    Rules: not empty, no leading or trailing ``/``, no empty segment (``a//b``),
+    no ``.`` or ``..`` segment, each segment ``[A-Za-z0-9][A-Za-z0-9._-]*``, no
+    segment named like the layout's own ``dt=`` / ``hour=`` folders.
+
+    :param prefix: ``clients.export_prefix``.
+    :param client_id: the client it belongs to, for the message.
+    :raises TenantIsolationError: naming the client, the prefix and the rule.
+    """
+
+    def fail(rule: str) -> TenantIsolationError:
+        return TenantIsolationError(
+            f"client {client_id!r}: export_prefix {prefix!r} is rejected ({rule}); fix clients.export_prefix"
+        )
+
+    if not isinstance(prefix, str) or not prefix:
+        raise fail("empty prefix: exports would land at the bucket root")
+    if len(prefix) > MAX_PREFIX_LEN:
+        raise fail(f"longer than {MAX_PREFIX_LEN} characters")
+    if prefix.startswith("/") or prefix.endswith("/"):
+        raise fail("leading or trailing '/'")
+    for segment in prefix.split("/"):
+        if segment == "":
+            raise fail("empty segment '//'")
+        if segment in {".", ".."}:
+            raise fail(f"relative segment {segment!r}")
+        if RESERVED_SEGMENT_RE.match(segment):
+            raise fail(f"segment {segment!r} imitates the dt=/hour= layout")
+        if not PREFIX_SEGMENT_RE.fullmatch(segment):
+            raise fail(
+                f"segment {segment!r} has characters outside [A-Za-z0-9._-] or starts with one of '._-'"
+            )
+    return prefix
+
+
+def validate_bucket(bucket: str, *, what: str) -> str:
+    """Return ``bucket`` if it is a valid S3 bucket name, else raise.
+
+    :param bucket: the bucket name.
+    :param what: whose bucket it is, for the message (``client 'acme' export_bucket``).
+    :raises TenantIsolationError: naming the bucket and its owner.
+    """
+    if not isinstance(bucket, str) or not BUCKET_RE.fullmatch(bucket) or ".." in bucket:
+        raise TenantIsolationError(f"{what} {bucket!r} is not a valid S3 bucket name")
+    return bucket
+
+
+def _segments(prefix: str) -> tuple[str, ...]:
+    return tuple(prefix.split("/"))
+
+
+def check_no_overlap(
+    client_id: str, bucket: str, prefix: str, others: Iterable[tuple[str, str, str]], backup_bucket: str
+) -> None:
+    """Fail when this client's export space lies inside another client's, or in the backup bucket.
+
+    A client is refused when it shares a bucket with another client whose prefix
+    equals its own or is a folder above it (segment-wise: ``data`` contains
+    ``data/b`` but not ``data-b``): its files would land in the other's space.
+    The outer client keeps exporting: the nested one never writes, so nothing
+    foreign appears in the outer space. Equal prefixes refuse both clients.
+
+    :param client_id: the client being exported.
+    :param bucket: its ``export_bucket``.
+    :param prefix: its validated ``export_prefix``.
+    :param others: ``(client_id, export_bucket, export_prefix)`` of every other client.
+    :param backup_bucket: the backup bucket (holds every client's data: never a client's bucket).
+    :raises TenantIsolationError: naming both clients, the bucket and the prefixes.
+    """
+    if bucket == backup_bucket:
+        raise TenantIsolationError(
+            f"client {client_id!r}: export_bucket {bucket!r} is the backup bucket, which holds "
+            "every client's exports; give the client its own bucket"
+        )
+    mine = _segments(prefix)
+    for other_id, other_bucket, other_prefix in others:
+        if other_id == client_id or other_bucket != bucket:
+            continue
+        theirs = _segments(other_prefix or "")
+        if mine[: len(theirs)] == theirs:
+            raise TenantIsolationError(
+                f"client {client_id!r}: export space s3://{bucket}/{prefix}/ lies inside client "
+                f"{other_id!r}'s s3://{other_bucket}/{other_prefix}/ (same bucket, equal or nested "
+                "prefix); give each client a disjoint prefix"
+            )
+
+
+def part_name(number: int) -> str:
+    """Return the file name of data part ``number`` (``part-00000.parquet``).
+
+    :param number: the 0-based part number.
+    """
+    if not 0 <= number < 100_000:
+        raise ValueError(f"part number {number} out of range 0..99999")
+    return f"part-{number:05d}.parquet"
+
+
+@dataclass(frozen=True)
+class ExportLocation:
+    """Where one client's hour goes: a bucket and the folder inside it.
+
+    :param bucket: the S3 bucket.
+    :param folder: the key prefix of the hour, without trailing ``/``.
+    """
+
+    bucket: str
+    folder: str
+
+    def key(self, name: str) -> str:
+        """Return the full key of file ``name`` in this hour's folder.
+
+        :param name: a file name (``part-00000.parquet`` or ``_manifest.json``), no ``/``.
+        """
+        if not name or "/" in name or name in {".", ".."}:
+            raise TenantIsolationError(f"file name {name!r} is not a plain file name")
+        return f"{self.folder}/{name}"
+
+    @property
+    def manifest_key(self) -> str:
+        """The key of ``_manifest.json``."""
+        return self.key(MANIFEST_NAME)
+
+    def uri(self, name: str) -> str:
+        """Return ``s3://bucket/key`` of file ``name``.
+
+        :param name: a file name in this folder.
+        """
+        return f"s3://{self.bucket}/{self.key(name)}"
+
+
+def client_location(client_id: str, bucket: str, prefix: str, hour: HourInterval) -> ExportLocation:
+    """Return the client-bucket folder of ``hour`` for a client, after validating everything.
+
+    :param client_id: the client id.
+    :param bucket: the client's ``export_bucket``.
+    :param prefix: the client's ``export_prefix``.
+    :param hour: the exported hour.
+    :raises TenantIsolationError: an invalid id, bucket or prefix.
+    """
+    validate_client_id(client_id)
+    validate_bucket(bucket, what=f"client {client_id!r} export_bucket")
+    validate_prefix(prefix, client_id=client_id)
+    return ExportLocation(bucket, f"{prefix}/{hour.partition_path}")
+
+
+def backup_location(client_id: str, backup_bucket: str, hour: HourInterval) -> ExportLocation:
+    """Return the backup-bucket folder of ``hour`` for a client.
+
+    :param client_id: the client id (validated: it is the top folder).
+    :param backup_bucket: the backup bucket (Variable ``events_backup_bucket``).
+    :param hour: the exported hour.
+    :raises TenantIsolationError: an invalid id or bucket.
+    """
+    validate_client_id(client_id)
+    validate_bucket(backup_bucket, what="Variable events_backup_bucket")
+    return ExportLocation(backup_bucket, f"{client_id}/{hour.partition_path}")

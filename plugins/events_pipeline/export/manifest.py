@@ -1,0 +1,209 @@
+"""The ``_manifest.json`` of an exported hour: the commit marker of the export.
+
+Format (``format_version`` 1)::
+
+    {"format_version": 1, "client_id": "acme",
+     "interval_start": "2026-11-27T03:00:00Z", "interval_end": "2026-11-27T04:00:00Z",
+     "row_count": 1234,
+     "files": [{"key": "part-00000.parquet", "rows": 1234, "bytes": 56789, "sha256": "..."}],
+     "generated_at": "2026-11-27T04:01:02.345678Z"}
+
+``files[].key`` is RELATIVE to the folder holding the manifest (a plain file
+name), so the same manifest is valid in the client bucket and in the backup
+bucket. A reader resolves it with :func:`resolve_key`. An empty hour has
+``row_count`` 0 and ``files`` ``[]``. The manifest is written after every data
+file: a folder without a manifest is an export in progress (or a failed one).
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from events_pipeline.common.errors import PipelineError
+from events_pipeline.common.intervals import HourInterval
+
+FORMAT_VERSION = 1
+_REQUIRED = ("format_version", "client_id", "interval_start", "interval_end", "row_count", "files")
+_FILE_KEYS = ("key", "rows", "bytes", "sha256")
+
+
+class ManifestError(PipelineError):
+    """A manifest is malformed (names the field at fault)."""
+
+
+@dataclass(frozen=True)
+class ExportedFile:
+    """One data file of an export.
+
+    :param key: file name relative to the manifest's folder.
+    :param rows: rows in the file.
+    :param bytes: size in bytes.
+    :param sha256: hex SHA-256 of the file's bytes.
+    """
+
+    key: str
+    rows: int
+    bytes: int
+    sha256: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the manifest entry of the file."""
+        return {"key": self.key, "rows": self.rows, "bytes": self.bytes, "sha256": self.sha256}
+
+
+def format_ts(value: datetime) -> str:
+    """Return ``value`` as ISO-8601 UTC with a ``Z`` (microseconds only when non-zero).
+
+    :param value: an aware datetime.
+    """
+    value = value.astimezone(UTC)
+    text = value.strftime("%Y-%m-%dT%H:%M:%S")
+    if value.microsecond:
+        text += f".{value.microsecond:06d}"
+    return text + "Z"
+
+
+def parse_ts(text: str, *, field: str = "timestamp") -> datetime:
+    """Parse an ISO-8601 timestamp written by :func:`format_ts`.
+
+    :param text: the text (``Z`` or an offset).
+    :param field: the manifest field, for the message.
+    :raises ManifestError: not an ISO-8601 timestamp with a zone.
+    """
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise ManifestError(f"manifest field {field!r}: {text!r} is not an ISO-8601 timestamp") from exc
+    if value.tzinfo is None:
+        raise ManifestError(f"manifest field {field!r}: {text!r} has no time zone")
+    return value.astimezone(UTC)
+
+
+def build_manifest(
+    client_id: str,
+    hour: HourInterval,
+    files: Iterable[ExportedFile | Mapping[str, Any]],
+    *,
+    generated_at: datetime | None = None,
+) -> dict[str, Any]:
+    """Return the manifest dict of one client's hour.
+
+    :param client_id: the client.
+    :param hour: the exported hour.
+    :param files: the data files in part order (``ExportedFile`` or dicts with
+        ``key``, ``rows``, ``bytes``, ``sha256``); keys relative to the folder.
+    :param generated_at: when the export was produced (default: now).
+    :raises ManifestError: a file key is not a plain relative file name.
+    """
+    entries = []
+    for f in files:
+        entry = f.as_dict() if isinstance(f, ExportedFile) else {k: f[k] for k in _FILE_KEYS}
+        _check_file_entry(entry, len(entries))
+        entries.append(entry)
+    return {
+        "format_version": FORMAT_VERSION,
+        "client_id": client_id,
+        "interval_start": format_ts(hour.start),
+        "interval_end": format_ts(hour.end),
+        "row_count": sum(int(e["rows"]) for e in entries),
+        "files": entries,
+        "generated_at": format_ts(generated_at or datetime.now(UTC)),
+    }
+
+
+def dump_manifest(manifest: Mapping[str, Any]) -> bytes:
+    """Serialize a manifest to the bytes stored in ``_manifest.json`` (UTF-8, sorted keys stay in order).
+
+    :param manifest: a dict from :func:`build_manifest` (or an edited one).
+    :raises ManifestError: the manifest does not validate.
+    """
+    validate_manifest(manifest)
+    return (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def read_manifest(data: bytes) -> dict[str, Any]:
+    """Parse and validate the bytes of a ``_manifest.json``.
+
+    :param data: the object's bytes.
+    :raises ManifestError: not JSON, or a field is missing or wrong (names it).
+    """
+    try:
+        manifest = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"manifest is not valid JSON: {exc}") from exc
+    validate_manifest(manifest)
+    return manifest
+
+
+def validate_manifest(manifest: Any) -> None:
+    """Check the structure of a manifest dict.
+
+    :param manifest: the parsed manifest.
+    :raises ManifestError: naming the first field at fault.
+    """
+    if not isinstance(manifest, Mapping):
+        raise ManifestError("manifest is not a JSON object")
+    missing = [k for k in _REQUIRED if k not in manifest]
+    if missing:
+        raise ManifestError(f"manifest misses field(s) {missing}")
+    if manifest["format_version"] != FORMAT_VERSION:
+        raise ManifestError(
+            f"manifest format_version {manifest['format_version']!r} is not supported (expected 1)"
+        )
+    start = parse_ts(manifest["interval_start"], field="interval_start")
+    end = parse_ts(manifest["interval_end"], field="interval_end")
+    if end <= start:
+        raise ManifestError("manifest interval_end is not after interval_start")
+    files = manifest["files"]
+    if not isinstance(files, list):
+        raise ManifestError("manifest field 'files' is not a list")
+    for i, entry in enumerate(files):
+        _check_file_entry(entry, i)
+    total = sum(int(e["rows"]) for e in files)
+    if not isinstance(manifest["row_count"], int) or manifest["row_count"] != total:
+        raise ManifestError(f"manifest row_count {manifest['row_count']!r} != sum of files[].rows {total}")
+
+
+def _check_file_entry(entry: Any, index: int) -> None:
+    if not isinstance(entry, Mapping):
+        raise ManifestError(f"manifest files[{index}] is not an object")
+    for k in _FILE_KEYS:
+        if k not in entry:
+            raise ManifestError(f"manifest files[{index}] misses {k!r}")
+    key = entry["key"]
+    if not isinstance(key, str) or not key or "/" in key or key in {".", ".."}:
+        raise ManifestError(
+            f"manifest files[{index}].key {key!r} is not a file name relative to the manifest"
+        )
+    for k in ("rows", "bytes"):
+        if not isinstance(entry[k], int) or isinstance(entry[k], bool) or entry[k] < 0:
+            raise ManifestError(f"manifest files[{index}].{k} {entry[k]!r} is not a non-negative integer")
+    sha = entry["sha256"]
+    if not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        raise ManifestError(f"manifest files[{index}].sha256 {sha!r} is not 64 lower-case hex digits")
+
+
+def resolve_key(manifest_key: str, file_key: str) -> str:
+    """Return the full object key of ``files[].key`` given the manifest's own key.
+
+    This writer stores plain file names (relative to the manifest's folder); keys
+    absolute in the bucket (``acme/dt=.../x.parquet``) and ``s3://bucket/key`` URIs
+    are accepted too, so manifests written by other tools resolve the same way.
+
+    :param manifest_key: key of the ``_manifest.json`` (``acme/dt=.../hour=03/_manifest.json``).
+    :param file_key: a ``files[].key`` value.
+    """
+    folder = posixpath.dirname(manifest_key)
+    if file_key.startswith("s3://"):
+        parts = file_key.split("/", 3)
+        return parts[3] if len(parts) == 4 else ""
+    if folder and file_key.startswith(folder + "/"):
+        return file_key
+    if "/" in file_key and file_key.split("/", 1)[0] == manifest_key.split("/", 1)[0]:
+        return file_key
+    return posixpath.join(folder, file_key) if folder else file_key

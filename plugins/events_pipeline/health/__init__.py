@@ -1,0 +1,1 @@
+"""Health checks (thresholds, SQL and S3 checks) and the hourly metrics report."""

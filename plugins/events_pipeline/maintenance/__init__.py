@@ -1,0 +1,1 @@
+"""Daily upkeep of ``events_log``: retention, archival and re-attribution."""

@@ -1,0 +1,108 @@
+"""Re-attribution: unattributed pending events whose ``site_id`` now matches ``client_domains``.
+
+The domain rule (SPEC §3: exact domain, else nearest listed parent; lower-case,
+port and trailing dot ignored) is applied set-based in SQL
+(``include/sql/maintenance/match_domains.sql``) to the distinct unattributed
+sites, then rows are updated in bounded batches through the partial index
+``events_log_unattributed_idx``. Rows of a GDPR client get the GDPR treatment in
+the same transaction as their client, so no export can ever see such a row
+with its raw IP. ``export_hour`` stays NULL: the next hourly export claims them.
+Archived rows are left alone (they are no longer exported).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from events_pipeline.common import heap_ranges as batches
+from events_pipeline.common.db import connect, load_sql
+from events_pipeline.common.settings import VAR_IP_HASH_SECRET, get_setting
+from events_pipeline.privacy.sweep import SET_ROW_BATCH, treat_and_write
+
+if TYPE_CHECKING:
+    import psycopg
+
+log = logging.getLogger(__name__)
+
+
+def match_sites(conn: psycopg.Connection, sites: list[str]) -> dict[str, tuple[str, str]]:
+    """Apply the domain rule to ``sites``.
+
+    :param conn: an open connection.
+    :param sites: raw ``site_id`` values.
+    :return: ``{site_id: (client_id, privacy_level)}`` for the sites that match.
+    """
+    if not sites:
+        return {}
+    rows = conn.execute(load_sql("maintenance/match_domains.sql"), {"sites": sites}).fetchall()
+    return {site: (client, privacy) for site, client, privacy in rows}
+
+
+def run_reattribution(
+    conn: psycopg.Connection, secret: str, *, batch_rows: int = 5000, run_id: str | None = None
+) -> dict[str, int]:
+    """Give unattributed pending events the client their site now maps to.
+
+    :param conn: an open connection (switched to autocommit; each batch is one transaction).
+    :param secret: the pseudonym key, for rows of GDPR clients.
+    :param batch_rows: rows per transaction.
+    :param run_id: the Airflow run id, for ``maintenance_log``.
+    :return: rows re-attributed per client.
+    """
+    conn.autocommit = True
+    started = datetime.now(UTC)
+    t0 = time.monotonic()
+    sites = [r[0] for r in conn.execute(load_sql("maintenance/unattributed_sites.sql"))]
+    matched = match_sites(conn, sites)
+    per_client: Counter[str] = Counter()
+    standard = {s: c for s, (c, p) in matched.items() if p != "gdpr"}
+    gdpr = {s: c for s, (c, p) in matched.items() if p == "gdpr"}
+    if standard:
+        params = {"sites": list(standard), "clients": list(standard.values()), "batch": batch_rows}
+        query = load_sql("maintenance/reattribute_standard_batch.sql")
+        while True:
+            changed = conn.execute(query, params).fetchall()
+            if not changed:
+                break
+            per_client.update(r[0] for r in changed)
+    if gdpr:
+        params = {"sites": list(gdpr), "clients": list(gdpr.values()), "batch": batch_rows}
+        query = load_sql("maintenance/reattribute_gdpr_candidates.sql")
+        while True:
+            with conn.transaction():
+                rows = conn.execute(query, params).fetchall()
+                if rows:
+                    treat_and_write(conn, rows, secret)
+            if not rows:
+                break
+            per_client.update(r[2] for r in rows)
+    seconds = time.monotonic() - t0
+    with conn.transaction():
+        for client_id, n in sorted(per_client.items()):
+            batches.record(
+                conn, "reattribution", started_at=started, rows=n, client_id=client_id, run_id=run_id
+            )
+    for client_id, n in sorted(per_client.items()):
+        log.info("re-attribution: client %s: %d row(s) attributed", client_id, n)
+    log.info(
+        "re-attribution: %d unattributed site(s), %d now matched, %d row(s) attributed in %.2fs",
+        len(sites),
+        len(matched),
+        sum(per_client.values()),
+        seconds,
+    )
+    return dict(per_client)
+
+
+def run(run_id: str | None = None) -> dict[str, Any]:
+    """Task entry point: re-attribution with settings from Airflow Variables.
+
+    :param run_id: the Airflow run id, for ``maintenance_log``.
+    """
+    secret = str(get_setting(VAR_IP_HASH_SECRET))
+    with connect() as conn:
+        return run_reattribution(conn, secret, batch_rows=int(get_setting(SET_ROW_BATCH.name)), run_id=run_id)

@@ -1,0 +1,547 @@
+"""Retention: delete exported events ``retention_days`` (per client) after ``processed_at``.
+
+Partition by partition (``events_log`` is range-partitioned by UTC day of
+``created_at``), never one table-wide DELETE
+(docs/decisions/maintenance-retention-partitions.md):
+
+- **skip** a partition with nothing to delete (most of them, cheaply: only days
+  old enough for the smallest retention are even looked at);
+- **drop** a partition whose rows are all expired: DETACH + DROP, a catalog
+  change instead of millions of row deletions (no WAL per row, no bloat);
+- **swap** a partition where only a few rows survive (archived, still pending,
+  a client with a longer retention): copy the survivors into a fresh table,
+  then DETACH + DROP the old one and ATTACH the new one under the same name;
+- **batch** when many rows survive (or for the DEFAULT partition): bounded
+  DELETEs over slices of heap blocks, each committed on its own.
+
+The DROP of the old partition runs in its own transaction after the DETACH
+(or swap) committed. The rows are gone from ``events_log`` within milliseconds;
+then unlinking the files gives the disk back to the OS (~0.35 s per GB of
+page-cache-resident files, kernel time). PostgreSQL unlinks after releasing its
+locks in any case; the second transaction makes the two phases visible in the
+log and the benchmark (``detached_s``, ``drop_s``, ``bytes_freed``). A crash in
+between leaves a detached table ``<partition>_expired`` that the next run drops first.
+
+Locks: the day's partition is locked EXCLUSIVE while survivors are copied (it
+blocks writers of *that old day* only; readers and ingest into today's
+partition go on). DETACH needs ACCESS EXCLUSIVE on ``events_log`` for a few
+milliseconds; it is taken with ``lock_timeout`` (default 500 ms, below
+PostgreSQL's 1 s ``deadlock_timeout``) and retried with backoff, so ingest never
+waits more than the timeout, and when retention meets erasure or an export
+holding the parent, retention is the side that backs off (no deadlock, no lost
+work). ``DETACH ... CONCURRENTLY`` is not possible: events_log has a DEFAULT partition.
+
+Billing gate: a row is only deleted when both its ``created_at`` day and its
+export hour's day are covered by ``billing_runs`` (contiguously), so retention
+never removes anything billing has not rolled up.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from events_pipeline.common import heap_ranges as batches
+from events_pipeline.common.db import connect, load_sql
+from events_pipeline.common.errors import PipelineError
+from events_pipeline.common.partitions import DEFAULT_PARTITION, PARENT, day_bounds, existing_partitions
+from events_pipeline.common.settings import Setting, get_setting, register
+
+if TYPE_CHECKING:
+    import psycopg
+
+log = logging.getLogger(__name__)
+
+SET_LOCK_TIMEOUT_MS = register(
+    Setting(
+        "events_retention_lock_timeout_ms",
+        500,
+        "longest wait (ms) for a lock on events_log during retention before backing off and retrying",
+    )
+)
+SET_SWAP_MAX_SURVIVOR_RATIO = register(
+    Setting(
+        "events_retention_swap_max_survivor_ratio",
+        0.25,
+        "a partition is rebuilt (survivors copied, old one dropped) when at most this share of rows "
+        "survives; above it expired rows are deleted in bounded batches",
+    )
+)
+SET_BATCH_BLOCKS = register(
+    Setting(
+        "events_maintenance_batch_blocks",
+        batches.DEFAULT_BATCH_BLOCKS,
+        "heap blocks (8 kB) per bounded batch of retention/archival",
+    )
+)
+
+#: Attempts at taking the ACCESS EXCLUSIVE lock before giving up (task retries later).
+LOCK_ATTEMPTS = 8
+
+
+class RetentionLockError(PipelineError):
+    """The lock needed to swap or drop a partition could not be taken (busy table)."""
+
+
+@dataclass
+class PartitionResult:
+    """What retention did to one partition.
+
+    :param partition: the partition table name.
+    :param mode: ``skip``, ``deferred`` (becomes a swap on the next run), ``drop``, ``swap`` or ``batch``.
+    :param total: rows in the partition before.
+    :param deleted: rows deleted.
+    :param kept: rows kept.
+    :param seconds: wall time spent.
+    :param lock_wait_s: longest wait for a lock on the parent (swap/drop only).
+    :param lock_attempts: attempts needed to take that lock.
+    :param copy_s: seconds spent counting and copying survivors (swap/drop only).
+    :param proof: the index-only proof showed every row deletable (no heap scan).
+    :param estimated: ``total``/``deleted`` are the planner's estimate (large proven drop).
+    :param detached_s: seconds until the expired rows were gone from ``events_log``
+        (the DETACH transaction committed and released its locks).
+    :param drop_s: seconds spent dropping the detached table afterwards (the files
+        are unlinked and the disk space goes back to the OS; no lock on ``events_log``).
+    :param bytes_freed: on-disk size of the dropped table (heap, indexes, TOAST).
+    """
+
+    partition: str
+    mode: str
+    total: int = 0
+    deleted: int = 0
+    kept: int = 0
+    seconds: float = 0.0
+    lock_wait_s: float = 0.0
+    lock_attempts: int = 0
+    copy_s: float = 0.0
+    proof: bool = False
+    estimated: bool = False
+    detached_s: float = 0.0
+    drop_s: float = 0.0
+    bytes_freed: int = 0
+
+
+@dataclass
+class RetentionResult:
+    """Outcome of one retention pass.
+
+    :param billed_through: the last billed day (the gate), or None.
+    :param partitions: one result per partition looked at.
+    """
+
+    billed_through: date | None
+    partitions: list[PartitionResult] = field(default_factory=list)
+
+    @property
+    def deleted(self) -> int:
+        """Rows deleted in total."""
+        return sum(p.deleted for p in self.partitions)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-friendly summary (the task's return value)."""
+        return {
+            "billed_through": self.billed_through.isoformat() if self.billed_through else None,
+            "deleted": self.deleted,
+            "partitions": [p.__dict__ for p in self.partitions if p.mode != "skip"],
+            "deferred": [p.partition for p in self.partitions if p.mode == "deferred"],
+        }
+
+
+def billed_through(conn: psycopg.Connection) -> date | None:
+    """Return the last day billing covers without a gap (None: nothing billed yet).
+
+    :param conn: an open connection.
+    """
+    row = conn.execute(load_sql("maintenance/billed_through.sql")).fetchone()
+    return row[0] if row else None
+
+
+def client_cutoffs(conn: psycopg.Connection, now: datetime) -> dict[str, datetime]:
+    """Map each client to the ``processed_at`` before which its exported rows expire.
+
+    :param conn: an open connection.
+    :param now: the reference time.
+    """
+    rows = conn.execute("SELECT client_id, retention_days FROM clients").fetchall()
+    return {cid: now - timedelta(days=int(days)) for cid, days in rows}
+
+
+def _params(cutoffs: dict[str, datetime], billed_end: datetime) -> dict[str, Any]:
+    return {
+        "client_ids": list(cutoffs),
+        "cutoffs": list(cutoffs.values()),
+        "billed_end": billed_end,
+    }
+
+
+#: Partitions of at most this many blocks are counted exactly; larger ones are sampled.
+EXACT_STATS_MAX_BLOCKS = 2000
+#: Share of blocks sampled (TABLESAMPLE SYSTEM) to choose between swap and batch.
+SAMPLE_PERCENT = 2.0
+
+
+def _any_deletable(conn: psycopg.Connection, partition: str, params: dict[str, Any]) -> bool:
+    """Exact: does ``partition`` hold a row retention may delete now?
+
+    First the index-only bound (``retention_may_expire.sql``: milliseconds), then
+    an ``EXISTS`` probe that stops at the first expired row.
+    """
+    from psycopg import sql
+
+    ident = sql.Identifier(partition)
+    may = sql.SQL(load_sql("maintenance/retention_may_expire.sql")).format(partition=ident)
+    if not conn.execute(may, params).fetchone()[0]:  # type: ignore[index]
+        return False
+    query = sql.SQL(load_sql("maintenance/retention_any_deletable.sql")).format(partition=ident)
+    return bool(conn.execute(query, params).fetchone()[0])  # type: ignore[index]
+
+
+def _stats(conn: psycopg.Connection, partition: str, params: dict[str, Any]) -> tuple[int, int, int]:
+    """Return ``(rows, deletable now, deletable a day later)``: exact when small, else from a block sample."""
+    from psycopg import sql
+
+    sample = sql.SQL("")
+    if batches.relation_blocks(conn, partition) > EXACT_STATS_MAX_BLOCKS:
+        sample = sql.SQL("TABLESAMPLE SYSTEM ({}) REPEATABLE (42)").format(sql.Literal(SAMPLE_PERCENT))
+    query = sql.SQL(load_sql("maintenance/retention_stats.sql")).format(
+        partition=sql.Identifier(partition), sample=sample
+    )
+    total, deletable, deletable_next = conn.execute(query, params).fetchone()  # type: ignore[misc]
+    return int(total), int(deletable), int(deletable_next)
+
+
+def run_retention(
+    conn: psycopg.Connection,
+    now: datetime | None = None,
+    *,
+    lock_timeout_ms: int = 500,
+    swap_max_survivor_ratio: float = 0.25,
+    batch_blocks: int = batches.DEFAULT_BATCH_BLOCKS,
+    force_mode: str | None = None,
+    run_id: str | None = None,
+) -> RetentionResult:
+    """Delete every expired exported event, partition by partition.
+
+    :param conn: an open connection (switched to autocommit: each step commits on its own).
+    :param now: the reference time (UTC now by default).
+    :param lock_timeout_ms: longest wait for a lock on ``events_log`` per attempt.
+    :param swap_max_survivor_ratio: rebuild a partition when at most this share survives.
+    :param batch_blocks: heap blocks per bounded DELETE batch.
+    :param force_mode: ``"batch"`` or ``"swap"`` to force a mode (benchmarks).
+    :param run_id: the Airflow run id, for ``maintenance_log``.
+    """
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    conn.autocommit = True
+    drop_detached_leftovers(conn)
+    gate = billed_through(conn)
+    result = RetentionResult(billed_through=gate)
+    if gate is None:
+        log.warning("retention: billing_runs is empty, nothing is deleted until billing has run")
+        return result
+    billed_end = day_bounds(gate)[1]
+    cutoffs = client_cutoffs(conn, now)
+    if not cutoffs:
+        log.info("retention: no clients, nothing to do")
+        return result
+    params = _params(cutoffs, billed_end)
+    latest_cutoff = max(cutoffs.values())
+    horizon = min(latest_cutoff, billed_end)
+    candidates = [
+        (day, name) for day, name in sorted(existing_partitions(conn).items()) if day_bounds(day)[0] < horizon
+    ]
+    log.info(
+        "retention: billed through %s, %d client(s), %d daily partition(s) old enough to look at",
+        gate,
+        len(cutoffs),
+        len(candidates),
+    )
+    targets: list[tuple[date | None, str]] = [*candidates, (None, DEFAULT_PARTITION)]
+    for day, name in targets:
+        started = datetime.now(UTC)
+        t0 = time.monotonic()
+        part = PartitionResult(partition=name, mode="skip")
+        if _any_deletable(conn, name, params):
+            if day is not None and force_mode is None and _provably_all_deletable(conn, name, day, params):
+                # Nothing survives (index-only proof, re-checked under the lock): no estimate needed.
+                est_total = est_now = est_next = 1
+            else:
+                est_total, est_now, est_next = (0, 0, 0) if day is None else _stats(conn, name, params)
+            few_survivors = est_total - est_now <= swap_max_survivor_ratio * est_total
+            use_swap = day is not None and few_survivors
+            # Partly expired today but nearly all tomorrow (the day after the oldest
+            # dropped one): deleting part of it row by row now would cost WAL for
+            # nothing; tomorrow's run swaps it. Rows are at most one run late.
+            defer = (
+                day is not None
+                and not few_survivors
+                and est_total - est_next <= swap_max_survivor_ratio * est_total
+            )
+            if force_mode is not None and day is not None:
+                use_swap, defer = force_mode == "swap", False
+            if defer:
+                part.mode = "deferred"
+                log.info(
+                    "retention: %s deferred to the next run: ~%d of ~%d rows expired now, ~%d tomorrow",
+                    name,
+                    est_now,
+                    est_total,
+                    est_next,
+                )
+            elif use_swap:
+                assert day is not None
+                _swap_partition(conn, name, day, params, lock_timeout_ms, part)
+            else:
+                part.mode = "batch"
+                part.deleted = _delete_in_batches(conn, name, params, batch_blocks)
+        part.seconds = round(time.monotonic() - t0, 3)
+        if part.mode not in ("skip", "deferred"):
+            rate = part.deleted / part.seconds if part.seconds else 0.0
+            log.info(
+                "retention: %s mode=%s%s deleted=%s%d kept=%d in %.2fs (%.0f rows/s; rows gone after "
+                "%.3fs, then %.1f MB returned to the OS in %.3fs), longest parent-lock wait %.3fs over "
+                "%d attempt(s)",
+                name,
+                part.mode,
+                " (index-only proof)" if part.proof else "",
+                "~" if part.estimated else "",
+                part.deleted,
+                part.kept,
+                part.seconds,
+                rate,
+                part.detached_s,
+                part.bytes_freed / 1e6,
+                part.drop_s,
+                part.lock_wait_s,
+                part.lock_attempts,
+            )
+            with conn.transaction():
+                batches.record(
+                    conn,
+                    "retention",
+                    started_at=started,
+                    rows=part.deleted,
+                    partition=name,
+                    details={k: v for k, v in part.__dict__.items() if k != "partition"},
+                    run_id=run_id,
+                )
+        result.partitions.append(part)
+    log.info("retention: %d row(s) deleted in total", result.deleted)
+    return result
+
+
+def _delete_in_batches(
+    conn: psycopg.Connection, partition: str, params: dict[str, Any], batch_blocks: int
+) -> int:
+    """Delete the expired rows of ``partition`` slice by slice, one commit per slice."""
+    from psycopg import sql
+
+    query = sql.SQL(load_sql("maintenance/retention_delete_batch.sql")).format(
+        partition=sql.Identifier(partition)
+    )
+    deleted = 0
+    for lo, hi in batches.block_ranges(batches.relation_blocks(conn, partition), batch_blocks):
+        deleted += conn.execute(query, {**params, "lo": lo, "hi": hi}).rowcount
+    return deleted
+
+
+def _provably_all_deletable(conn: psycopg.Connection, name: str, day: date, params: dict[str, Any]) -> bool:
+    """Index-only proof that every row of partition ``name`` (day ``day``) may be deleted now.
+
+    See ``include/sql/maintenance/retention_proof_all_deletable.sql`` for the rules
+    and the export contract it relies on. False means "not proven", never "keep".
+    """
+    from psycopg import sql
+
+    if day_bounds(day)[1] > params["billed_end"]:
+        return False
+    query = sql.SQL(load_sql("maintenance/retention_proof_all_deletable.sql")).format(
+        partition=sql.Identifier(name)
+    )
+    return bool(conn.execute(query, params).fetchone()[0])  # type: ignore[index]
+
+
+#: Suffix of a partition detached by retention and waiting to be dropped.
+EXPIRED_SUFFIX = "_expired"
+
+
+def drop_detached(conn: psycopg.Connection, table: str) -> int:
+    """Drop ``table``, a partition retention already detached; return its size in bytes.
+
+    Its own transaction (the files are unlinked at commit; the table is no
+    longer related to ``events_log``). Idempotent (a table already gone is 0 bytes).
+
+    :param conn: an autocommit connection.
+    :param table: the detached table's name (``events_log_pYYYYMMDD_expired``).
+    """
+    from psycopg import sql
+
+    with conn.transaction():
+        row = conn.execute("SELECT pg_total_relation_size(to_regclass(%s))", (table,)).fetchone()
+        size = int(row[0]) if row and row[0] is not None else 0
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
+    return size
+
+
+def drop_detached_leftovers(conn: psycopg.Connection) -> list[str]:
+    """Drop tables an interrupted retention run detached but did not drop yet.
+
+    Their rows already left ``events_log`` when the DETACH committed.
+
+    :param conn: an autocommit connection.
+    """
+    names = [r[0] for r in conn.execute(load_sql("maintenance/retention_detached_leftovers.sql"))]
+    for name in names:
+        size = drop_detached(conn, name)
+        log.warning(
+            "retention: dropped %s (%.1f MB), detached by an earlier run that stopped before dropping it",
+            name,
+            size / 1e6,
+        )
+    return names
+
+
+#: Partitions the planner estimates above this many rows are not counted exactly
+#: before a proven drop; their deleted count in the log is the estimate.
+EXACT_COUNT_MAX_ROWS = 100_000
+
+
+def _row_count(conn: psycopg.Connection, name: str, part: PartitionResult) -> int:
+    """Rows of partition ``name``: the planner's estimate when large, else an exact count."""
+    from psycopg import sql
+
+    estimate = conn.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass", (name,)).fetchone()
+    if estimate and estimate[0] is not None and estimate[0] > EXACT_COUNT_MAX_ROWS:
+        part.estimated = True
+        return int(estimate[0])
+    return int(conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(name))).fetchone()[0])  # type: ignore[index]
+
+
+def _swap_partition(
+    conn: psycopg.Connection,
+    name: str,
+    day: date,
+    params: dict[str, Any],
+    lock_timeout_ms: int,
+    part: PartitionResult,
+) -> None:
+    """Copy the survivors of ``name`` into a new table, then replace (or just drop) the partition.
+
+    The swap or detach runs in one transaction; on a lock timeout everything is
+    rolled back and retried after a backoff, up to :data:`LOCK_ATTEMPTS` times.
+    The old partition leaves that transaction detached and renamed
+    ``<name>_expired``; it is dropped in a second transaction
+    (:func:`drop_detached`), so the time until the rows were gone and the time
+    spent unlinking files (most of a whole-day drop) are measured apart.
+    A crash in between leaves the renamed table; the next run drops it first.
+    """
+    import psycopg
+    from psycopg import sql
+
+    start, end = day_bounds(day)
+    new_name = f"{name}_swap"
+    expired_name = f"{name}{EXPIRED_SUFFIX}"
+    t_start = time.monotonic()
+    ident, new_ident, parent = sql.Identifier(name), sql.Identifier(new_name), sql.Identifier(PARENT)
+    copy_sql = sql.SQL(load_sql("maintenance/retention_copy_survivors.sql")).format(
+        partition=ident, target=new_ident
+    )
+    delay = 0.2
+    for attempt in range(1, LOCK_ATTEMPTS + 1):
+        part.lock_attempts = attempt
+        try:
+            with conn.transaction():
+                conn.execute(
+                    sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{lock_timeout_ms}ms"))
+                )
+                # Writers of this old day wait (briefly); readers and ingest do not.
+                conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(ident))
+                # Proven from indexes: no scan at all. Otherwise one scan copies the survivors.
+                t_copy = time.monotonic()
+                provable = _provably_all_deletable(conn, name, day, params)
+                part.proof = provable
+                kept = 0
+                if not provable:
+                    # One scan: copy the survivors straight away (none: the empty
+                    # table is dropped again and the partition is simply dropped).
+                    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(new_ident))
+                    conn.execute(
+                        sql.SQL(
+                            "CREATE TABLE {new} (LIKE {parent} INCLUDING DEFAULTS INCLUDING CONSTRAINTS "
+                            "INCLUDING INDEXES)"
+                        ).format(new=new_ident, parent=parent)
+                    )
+                    conn.execute(
+                        sql.SQL(
+                            "ALTER TABLE {new} ADD CONSTRAINT {c} "
+                            "CHECK (created_at >= {s} AND created_at < {e})"
+                        ).format(
+                            new=new_ident,
+                            c=sql.Identifier(f"{name}_bound"),
+                            s=sql.Literal(start),
+                            e=sql.Literal(end),
+                        )
+                    )
+                    kept = conn.execute(copy_sql, params).rowcount
+                    if not kept:
+                        conn.execute(sql.SQL("DROP TABLE {}").format(new_ident))
+                # Rows before: exact on small partitions; on large ones the planner's
+                # estimate (an exact count reads ~0.25 s per million rows), logged with ~.
+                total = max(_row_count(conn, name, part), kept)
+                part.copy_s = round(time.monotonic() - t_copy, 3)
+                t_lock = time.monotonic()
+                conn.execute(
+                    sql.SQL("ALTER TABLE {parent} DETACH PARTITION {p}").format(parent=parent, p=ident)
+                )
+                part.lock_wait_s = max(part.lock_wait_s, round(time.monotonic() - t_lock, 3))
+                conn.execute(
+                    sql.SQL("ALTER TABLE {p} RENAME TO {x}").format(p=ident, x=sql.Identifier(expired_name))
+                )
+                if kept:
+                    conn.execute(sql.SQL("ALTER TABLE {new} RENAME TO {p}").format(new=new_ident, p=ident))
+                    conn.execute(
+                        sql.SQL(
+                            "ALTER TABLE {parent} ATTACH PARTITION {p} FOR VALUES FROM ({s}) TO ({e})"
+                        ).format(parent=parent, p=ident, s=sql.Literal(start), e=sql.Literal(end))
+                    )
+                    part.mode = "swap"
+                else:
+                    part.mode = "drop"
+            part.detached_s = round(time.monotonic() - t_start, 3)
+            part.total, part.kept, part.deleted = total, kept, total - kept
+            t_drop = time.monotonic()
+            part.bytes_freed = drop_detached(conn, expired_name)
+            part.drop_s = round(time.monotonic() - t_drop, 3)
+            return
+        except psycopg.errors.LockNotAvailable:
+            log.warning(
+                "retention: %s: lock not granted within %d ms (attempt %d/%d), retrying in %.1fs",
+                name,
+                lock_timeout_ms,
+                attempt,
+                LOCK_ATTEMPTS,
+                delay,
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+    raise RetentionLockError(
+        f"retention: could not lock partition {name} / table {PARENT} within {lock_timeout_ms} ms in "
+        f"{LOCK_ATTEMPTS} attempts (long-running queries on {PARENT}?); nothing was changed, the task retries"
+    )
+
+
+def run(run_id: str | None = None) -> dict[str, Any]:
+    """Task entry point: retention with the settings from Airflow Variables.
+
+    :param run_id: the Airflow run id, for ``maintenance_log``.
+    """
+    with connect() as conn:
+        return run_retention(
+            conn,
+            lock_timeout_ms=int(get_setting(SET_LOCK_TIMEOUT_MS.name)),
+            swap_max_survivor_ratio=float(get_setting(SET_SWAP_MAX_SURVIVOR_RATIO.name)),
+            batch_blocks=int(get_setting(SET_BATCH_BLOCKS.name)),
+            run_id=run_id,
+        ).as_dict()

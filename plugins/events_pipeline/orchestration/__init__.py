@@ -1,0 +1,1 @@
+"""Airflow glue used by the DAG files: default args, failure callbacks, alerting, Assets."""

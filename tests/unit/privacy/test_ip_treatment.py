@@ -1,0 +1,100 @@
+"""privacy.py (GDPR): truncation, keyed pseudonyms, event treatment; the ingest fast path equals it."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from events_pipeline.privacy.fast_treatment import IpProtector
+from events_pipeline.privacy.ip_treatment import ip_pseudonym, is_truncated, protect_event, truncate_ip
+
+SECRET = "unit-test-secret"
+
+
+@pytest.mark.parametrize(
+    ("ip", "truncated"),
+    [
+        ("203.0.113.77", "203.0.113.0"),
+        ("10.0.0.0", "10.0.0.0"),
+        ("2001:db8:1:2::5", "2001:db8:1::"),
+        ("2001:DB8:ABCD:1234:5678::1", "2001:db8:abcd::"),
+        ("::ffff:198.51.100.9", "198.51.100.0"),
+        ("::1", "::"),
+        (" 1.2.3.4 ", "1.2.3.0"),
+    ],
+)
+def test_truncate_ip(ip: str, truncated: str) -> None:
+    assert truncate_ip(ip) == truncated
+    assert is_truncated(truncated)
+
+
+def test_truncate_ip_rejects_non_ips() -> None:
+    with pytest.raises(ValueError):
+        truncate_ip("not an ip")
+    assert not is_truncated("not an ip")
+
+
+def test_pseudonym_is_keyed_stable_and_canonical() -> None:
+    a = ip_pseudonym("1.2.3.4", SECRET)
+    assert a == ip_pseudonym("::ffff:1.2.3.4", SECRET) == ip_pseudonym(" 1.2.3.4", SECRET)
+    assert a != ip_pseudonym("1.2.3.4", "other-secret")
+    assert a != ip_pseudonym("1.2.3.5", SECRET)
+    assert len(a) == 32 and int(a, 16) >= 0
+    with pytest.raises(ValueError, match="events_ip_hash_secret"):
+        ip_pseudonym("1.2.3.4", "")
+
+
+def test_protect_event_removes_the_raw_ip_and_adds_a_pseudonym() -> None:
+    raw = {"ip_address": "203.0.113.77", "nested": {"x": 1}}
+    out, ip = protect_event(raw, "203.0.113.77", SECRET)
+    assert ip == "203.0.113.0"
+    assert out["ip_address"] == "203.0.113.0"
+    assert out["ip_pseudonym"] == ip_pseudonym("203.0.113.77", SECRET)
+    assert "203.0.113.77" not in repr(out)
+
+
+def test_protect_event_is_idempotent() -> None:
+    once, ip1 = protect_event({"ip_address": "2001:db8:1:2::5"}, None, SECRET)
+    snapshot = dict(once)
+    twice, ip2 = protect_event(once, ip1, SECRET)
+    assert twice == snapshot and ip1 == ip2 == "2001:db8:1::"
+
+
+def test_protect_event_without_ip_changes_nothing() -> None:
+    assert protect_event({"a": 1}, None, SECRET) == ({"a": 1}, None)
+    assert protect_event({"ip_address": ""}, None, SECRET) == ({"ip_address": ""}, None)
+
+
+_ipv4 = st.integers(0, 2**32 - 1).map(lambda n: str(ipaddress.IPv4Address(n)))
+_ipv6 = st.integers(0, 2**128 - 1).map(lambda n: str(ipaddress.IPv6Address(n)))
+_mapped = st.integers(0, 2**32 - 1).map(lambda n: f"::ffff:{ipaddress.IPv4Address(n)}")
+_special = st.sampled_from(
+    [
+        "0.0.0.0",  # noqa: S104 - an address to treat, not a bind
+        "::",
+        "::1",
+        "::1.2.3.4",
+        "1.2.3.0",
+        "2001:db8:1::",
+        "::ffff:0.0.0.0",
+    ]
+)
+
+
+@settings(max_examples=400)
+@given(ip=st.one_of(_ipv4, _ipv6, _mapped, _special), has_pseudonym=st.booleans())
+def test_ingest_fast_path_equals_privacy_protect_event(ip: str, has_pseudonym: bool) -> None:
+    base = {"ip_address": ip, "k": "v"}
+    if has_pseudonym:
+        base["ip_pseudonym"] = "given"
+    reference = protect_event(dict(base), ip, SECRET)
+    fast = IpProtector(SECRET).protect_event(dict(base), ip)
+    assert fast == reference
+
+
+def test_fast_path_needs_a_secret() -> None:
+    with pytest.raises(ValueError, match="events_ip_hash_secret"):
+        IpProtector("")
