@@ -20,7 +20,7 @@ over the hour), then runs in separate subprocesses, side by side:
   docs show: ``pandas.read_sql`` of the same SELECT, ``DataFrame.to_parquet``
   (zstd, for a like-for-like file), upload to one bucket;
 - ``SqlToS3Operator + mark``: the operator on unexported rows, then the same
-  marking UPDATE the pipeline runs (what any path that follows SPEC section 5 must do).
+  marking UPDATE the pipeline runs (what any path that follows contract §5 must do).
 
 Before each path that marks rows, the rows are reset to unexported and the
 table is compacted (``VACUUM FULL``), as freshly ingested rows are (untimed).

@@ -1,15 +1,15 @@
-"""Benchmark: cost of each hourly health check and monitoring query vs. the seed's versions.
+"""Benchmark: cost of each hourly health check and monitoring query vs. the original design's versions.
 
 Fills a throw-away embedded PostgreSQL with ``--rows`` events spread over
 ``--days`` daily partitions ending at the current hour (the shape of a running
 pipeline: older hours exported with their ``export_runs`` rows, the last hour
 pending and unclaimed, ~2% unattributed), then times every query of
 ``include/sql/health/`` and ``include/sql/monitoring/`` for the last hour
-(median of ``--repeat`` runs) next to the seed's way where the seed had one:
+(median of ``--repeat`` runs) next to the original design's way where the original design had one:
 
 - pending exports: ours (partial indexes + ``export_runs``) vs. the direct
   ``WHERE export_status = 'pending' AND client_id IS NOT NULL AND created_at < cutoff``;
-- table size: ours (partition tree, ``reltuples``) vs. the seed's
+- table size: ours (partition tree, ``reltuples``) vs. the original design's
   ``pg_total_relation_size('events_log')`` + ``count(*)`` of the whole table.
 
 Prints a table and writes ``benchmarks/results/health.json``.
@@ -203,7 +203,7 @@ def main() -> None:
         speedup = f"{e['speedup']}x" if e.get("speedup") else "-"
         print(f"{e['query']:32} {e['ms']:>9.1f} {seed_ms:>9} {speedup:>8} {e['rows']:>6}")
     print(
-        "events_log size: seed's pg_total_relation_size = "
+        "events_log size: original design's pg_total_relation_size = "
         f"{results['size_bytes']['seed_pg_total_relation_size']} "
         f"bytes, sum over partitions = {results['size_bytes']['partition_tree_sum']:,} bytes"
     )

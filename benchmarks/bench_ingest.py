@@ -1,4 +1,4 @@
-"""Benchmark: the ingest load path vs the seed's INSERTs, Airflow's insert_rows and a plain COPY.
+"""Benchmark: the ingest load path vs the original design's INSERTs, Airflow's insert_rows and a plain COPY.
 
 Generates ``--events`` realistic events (demo_data: ~600 bytes of JSON, nested
 properties, real user agents, IPv4 + IPv6, one GDPR client) into ``--files``
@@ -17,8 +17,8 @@ the same embedded PostgreSQL (``events_log`` emptied between methods):
    rows into the same table and index set (no validation, no S3);
 3. ``insert_rows``: ``PostgresHook.insert_rows`` (what ``S3ToSqlOperator``
    does) into the same table, commit every 1000 rows;
-4. ``seed``: the seed's design, multi-row INSERT of 50 rows per transaction
-   with the seed's six indexes (GIN on raw_event_data included).
+4. ``seed``: the original design, multi-row INSERT of 50 rows per transaction
+   with the original design's six indexes (GIN on raw_event_data included).
 
 With ``--big-mb N`` it also loads one gzip NDJSON file of N MB (uncompressed)
 in a child process and reports the child's peak RSS next to a small file's,
@@ -256,7 +256,7 @@ def run_insert_rows(rows: list[tuple[Any, ...]]) -> float:
 
 
 def seed_payload_type(conn: Any, on: bool) -> None:
-    """Switch raw_event_data to the seed's jsonb (its GIN index needs it) or back to json."""
+    """Switch raw_event_data to the original design's jsonb (its GIN index needs it) or back to json."""
     kind = "jsonb" if on else "json"
     conn.execute(
         f"ALTER TABLE events_log ALTER COLUMN raw_event_data TYPE {kind} USING raw_event_data::{kind}"
@@ -264,7 +264,7 @@ def seed_payload_type(conn: Any, on: bool) -> None:
 
 
 def run_seed(conn: Any, rows: list[tuple[Any, ...]]) -> float:
-    """The seed: jsonb payload, six indexes, multi-row INSERT of 50 rows per transaction."""
+    """The original design (baseline `seed`): jsonb payload, six indexes, multi-row INSERT of 50 rows per transaction."""
     cols = ", ".join(f'"{c}"' if c == "timestamp" else c for c in COLUMNS)
     one = "(" + ", ".join(["%s"] * len(COLUMNS)) + ")"
     seed_payload_type(conn, True)

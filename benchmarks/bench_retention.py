@@ -1,18 +1,18 @@
-"""Benchmark: retention of one expired day and archival vs the seed's plain DELETE / UPDATE.
+"""Benchmark: retention of one expired day and archival vs the original design's plain DELETE / UPDATE.
 
 Loads ``--rows`` events over ``--days`` daily partitions with COPY into a
 throw-away embedded PostgreSQL, then, on the same data:
 
-1. archival: the seed's ``UPDATE ... SET export_status='archived' WHERE
+1. archival: the original design's ``UPDATE ... SET export_status='archived' WHERE
    export_status='pending' AND created_at < cutoff`` (in a transaction, rolled
    back) vs :func:`events_pipeline.maintenance.archival.run_archival` (bounded batches);
 2. retention of the oldest day, wholly exported (every row expired), then of the
-   next day (0.5 % of its rows pending/archived survive): the seed's ``DELETE
+   next day (0.5 % of its rows pending/archived survive): the original design's ``DELETE
    FROM events_log WHERE export_status='exported' AND processed_at < cutoff``
    (rolled back) vs :func:`events_pipeline.maintenance.retention.run_retention` (partition
    dropped / rebuilt);
 3. ingest stall: a COPY loop (2,000-row batches into the newest partition) runs
-   while a third day expires, once under the seed's DELETE, once under ours;
+   while a third day expires, once under the original design's DELETE, once under ours;
    the longest COPY is reported (WAL there includes ingest's, so it is not compared).
 
 Seconds, rows/s, WAL bytes (``pg_current_wal_lsn`` difference) and the table
@@ -146,7 +146,7 @@ def timed(conn, fn) -> dict:
 
 
 def seed_statement(dsn: str, statement: str, params: tuple) -> dict:
-    """Run the seed's statement in a transaction, measure it, roll it back (same data for ours)."""
+    """Run the original design's statement in a transaction, measure it, roll it back (same data for ours)."""
     import psycopg
 
     with psycopg.connect(dsn) as conn:
@@ -248,7 +248,7 @@ def main() -> int:
             conn.execute("CHECKPOINT")
             ours_arch = timed(conn, lambda: run_archival(conn, now=now_b)["archived"])
             results["archival"] = {"seed": seed_arch, "ours": {**ours_arch, "rows": ours_arch.pop("result")}}
-            # The next day's run: the seed's UPDATE reads the same old days again, ours skips days done.
+            # The next day's run: the original design's UPDATE reads the same old days again, ours skips days done.
             seed_again = seed_statement(
                 dsn,
                 "UPDATE events_log SET export_status = 'archived' WHERE export_status = 'pending' "
@@ -315,7 +315,7 @@ def main() -> int:
             stall_ours.update({"rows": r2.deleted, "mode": p2.mode, "lock_wait_s": p2.lock_wait_s})
             results["ingest_during_retention"] = {"seed": stall_seed, "ours": stall_ours}
 
-            # 5. what the seed's DELETE really costs: committed, then the VACUUM it needs (day 3,
+            # 5. what the original design's DELETE really costs: committed, then the VACUUM it needs (day 3,
             #    wholly exported like day 0).
             now_d = now_c + timedelta(days=1)
             conn.execute("CHECKPOINT")
@@ -392,7 +392,7 @@ def _report(r: dict) -> None:
         f"whole expired day, step by step: rows gone from events_log after {gone:.3f}s "
         f"(seed DELETE {s_['seconds']:.3f}s: {w['speedup_rows_gone']}x); then DROP returned "
         f"{o['bytes_freed'] / 1e6:,.0f} MB to the OS in {o['drop_s']:.3f}s, no lock on events_log; "
-        f"all done after {o['seconds']:.3f}s ({w['speedup']}x the seed's DELETE, "
+        f"all done after {o['seconds']:.3f}s ({w['speedup']}x the original design's DELETE, "
         f"{w['speedup_space_back_vs_delete_vacuum']}x its DELETE + VACUUM)"
     )
     st = r["ingest_during_retention"]

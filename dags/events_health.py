@@ -35,7 +35,7 @@ Tasks (each links its runbook entry; thresholds are the Variables named):
   of the hour's lines. [{runbook_link("check_rejected_rate")}]
 - `check_export_runs`: an active client has no succeeded export run for a
   closed hour. [{runbook_link("check_export_runs")}]
-- `log_monitoring_metrics`: logs the seed's monitoring queries as one table
+- `log_monitoring_metrics`: logs the original design's monitoring queries as one table
   (fails only when the database is unreachable). [{runbook_link("log_monitoring_metrics")}]
 
 - **Schedule**: hourly, `CronDataIntervalTimetable("0 * * * *", UTC)`, no catch-up.
@@ -89,7 +89,7 @@ def events_health() -> None:
 
     @task
     def log_monitoring_metrics(data_interval_start=None, data_interval_end=None) -> dict:
-        """Run the seed's monitoring queries for the interval and log one table."""
+        """Run the original design's monitoring queries for the interval and log one table."""
         from events_pipeline.health.metrics_report import log_metrics
 
         return log_metrics(data_interval_start, data_interval_end)

@@ -138,7 +138,7 @@ def ndjson_bytes(
     return gzip.compress(body, compresslevel=gzip_level) if gzip_level is not None else body
 
 
-#: A few lines that break SPEC §2, each for a different reason (demo and tests).
+#: A few lines that break contract §2 (docs/contract.md), each for a different reason (demo and tests).
 BAD_LINES = (
     '{"event_type": "pageview", "site_id": "www.acme.com"}',  # no timestamp
     '{"event_type": "", "timestamp": "2026-11-27T10:00:00Z", "site_id": "www.acme.com"}',  # empty type

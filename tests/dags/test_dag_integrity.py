@@ -98,7 +98,7 @@ def test_dag_ids_are_the_reserved_ones_and_match_file_names(dagbag) -> None:
 @pytest.mark.parametrize("dag_id", DAG_IDS)
 def test_dag_follows_team_policy(dagbag, dag_id: str) -> None:
     dag = dagbag.dags.get(dag_id)
-    assert dag is not None, f"{dag_id} (SPEC §4) is missing from dags/"
+    assert dag is not None, f"{dag_id} (contract §4 (docs/contract.md)) is missing from dags/"
     assert dag.tags and set(dag.tags) <= ALLOWED_TAGS, (
         f"{dag_id} tags {dag.tags} not in {sorted(ALLOWED_TAGS)}"
     )

@@ -3,7 +3,7 @@
 -- share one created_at. Finds batches with a row created in the run's data
 -- interval and more than one created_at, looking back batch_lookback_minutes
 -- before the interval for their other rows. Grouped by batch_id alone (the
--- seed grouped by batch_id, client_id and missed a split across clients).
+-- original design grouped by batch_id, client_id and missed a split across clients).
 -- Parameters: interval_start, interval_end, batch_lookback_minutes.
 WITH window_rows AS (
     SELECT batch_id, client_id, file_id, created_at

@@ -1,4 +1,4 @@
--- Domain matching rule (SPEC §3), set-based: for each site_id in %(sites)s,
+-- Domain matching rule (contract §3 (docs/contract.md)), set-based: for each site_id in %(sites)s,
 -- the client of its exact domain, else of its nearest listed parent domain.
 -- The site is normalised as ingest does (attribution.normalize_site): trimmed,
 -- lower-cased, scheme / path / user-info removed, [IPv6] unwrapped, a single

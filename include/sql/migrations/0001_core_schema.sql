@@ -30,9 +30,9 @@ CREATE TABLE IF NOT EXISTS client_domains (
 );
 CREATE INDEX IF NOT EXISTS client_domains_client_idx ON client_domains (client_id);
 
--- events_log: the seed's columns plus client_id, batch_id, export_status,
+-- events_log: the original design's columns plus client_id, batch_id, export_status,
 -- privacy_level and export_hour (the export interval a row was assigned to).
--- id is bigint (the seed's SERIAL overflows at 2^31 rows, ~10 months at target).
+-- id is bigint (the original design's SERIAL overflows at 2^31 rows, ~10 months at target).
 -- Range-partitioned by day of created_at so retention drops whole days; the
 -- DEFAULT partition accepts any created_at that has no daily partition yet.
 -- Indexes are few on purpose (docs/decisions/0001-events-log-indexes.md).

@@ -1,4 +1,4 @@
--- Ingest (issue 3): how many lines of a file had NUL characters replaced
+-- Ingest: how many lines of a file had NUL characters replaced
 -- (docs/decisions/ingest-nul-policy.md), and a lookup of expired claims.
 ALTER TABLE landing_files ADD COLUMN IF NOT EXISTS lines_nul_replaced bigint;
 ALTER TABLE landing_files ADD COLUMN IF NOT EXISTS lines_blank bigint;

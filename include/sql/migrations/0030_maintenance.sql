@@ -1,4 +1,4 @@
--- Maintenance, billing and erasure bookkeeping (issue 5).
+-- Maintenance, billing and erasure bookkeeping.
 -- Idempotent: every statement can run again without effect.
 
 -- One row per maintenance step, client and partition touched: what a run did.

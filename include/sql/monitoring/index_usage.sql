@@ -1,5 +1,5 @@
 -- Seed "Index efficiency". pg_stat_user_indexes has relname/indexrelname
--- (not tablename/indexname as the seed wrote) and one row per partition's
+-- (not tablename/indexname as the original design wrote) and one row per partition's
 -- index: sum them per index of the partitioned parent.
 SELECT coalesce(parent.relname, s.indexrelname) AS index_name,
        sum(s.idx_scan)::bigint AS idx_scan,

@@ -1,4 +1,4 @@
--- Seed "Table size and growth". The seed's pg_total_relation_size('events_log')
+-- The original design's "Table size and growth". The original design's pg_total_relation_size('events_log')
 -- is 0 for a partitioned table and its count(*) scans every row: sum the
 -- partitions instead and estimate total rows from the planner statistics
 -- (reltuples is -1 for a never-analyzed partition: counted as 0).

@@ -85,3 +85,54 @@ def advisory_lock_key(name: str) -> int:
 
     digest = hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
+
+
+@contextmanager
+def advisory_lock(conn: psycopg.Connection, name: str, *, wait: bool = True) -> Iterator[bool]:
+    """Hold the session advisory lock ``name`` for the ``with`` block.
+
+    :param conn: the connection that holds the lock (session level: it survives
+        commits inside the block and is released at its end, or when the session ends).
+    :param name: the lock's name, hashed by :func:`advisory_lock_key`.
+    :param wait: wait for the lock (``pg_advisory_lock``); with ``False`` try once
+        (``pg_try_advisory_lock``) and yield whether it was acquired.
+    :returns: yields ``True`` when the lock is held; ``False`` only with ``wait=False``
+        when another session holds it (nothing to release then).
+    """
+    key = advisory_lock_key(name)
+    if wait:
+        conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+        acquired = True
+    else:
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+        acquired = bool(row and row[0])
+    try:
+        yield acquired
+    finally:
+        if acquired and not conn.closed:
+            try:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+            except Exception:  # noqa: BLE001 - the session's end releases it anyway
+                log.warning("could not release advisory lock %r; it is released when the session ends", name)
+
+
+def as_dict(cursor: Any, row: Any | None = None) -> dict[str, Any] | None:
+    """Return one row of a DB-API ``cursor`` as a column-name dict (``None`` at the end).
+
+    :param cursor: an executed DB-API cursor (psycopg or an Airflow hook's).
+    :param row: the row when already fetched; by default the next one is fetched.
+    """
+    if row is None:
+        row = cursor.fetchone()
+        if row is None:
+            return None
+    return dict(zip([d[0] for d in cursor.description], row, strict=True))
+
+
+def as_dicts(cursor: Any) -> list[dict[str, Any]]:
+    """Return all remaining rows of a DB-API ``cursor`` as column-name dicts.
+
+    :param cursor: an executed DB-API cursor (psycopg or an Airflow hook's).
+    """
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]

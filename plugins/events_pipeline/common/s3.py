@@ -7,6 +7,26 @@ from typing import Any
 from events_pipeline.common.errors import ServiceUnreachableError, SettingError
 from events_pipeline.common.settings import AWS_CONN_ID
 
+#: S3 error codes meaning "no such key" (HEAD answers bare HTTP codes, GET named ones).
+NO_SUCH_KEY = frozenset({"NoSuchKey", "404", "NotFound"})
+#: S3 error codes meaning "no such bucket".
+NO_SUCH_BUCKET = frozenset({"NoSuchBucket", "404", "NotFound"})
+#: S3 error codes meaning "access denied".
+ACCESS_DENIED = frozenset({"AccessDenied", "403", "Forbidden"})
+#: S3 error codes of a conditional request whose condition (e.g. ``If-Match``) failed.
+PRECONDITION_FAILED = frozenset({"PreconditionFailed", "412"})
+
+
+def error_code(exc: BaseException) -> str:
+    """Return the S3 error code of a botocore ``ClientError`` (``""`` for any other exception).
+
+    :param exc: the exception raised by a boto3 call.
+    """
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return ""
+    return str(response.get("Error", {}).get("Code", ""))
+
 
 def s3_client(conn_id: str | None = None) -> Any:
     """Return a boto3 S3 client built from the Airflow connection ``conn_id``.
@@ -49,12 +69,12 @@ def check_bucket(client: Any, bucket: str, *, what: str, conn_id: str | None = N
             f"S3 endpoint unreachable for bucket {bucket!r} ({what}) through {via}: {exc}"
         ) from exc
     except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        if code in {"404", "NoSuchBucket", "NotFound"}:
+        code = error_code(exc)
+        if code in NO_SUCH_BUCKET:
             raise SettingError(
                 f"S3 bucket {bucket!r} ({what}) does not exist (checked through {via})"
             ) from exc
-        if code in {"403", "AccessDenied", "Forbidden"}:
+        if code in ACCESS_DENIED:
             raise SettingError(f"access denied to S3 bucket {bucket!r} ({what}) through {via}") from exc
         raise
     except BotoCoreError as exc:

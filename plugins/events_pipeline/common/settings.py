@@ -17,7 +17,7 @@ EVENTS_DB_CONN_ID = "events_db"
 #: Default connection id for S3 (landing, backup and clients without their own).
 AWS_CONN_ID = "aws_default"
 
-#: Variable names (SPEC §4) and the thresholds of the health checks.
+#: Variable names (contract §4 (docs/contract.md)) and the thresholds of the health checks.
 VAR_LANDING_BUCKET = "events_landing_bucket"
 VAR_BACKUP_BUCKET = "events_backup_bucket"
 VAR_IP_HASH_SECRET = "events_ip_hash_secret"  # noqa: S105 - a Variable name, not a secret

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Exported columns in file order (SPEC §5) with their Arrow types.
+#: Exported columns in file order (contract §5 (docs/contract.md)) with their Arrow types.
 #: ``timestamp``/``created_at`` are UTC timestamps, ``ip_address`` a string,
 #: ``raw_event_data`` the JSON text of the stored object.
 COLUMNS: tuple[tuple[str, str], ...] = (

@@ -106,7 +106,7 @@ EXPORT_GRACE_MINUTES = register(
     )
 )
 
-#: Prefixes of the landing bucket the S3 checks look at (SPEC §2).
+#: Prefixes of the landing bucket the S3 checks look at (contract §2 (docs/contract.md)).
 INCOMING_PREFIX = "incoming/"
 QUARANTINE_PREFIX = "quarantine/"
 ERROR_SUFFIX = ".error.json"

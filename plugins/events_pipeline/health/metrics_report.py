@@ -1,7 +1,7 @@
-"""The seed's "key performance queries", run each hour and logged as one compact table.
+"""The original design's "key performance queries", run each hour and logged as one compact table.
 
 The queries live in ``include/sql/monitoring/<name>.sql`` (corrected versions
-of the seed's: partition-aware sizes, the right ``pg_stat_user_indexes``
+of the original design's: partition-aware sizes, the right ``pg_stat_user_indexes``
 columns, no division by zero) and read the run's data interval, so a
 backfilled run reports its own hour. Nothing here fails on a bad value: the
 health checks do that; this is the dashboard in the task log.

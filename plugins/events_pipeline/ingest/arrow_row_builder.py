@@ -8,12 +8,12 @@ whole block of lines at C speed and sends to the reference per-line path
 1. the block is split into lines by ``numpy`` (offsets into the block, no
    Python object per line); lines that look like one plain JSON object (start
    with ``{``, end with ``}``) and pass one RE2 screen (no ``NaN``/``Infinity``
-   token, no ``\\u0000`` escape, no huge number, no SPEC field holding a
+   token, no ``\\u0000`` escape, no huge number, no contract field holding a
    non-string) are parsed together by ``pyarrow.json`` with an explicit schema
-   of the SPEC §2 top-level fields; a group Arrow refuses (bad JSON, a field
+   of the contract §2 (docs/contract.md) top-level fields; a group Arrow refuses (bad JSON, a field
    of the wrong type, a duplicated field, two objects on one line) is bisected
    down to small groups that go to the reference path;
-2. conservative vectorised checks pick the rows that pass every SPEC §2 rule
+2. conservative vectorised checks pick the rows that pass every contract §2 (docs/contract.md) rule
    AND need no transformation: lower-case canonical ``event_id``; canonical
    ISO-8601 ``timestamp`` with ``T``, ``Z`` or ``+hh:mm`` (days 29-31 only in
    months that have them, offsets up to 14:59, at most 6 fraction digits);
@@ -61,7 +61,7 @@ if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
     # loader's CPU (perf), and interleaved A/B runs of two loaders gave -5 % Python CPU.
     pa.set_memory_pool(pa.system_memory_pool())
 
-#: The SPEC §2 top-level fields, all read as strings (another JSON type fails the group).
+#: The contract §2 (docs/contract.md) top-level fields, all read as strings (another JSON type fails the group).
 FIELDS = (
     "event_id",
     "event_type",
@@ -99,7 +99,7 @@ _LONG_LINE = pa.scalar(2 * MAX_BRACKETS, pa.int32())
 
 # lines Arrow and orjson could judge differently, or that need a NUL replacement
 _SUSPECT_LINE = r"NaN|Infinity|\\u0000|[:,\[]\s*-?[0-9]+(\.[0-9]+)?[eE][+-]?[0-9]{3}|[0-9]{300}"
-# a SPEC field whose value is not a string or null (anywhere in the line, so nested keys too)
+# a contract field whose value is not a string or null (anywhere in the line, so nested keys too)
 _NON_STRING_FIELD = r'"(?:' + "|".join(FIELDS) + r')"\s*:\s*[^"\s n]'
 _SCREEN = _SUSPECT_LINE + "|" + _NON_STRING_FIELD
 #: Arrow parses at most this many times a block's candidate lines (re-parses included).
@@ -225,7 +225,7 @@ class FastRowBuilder(RowBuilder):
         """Send to ``slow`` the candidates one RE2 scan flags; return the others (lines, texts).
 
         Flagged: what Arrow and orjson judge differently (``NaN``, ``Infinity``,
-        huge numbers), the ``\\u0000`` escape, and a SPEC field holding a
+        huge numbers), the ``\\u0000`` escape, and a contract field holding a
         non-string (e.g. epoch-millisecond timestamps): such a line would make
         Arrow refuse its whole group.
         """

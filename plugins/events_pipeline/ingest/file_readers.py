@@ -63,7 +63,7 @@ def file_format(key: str) -> str:
     """Return the format of a landing object from its name.
 
     :param key: the object key.
-    :raises UnreadableFileError: the extension is not one SPEC §2 lists.
+    :raises UnreadableFileError: the extension is not one contract §2 (docs/contract.md) lists.
     """
     lower = key.lower()
     for suffix, fmt in _SUFFIXES:

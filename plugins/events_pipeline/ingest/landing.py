@@ -1,6 +1,6 @@
 """The landing bucket and its registry: list, claim, read and move landing objects.
 
-Key layout (SPEC §2), for ``incoming/<sub-path>/<name>``:
+Key layout (contract §2 (docs/contract.md)), for ``incoming/<sub-path>/<name>``:
 
 - loaded:      ``processed/<sub-path>/<name>``
 - bad lines:   ``rejected/<sub-path>/<name>.rejected.ndjson``

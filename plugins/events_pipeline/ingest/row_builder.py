@@ -186,7 +186,7 @@ class RowBuilder:
     def record_block(self, records: list[dict[str, Any]]) -> bytes:
         """Convert one block of Parquet rows (dicts); return the COPY text of the good ones.
 
-        :param records: rows as dicts with SPEC §2 field names.
+        :param records: rows as dicts with contract §2 (docs/contract.md) field names.
         """
         out: list[str] = []
         for record in records:

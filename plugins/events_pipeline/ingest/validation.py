@@ -1,4 +1,4 @@
-"""Per-line rules of SPEC §2: turn one landing line into a valid event or a reason.
+"""Per-line rules of contract §2 (docs/contract.md): turn one landing line into a valid event or a reason.
 
 The hot path of ingest runs through :func:`validate_event` once per line, so it
 avoids allocations it does not need; a rejected line raises
@@ -43,7 +43,7 @@ _ntop = socket.inet_ntop
 
 
 class LineRejectedError(ValueError):
-    """A line breaks SPEC §2; ``str(exc)`` is the reason written to ``rejected/``."""
+    """A line breaks contract §2 (docs/contract.md); ``str(exc)`` is the reason written to ``rejected/``."""
 
 
 class Event(NamedTuple):
@@ -167,7 +167,7 @@ def parse_ip(value: Any) -> str | None:
 
 
 def validate_event(obj: Any, *, line_id: str = "", line_no: int | None = None) -> Event:
-    """Check one decoded event against SPEC §2 and return its columns.
+    """Check one decoded event against contract §2 (docs/contract.md) and return its columns.
 
     :param obj: the decoded JSON value of the line.
     :param line_id: a stable identity of the line (``bucket/key#etag``, plus

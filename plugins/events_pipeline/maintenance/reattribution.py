@@ -1,6 +1,6 @@
 """Re-attribution: unattributed pending events whose ``site_id`` now matches ``client_domains``.
 
-The domain rule (SPEC §3: exact domain, else nearest listed parent; lower-case,
+The domain rule (contract §3 (docs/contract.md): exact domain, else nearest listed parent; lower-case,
 port and trailing dot ignored) is applied set-based in SQL
 (``include/sql/maintenance/match_domains.sql``) to the distinct unattributed
 sites, then rows are updated in bounded batches through the partial index

@@ -52,7 +52,7 @@ def start_date_from_env(value: str | None = None) -> datetime:
 START_DATE = start_date_from_env()
 RUNBOOK = "docs/runbook.md"
 
-#: DAG ids reserved by the contract (SPEC §4).
+#: DAG ids reserved by the contract (contract §4 (docs/contract.md)).
 DAG_IDS = (
     "events_db_migrate",
     "events_ingest",

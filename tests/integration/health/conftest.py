@@ -1,7 +1,7 @@
 """Fixtures of the health tests: seed faults straight into PostgreSQL and S3, run events_health.
 
 Nothing here imports ingest/export code: rows and objects are written the way
-those parts of the pipeline leave them (SPEC §2, §3, §5).
+those parts of the pipeline leave them (contract §2 (docs/contract.md), §3, §5).
 """
 
 from __future__ import annotations

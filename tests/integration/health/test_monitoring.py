@@ -1,4 +1,4 @@
-"""The seed's monitoring queries against the real PostgreSQL: values and the logged table."""
+"""The original design's monitoring queries against the real PostgreSQL: values and the logged table."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def test_monitoring_queries_report_the_interval(services, clean_tables, db, capl
     assert by_status["pending"]["events"] == "149"
     assert by_status["exported"]["events"] == "20"
     assert out["table_size"][0]["last_24h"] == "169"
-    assert int(out["table_size"][0]["table_bytes"]) > 0  # the seed's pg_total_relation_size says 0
+    assert int(out["table_size"][0]["table_bytes"]) > 0  # the original design's pg_total_relation_size says 0
     assert {r["index_name"] for r in out["index_usage"]} >= {"events_log_unclaimed_idx", "events_log_pkey"}
     table = caplog.text
     assert "query                  | result" in table

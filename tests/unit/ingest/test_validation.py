@@ -1,4 +1,4 @@
-"""SPEC §2 line rules: what passes, how it is normalised, and the reasons for rejection."""
+"""contract §2 (docs/contract.md) line rules: what passes, how it is normalised, and the reasons for rejection."""
 
 from __future__ import annotations
 
