@@ -264,7 +264,7 @@ def seed_payload_type(conn: Any, on: bool) -> None:
 
 
 def run_seed(conn: Any, rows: list[tuple[Any, ...]]) -> float:
-    """The original design (baseline `seed`): jsonb payload, six indexes, multi-row INSERT of 50 rows per transaction."""
+    """The original design (baseline `seed`): jsonb, six indexes, INSERTs of 50 rows per transaction."""
     cols = ", ".join(f'"{c}"' if c == "timestamp" else c for c in COLUMNS)
     one = "(" + ", ".join(["%s"] * len(COLUMNS)) + ")"
     seed_payload_type(conn, True)

@@ -248,7 +248,7 @@ def main() -> int:
             conn.execute("CHECKPOINT")
             ours_arch = timed(conn, lambda: run_archival(conn, now=now_b)["archived"])
             results["archival"] = {"seed": seed_arch, "ours": {**ours_arch, "rows": ours_arch.pop("result")}}
-            # The next day's run: the original design's UPDATE reads the same old days again, ours skips days done.
+            # The next day's run: the original UPDATE reads the same old days again, ours skips days done.
             seed_again = seed_statement(
                 dsn,
                 "UPDATE events_log SET export_status = 'archived' WHERE export_status = 'pending' "

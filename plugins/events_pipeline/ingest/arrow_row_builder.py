@@ -61,7 +61,7 @@ if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
     # loader's CPU (perf), and interleaved A/B runs of two loaders gave -5 % Python CPU.
     pa.set_memory_pool(pa.system_memory_pool())
 
-#: The contract §2 (docs/contract.md) top-level fields, all read as strings (another JSON type fails the group).
+#: The top-level fields of contract §2 (docs/contract.md), read as strings (other JSON types fail the group).
 FIELDS = (
     "event_id",
     "event_type",

@@ -1,4 +1,4 @@
-"""contract §2 (docs/contract.md) line rules: what passes, how it is normalised, and the reasons for rejection."""
+"""Line rules of contract §2 (docs/contract.md): what passes, how it is normalised, why a line is rejected."""
 
 from __future__ import annotations
 
