@@ -1,4 +1,4 @@
-# The two commands: `make run` (the pipeline, locally) and `make test` (the suite).
+# The two commands: `make run` (the pipeline, locally) and `make test` (lint + the suite).
 # Both create .venv and install pinned requirements on first use.
 .PHONY: run test lint format migrate bench
 
@@ -8,6 +8,7 @@ run:
 
 test:
 	@scripts/bootstrap.sh dev
+	@.venv/bin/ruff check . && .venv/bin/ruff format --check .
 	@.venv/bin/python -m pytest $(PYTEST_ARGS)
 
 # Everything below is optional tooling, not needed to run or test.

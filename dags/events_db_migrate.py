@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from airflow.sdk import dag, task
 
-from events_pipeline.orchestration.dag_defaults import START_DATE, default_args, runbook_link
+from events_pipeline.common.runbook import runbook_link
+from events_pipeline.orchestration.dag_defaults import START_DATE, default_args
 
 DOC = f"""
 ### Apply schema migrations (manual)

@@ -6,9 +6,10 @@ from datetime import timedelta
 
 from airflow.sdk import CronDataIntervalTimetable, dag, task
 
+from events_pipeline.common.runbook import runbook_link
 from events_pipeline.common.settings import SQL_ROOT
 from events_pipeline.health.checks import HealthSQLCheckOperator
-from events_pipeline.orchestration.dag_defaults import START_DATE, default_args, runbook_link
+from events_pipeline.orchestration.dag_defaults import START_DATE, default_args
 
 DOC = f"""
 ### Pipeline health checks (hourly)

@@ -6,8 +6,9 @@ from typing import Any
 
 from airflow.sdk import dag, task
 
+from events_pipeline.common.runbook import runbook_link
 from events_pipeline.orchestration.assets import EVENTS_LOG
-from events_pipeline.orchestration.dag_defaults import START_DATE, default_args, runbook_link
+from events_pipeline.orchestration.dag_defaults import START_DATE, default_args
 
 DOC = f"""
 ### Load landing files into `events_log` (every 5 minutes)
@@ -50,25 +51,25 @@ def events_ingest() -> None:
     @task
     def claim_files(**context: Any) -> list[list[dict[str, Any]]]:
         """Ensure partitions, then claim landing files; return batches to map over."""
-        from events_pipeline.ingest import pipeline as ingest
+        from events_pipeline.ingest import pipeline
 
-        return ingest.claim_files(context["run_id"])
+        return pipeline.claim_files(context["run_id"])
 
     @task(max_active_tis_per_dag=8, map_index_template="{{ task.op_kwargs['batch'][0]['key'] }}")
     def load_batch(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Load and move every file of one batch."""
-        from events_pipeline.ingest import pipeline as ingest
+        from events_pipeline.ingest import pipeline
 
-        return ingest.load_batch(batch)
+        return pipeline.load_batch(batch)
 
     @task(outlets=[EVENTS_LOG], trigger_rule="none_failed")
     def summarize(results: list[list[dict[str, Any]]], **context: Any) -> dict[str, Any]:
         """Log the run summary; emit an events_log Asset event when rows were committed."""
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from events_pipeline.ingest import pipeline as ingest
+        from events_pipeline.ingest import pipeline
 
-        totals = ingest.summarize(list(results))
+        totals = pipeline.summarize(list(results))
         if not totals["rows_loaded"]:
             raise AirflowSkipException("no new events committed: no Asset event for events_log")
         context["outlet_events"][EVENTS_LOG].extra = {

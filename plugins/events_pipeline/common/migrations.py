@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from events_pipeline.common.db import advisory_lock_key
+from events_pipeline.common.db import advisory_lock
 from events_pipeline.common.errors import PipelineError
 from events_pipeline.common.settings import MIGRATIONS_DIR
 
@@ -91,9 +91,7 @@ def apply_migrations(conn: psycopg.Connection, directory: Path = MIGRATIONS_DIR)
 
     migrations = discover(directory)
     conn.autocommit = True
-    key = advisory_lock_key(LOCK_NAME)
-    conn.execute("SELECT pg_advisory_lock(%s)", (key,))
-    try:
+    with advisory_lock(conn, LOCK_NAME):
         conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " version text PRIMARY KEY, checksum text NOT NULL,"
@@ -128,8 +126,6 @@ def apply_migrations(conn: psycopg.Connection, directory: Path = MIGRATIONS_DIR)
             len(migrations),
         )
         return done
-    finally:
-        conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
 
 
 def main(argv: list[str] | None = None) -> int:

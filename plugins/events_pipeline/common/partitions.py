@@ -12,7 +12,7 @@ import logging
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from events_pipeline.common.db import advisory_lock_key
+from events_pipeline.common.db import advisory_lock
 
 if TYPE_CHECKING:
     import psycopg
@@ -76,9 +76,7 @@ def ensure_daily_partitions(conn: psycopg.Connection, first_day: date, last_day:
     """
     conn.autocommit = True
     created: list[str] = []
-    key = advisory_lock_key(LOCK_NAME)
-    conn.execute("SELECT pg_advisory_lock(%s)", (key,))
-    try:
+    with advisory_lock(conn, LOCK_NAME):
         have = existing_partitions(conn)
         day = first_day
         while day <= last_day:
@@ -96,8 +94,6 @@ def ensure_daily_partitions(conn: psycopg.Connection, first_day: date, last_day:
                     f", moved {moved} rows from {DEFAULT_PARTITION}" if moved else "",
                 )
             day += timedelta(days=1)
-    finally:
-        conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
     return created
 
 

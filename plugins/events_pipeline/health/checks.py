@@ -27,7 +27,9 @@ from typing import Any
 
 from airflow.providers.common.sql.operators.sql import SQLCheckOperator, SQLCheckResult
 
+from events_pipeline.common.db import as_dict
 from events_pipeline.common.errors import PipelineError, SettingError
+from events_pipeline.common.runbook import runbook_link
 from events_pipeline.common.settings import (
     EVENTS_DB_CONN_ID,
     VAR_LANDING_BUCKET,
@@ -35,7 +37,6 @@ from events_pipeline.common.settings import (
     get_setting,
     register,
 )
-from events_pipeline.orchestration.dag_defaults import runbook_link
 
 log = logging.getLogger(__name__)
 
@@ -391,13 +392,6 @@ def sql_parameters(check: SQLCheck, context: Mapping[str, Any]) -> dict[str, Any
     return params
 
 
-def _fetch_one_mapping(cursor: Any) -> dict[str, Any] | None:
-    row = cursor.fetchone()
-    if row is None:
-        return None
-    return {d[0]: value for d, value in zip(cursor.description, row, strict=True)}
-
-
 class HealthSQLCheckOperator(SQLCheckOperator):
     """A ``SQLCheckOperator`` for the health checks: one-line messages, bound thresholds.
 
@@ -431,7 +425,7 @@ class HealthSQLCheckOperator(SQLCheckOperator):
         except (HealthCheckError, SettingError) as exc:  # retrying cannot fix either
             self._raise_exception(f"{self.check} [runbook: {runbook_link('events_health')}]: {exc}")
         self.parameters = params
-        row = self.get_db_hook().run(self.sql, parameters=params, handler=_fetch_one_mapping)
+        row = self.get_db_hook().run(self.sql, parameters=params, handler=as_dict)
         outcome = definition.outcome(row, params)
         self.check_results = [
             SQLCheckResult(

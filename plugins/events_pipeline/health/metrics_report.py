@@ -16,7 +16,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from events_pipeline.common.db import connect, load_sql
+from events_pipeline.common.db import as_dicts, connect, load_sql
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +72,7 @@ def run_query(conn: Any, name: str, params: Mapping[str, Any]) -> list[dict[str,
     sql = load_sql(f"monitoring/{name}.sql")
     with conn.cursor() as cur:
         cur.execute(sql, dict(params) if "%(" in sql else None)
-        cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+        return as_dicts(cur)
 
 
 def collect(

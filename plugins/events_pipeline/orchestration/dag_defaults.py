@@ -11,6 +11,8 @@ import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from events_pipeline.common.runbook import runbook_link
+
 log = logging.getLogger("events_pipeline.oncall")
 
 OWNER = "data-platform"
@@ -50,7 +52,6 @@ def start_date_from_env(value: str | None = None) -> datetime:
 
 #: Every DAG starts here; catch-up DAGs backfill from this date at most.
 START_DATE = start_date_from_env()
-RUNBOOK = "docs/runbook.md"
 
 #: DAG ids reserved by the contract (contract §4 (docs/contract.md)).
 DAG_IDS = (
@@ -62,14 +63,6 @@ DAG_IDS = (
     "events_billing",
     "events_health",
 )
-
-
-def runbook_link(anchor: str) -> str:
-    """Return the runbook reference for an entry, for ``doc_md`` and log lines.
-
-    :param anchor: the entry's heading anchor in ``docs/runbook.md``.
-    """
-    return f"{RUNBOOK}#{anchor}"
 
 
 def failure_summary(context: dict[str, Any]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from psycopg import sql
 
 from tests.conftest import task_states
 from tests.integration.export.conftest import (
@@ -31,7 +32,9 @@ def _db_ids(db, where: str = "TRUE", params: tuple = ()) -> list[str]:
     return [
         str(r[0])
         for r in db.execute(
-            f"SELECT event_id FROM events_log WHERE client_id = 'acme' AND {where} ORDER BY created_at, id",
+            sql.SQL(
+                "SELECT event_id FROM events_log WHERE client_id = 'acme' AND {} ORDER BY created_at, id"
+            ).format(sql.SQL(where)),
             params,
         ).fetchall()
     ]

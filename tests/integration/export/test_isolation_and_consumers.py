@@ -169,7 +169,8 @@ def test_consumers_read_back_every_field(export_env, db, run_dag, tmp_path, monk
     con = duckdb.connect()
     duck = con.execute(
         "SELECT event_id, url, user_agent, session_id, visitor_id, ip_address, timestamp, created_at, "
-        f"json_extract_string(raw_event_data, '$.k') FROM read_parquet('{path}') ORDER BY created_at"
+        "json_extract_string(raw_event_data, '$.k') FROM read_parquet(?) ORDER BY created_at",
+        [str(path)],
     ).fetchall()
     assert len(duck) == 30
     assert duck[0][1] == 'https://acme.com/a,"b"\nc' and duck[0][2] == "" and duck[0][3] is None

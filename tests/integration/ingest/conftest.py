@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
+from psycopg import sql
 
 from tests.conftest import LANDING_BUCKET
 
@@ -106,11 +107,12 @@ def events(db: Any, where: str = "TRUE") -> list[dict[str, Any]]:
     :param db: autocommit connection.
     :param where: a fixed SQL condition written by the test (no values).
     """
-    cur = db.execute(
+    query = sql.SQL(
         "SELECT event_id::text, event_type, session_id, visitor_id, site_id, timestamp, url, path, "
         "user_agent, host(ip_address) AS ip, raw_event_data, created_at, client_id, batch_id, "
-        f"privacy_level, file_id FROM events_log WHERE {where} ORDER BY timestamp, event_id"
-    )
+        "privacy_level, file_id FROM events_log WHERE {} ORDER BY timestamp, event_id"
+    ).format(sql.SQL(where))
+    cur = db.execute(query)
     names = [d.name for d in cur.description]
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
@@ -121,4 +123,4 @@ def count(db: Any, table: str = "events_log") -> int:
     :param db: autocommit connection.
     :param table: table name (fixed by the test).
     """
-    return db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    return db.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()[0]

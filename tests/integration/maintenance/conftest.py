@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
+from psycopg import sql
 
 COLUMNS = (
     "event_id",
@@ -123,7 +124,8 @@ def mark_billed(db: Any, first: date, last: date) -> None:
 
 def count(db: Any, where: str = "true", params: tuple[Any, ...] = ()) -> int:
     """Count events_log rows matching a WHERE clause (test-only SQL)."""
-    return db.execute(f"SELECT count(*) FROM events_log WHERE {where}", params).fetchone()[0]
+    query = sql.SQL("SELECT count(*) FROM events_log WHERE {}").format(sql.SQL(where))
+    return db.execute(query, params).fetchone()[0]
 
 
 @pytest.fixture

@@ -135,7 +135,8 @@ def test_interval_required():
 
 
 def test_runbook_has_an_entry_per_dag_and_check():
-    from events_pipeline.orchestration.dag_defaults import DAG_IDS, RUNBOOK
+    from events_pipeline.common.runbook import RUNBOOK
+    from events_pipeline.orchestration.dag_defaults import DAG_IDS
 
     text = (SQL_ROOT.parents[1] / RUNBOOK).read_text()
     headings = set(re.findall(r"^## (\S+)\s*$", text, flags=re.MULTILINE))

@@ -66,3 +66,14 @@ def test_start_date_defaults_and_parses_environment_values() -> None:
     assert start_date_from_env("2026-11-27T07:00:00+00:00") == datetime(2026, 11, 27, 7, tzinfo=UTC)
     with pytest.raises(ValueError, match="EVENTS_PIPELINE_START_DATE"):
         start_date_from_env("last tuesday")
+
+
+def test_runbook_link_is_a_repo_path_unless_a_docs_base_url_is_set(monkeypatch):
+    from events_pipeline.common.runbook import DOCS_BASE_URL_ENV, runbook_link
+
+    monkeypatch.delenv(DOCS_BASE_URL_ENV, raising=False)
+    assert runbook_link("events_export") == "docs/runbook.md#events_export"
+    monkeypatch.setenv(DOCS_BASE_URL_ENV, "https://git.example.com/events-pipeline/blob/main/")
+    assert runbook_link("events_export") == (
+        "https://git.example.com/events-pipeline/blob/main/docs/runbook.md#events_export"
+    )
