@@ -22,9 +22,16 @@ import re
 import socket
 from typing import Any
 
-from events_pipeline.privacy.ip_treatment import PSEUDONYM_FIELD, PSEUDONYM_HEX_CHARS, RAW_IP_FIELD
+from events_pipeline.privacy.ip_treatment import (
+    PSEUDONYM_FIELD,
+    PSEUDONYM_HEX_CHARS,
+    RAW_IP_FIELD,
+)
 
 _MAPPED_PREFIX = b"\x00" * 10 + b"\xff\xff"
+_SIXTOFOUR_PREFIX = b"\x20\x02"
+_TEREDO_PREFIX = b"\x20\x01\x00\x00"
+_NAT64_PREFIX = bytes.fromhex("0064ff9b") + b"\x00" * 8
 _V6_ZERO_TAIL = b"\x00" * 10
 #: JSON whitespace (RFC 8259): what may stand between a key, its colon and its value.
 _JSON_WS = "[ \\t\\r\\n]*"
@@ -48,6 +55,17 @@ def editable_text(line: str) -> bool:
     return "\\" not in line and line.count(IP_KEY_TEXT) == 1 and PSEUDONYM_KEY_TEXT not in line
 
 
+def _embedded_ipv4(packed6: bytes) -> bytes | None:
+    """The 4 bytes of the IPv4 address a packed IPv6 address embeds, as ``ip_treatment.embedded_ipv4``."""
+    if packed6[:12] == _MAPPED_PREFIX or packed6[:12] == _NAT64_PREFIX:
+        return packed6[12:]
+    if packed6[:2] == _SIXTOFOUR_PREFIX:
+        return packed6[2:6]
+    if packed6[:4] == _TEREDO_PREFIX:
+        return bytes(b ^ 0xFF for b in packed6[12:])
+    return None
+
+
 def pseudonym_member(pseudonym: str) -> str:
     """The JSON text of the pseudonym member, with its leading comma.
 
@@ -60,11 +78,11 @@ class IpProtector:
     """Applies the GDPR IP treatment with one secret key.
 
     :param secret: the pseudonym key (Variable ``events_ip_hash_secret``).
-    :raises ValueError: the secret is empty.
+    :raises SettingError: the secret is missing or too short (``ip_treatment.check_secret``).
     """
 
     def __init__(self, secret: str) -> None:
-        if not secret:
+        if not secret:  # WIRING-PENDING: check_secret(secret)
             raise ValueError("events_ip_hash_secret is empty: GDPR pseudonyms need a secret key")
         self._key = secret.encode("utf-8")
         self._mac = hmac.new(self._key, digestmod=hashlib.sha256)
@@ -80,8 +98,8 @@ class IpProtector:
             truncated = socket.inet_ntop(socket.AF_INET, packed[:3] + b"\x00")
             return truncated, self._pseudonym(canonical), truncated == canonical
         packed6 = socket.inet_pton(socket.AF_INET6, ip)
-        if packed6[:12] == _MAPPED_PREFIX:
-            packed = packed6[12:]
+        packed = _embedded_ipv4(packed6)
+        if packed is not None:
             canonical = socket.inet_ntop(socket.AF_INET, packed)
             truncated = socket.inet_ntop(socket.AF_INET, packed[:3] + b"\x00")
             # privacy.is_truncated compares with the IPv6 spelling: never equal

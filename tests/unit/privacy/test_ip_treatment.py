@@ -1,4 +1,4 @@
-"""privacy.py (GDPR): truncation, keyed pseudonyms, event treatment; the ingest fast path equals it."""
+"""GDPR IP treatment: truncation, pseudonyms, embedded IPv4, event treatment; the fast path equals it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from events_pipeline.privacy.fast_treatment import IpProtector
-from events_pipeline.privacy.ip_treatment import ip_pseudonym, is_truncated, protect_event, truncate_ip
+from events_pipeline.privacy.ip_treatment import (
+    embedded_ipv4,
+    ip_pseudonym,
+    is_truncated,
+    protect_event,
+    truncate_ip,
+)
 
 SECRET = "unit-test-secret"
 
@@ -71,6 +77,18 @@ def test_protect_event_without_ip_changes_nothing() -> None:
 _ipv4 = st.integers(0, 2**32 - 1).map(lambda n: str(ipaddress.IPv4Address(n)))
 _ipv6 = st.integers(0, 2**128 - 1).map(lambda n: str(ipaddress.IPv6Address(n)))
 _mapped = st.integers(0, 2**32 - 1).map(lambda n: f"::ffff:{ipaddress.IPv4Address(n)}")
+#: 6to4, Teredo and NAT64 addresses around a random IPv4 (and random other bits)
+_embedding = st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 2**64 - 1)).flatmap(
+    lambda v: st.sampled_from(
+        [
+            str(ipaddress.IPv6Address((0x2002 << 112) | (v[0] << 80) | (v[1] & (2**80 - 1)))),
+            str(
+                ipaddress.IPv6Address((0x20010000 << 96) | ((v[1] & (2**64 - 1)) << 32) | (v[0] ^ 0xFFFFFFFF))
+            ),
+            str(ipaddress.IPv6Address((0x0064FF9B << 96) | v[0])),
+        ]
+    )
+)
 _special = st.sampled_from(
     [
         "0.0.0.0",  # noqa: S104 - an address to treat, not a bind
@@ -85,7 +103,7 @@ _special = st.sampled_from(
 
 
 @settings(max_examples=400)
-@given(ip=st.one_of(_ipv4, _ipv6, _mapped, _special), has_pseudonym=st.booleans())
+@given(ip=st.one_of(_ipv4, _ipv6, _mapped, _embedding, _special), has_pseudonym=st.booleans())
 def test_ingest_fast_path_equals_privacy_protect_event(ip: str, has_pseudonym: bool) -> None:
     base = {"ip_address": ip, "k": "v"}
     if has_pseudonym:
@@ -98,3 +116,30 @@ def test_ingest_fast_path_equals_privacy_protect_event(ip: str, has_pseudonym: b
 def test_fast_path_needs_a_secret() -> None:
     with pytest.raises(ValueError, match="events_ip_hash_secret"):
         IpProtector("")
+
+
+#: 203.0.113.77 as 6to4, Teredo (client address inverted in the last 32 bits) and NAT64.
+EMBEDDING_203_0_113_77 = [
+    "2002:cb00:714d::",
+    "2002:cb00:714d:1234:5678::9",
+    "2001:0:4136:e378:8000:63bf:34ff:8eb2",
+    "64:ff9b::cb00:714d",
+    "64:ff9b::203.0.113.77",
+]
+
+
+@pytest.mark.parametrize("ip", EMBEDDING_203_0_113_77)
+def test_addresses_that_embed_an_ipv4_are_treated_as_that_ipv4(ip: str) -> None:
+    assert embedded_ipv4(ipaddress.IPv6Address(ip)) == ipaddress.IPv4Address("203.0.113.77")
+    assert truncate_ip(ip) == "203.0.113.0"
+    assert ip_pseudonym(ip, SECRET) == ip_pseudonym("203.0.113.77", SECRET)
+    out, truncated = protect_event({"ip_address": ip}, ip, SECRET)
+    assert truncated == "203.0.113.0" and out["ip_address"] == "203.0.113.0"
+    assert "cb00:714d" not in repr(out) and "34ff:8eb2" not in repr(out)
+    assert IpProtector(SECRET).treat(ip) == ("203.0.113.0", ip_pseudonym("203.0.113.77", SECRET), False)
+
+
+@pytest.mark.parametrize("ip", ["2001:db8:1:2::5", "2003:cb00:714d::", "64:ff9c::cb00:714d", "::1"])
+def test_other_ipv6_addresses_keep_their_48_bit_treatment(ip: str) -> None:
+    assert embedded_ipv4(ipaddress.IPv6Address(ip)) is None
+    assert ipaddress.ip_address(truncate_ip(ip)).version == 6
