@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from airflow.sdk import CronDataIntervalTimetable, dag, task
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
 from events_pipeline.common.runbook import runbook_link
 from events_pipeline.orchestration.dag_defaults import START_DATE, default_args
@@ -21,6 +21,10 @@ Then records the day in `billing_runs`: retention only deletes rows of billed da
 
 - **Schedule**: daily at 00:00 UTC for the day that just ended; catch-up on:
   backfill any range with `airflow backfill create --dag-id events_billing --from-date A --to-date B`.
+- **Recompute a date range from the UI**: *Trigger DAG* and fill in the form's
+  **First day** and **Last day** (UTC, inclusive; at most 400 days, none in the
+  future). Empty fields: the run bills its own day as a scheduled run does. A
+  wrong range fails the run at once, naming the field.
 - **Inputs**: `events_db`. **Outputs**: `billing_daily`, `billing_runs`.
 - **Re-runs** recompute the same figures (delete + insert per day in one transaction).
   See [{runbook_link("events_billing")}] and docs/maintenance.md.
@@ -36,16 +40,33 @@ Then records the day in `billing_runs`: retention only deletes rows of billed da
     default_args=default_args(),
     tags=["events", "billing"],
     doc_md=DOC,
+    description="Daily billing rollups per client; trigger with a date range to recompute it",
+    params={
+        "first_day": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            title="First day (UTC)",
+            description="Manual recompute: the first day to bill again. Empty: the run's own day.",
+        ),
+        "last_day": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            title="Last day (UTC, inclusive)",
+            description="Manual recompute: the last day (empty: the first day only). At most 400 days.",
+        ),
+    },
 )
 def events_billing() -> None:
     """One task: roll up the interval's day(s)."""
 
     @task
-    def compute_billing(data_interval_start=None, data_interval_end=None, run_id=None) -> dict:
-        """Recompute billing_daily for the data interval's day(s)."""
-        from events_pipeline.billing import daily_rollup as billing
+    def compute_billing(data_interval_start=None, data_interval_end=None, run_id=None, params=None) -> dict:
+        """Recompute billing_daily for the form's range, or the data interval's day(s)."""
+        from events_pipeline.billing import daily_rollup
 
-        return billing.run(data_interval_start, data_interval_end, run_id=run_id)
+        return daily_rollup.run(data_interval_start, data_interval_end, run_id=run_id, params=params)
 
     compute_billing()
 

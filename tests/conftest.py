@@ -8,6 +8,7 @@ Variables from ``AIRFLOW_CONN_*`` / ``AIRFLOW_VAR_*``.
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import sys
@@ -173,6 +174,8 @@ def run_dag(services: None, dagbag: object):
     def _run(dag_id: str, **kwargs: object) -> object:
         dag = dagbag.dags[dag_id]  # type: ignore[attr-defined]
         saved = [(t, t.retry_delay, t.max_retry_delay, t.retry_exponential_backoff) for t in dag.tasks]
+        # dag.test(run_conf=...) writes the conf into the shared DAG's params: restore them after
+        saved_params = copy.deepcopy(dag.params), [(t, copy.deepcopy(t.params)) for t in dag.tasks]
         for task in dag.tasks:
             task.retry_delay = timedelta(seconds=0)
             task.max_retry_delay = timedelta(seconds=0)
@@ -181,6 +184,9 @@ def run_dag(services: None, dagbag: object):
             return dag.test(**kwargs)
         finally:
             # The DagBag is shared by the session (integrity tests read it too).
+            dag.params = saved_params[0]
+            for task, params in saved_params[1]:
+                task.params = params
             for task, delay, max_delay, backoff in saved:
                 task.retry_delay = delay
                 task.max_retry_delay = max_delay

@@ -16,7 +16,8 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from events_pipeline.common.db import connect, load_sql
+from events_pipeline.common.db import as_dicts, connect, load_sql
+from events_pipeline.common.run_params import optional_day_range
 from events_pipeline.common.settings import Setting, get_setting, register
 
 if TYPE_CHECKING:
@@ -30,6 +31,11 @@ TOTAL_ROW = "_total"
 SET_SETTLE_DAYS = register(
     Setting("events_billing_settle_days", 2, "days before a billing run's own day that it recomputes")
 )
+#: Trigger-form fields of ``events_billing`` (a manual recompute of a date range).
+FIRST_DAY_PARAM = "first_day"
+LAST_DAY_PARAM = "last_day"
+#: The longest range one manual run recomputes.
+MAX_RECOMPUTE_DAYS = 400
 
 
 def compute_day(conn: psycopg.Connection, day: date, *, run_id: str | None = None) -> list[dict[str, Any]]:
@@ -48,8 +54,7 @@ def compute_day(conn: psycopg.Connection, day: date, *, run_id: str | None = Non
         "bytes_exported, last_export_at FROM billing_daily WHERE day = %s ORDER BY client_id",
         (day,),
     )
-    names = [d.name for d in cur.description or []]
-    rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+    rows = as_dicts(cur)
     clients = sum(1 for r in rows if r["client_id"] != TOTAL_ROW)
     conn.execute(load_sql("billing/mark_day.sql"), {"day": day, "clients": clients, "run_id": run_id})
     return rows
@@ -104,19 +109,44 @@ def compute_days(
     return out
 
 
-def run(
-    data_interval_start: datetime, data_interval_end: datetime, run_id: str | None = None
-) -> dict[str, Any]:
-    """Task entry point: bill the days of the data interval plus the settle window before it.
+def days_to_bill(
+    data_interval_start: datetime, data_interval_end: datetime, params: dict[str, Any] | None = None
+) -> tuple[date, date, str]:
+    """Return ``(first day, last day, why)`` a run recomputes.
+
+    The form's range when a manual run gives one; otherwise the days of the data
+    interval plus the settle window before them.
 
     :param data_interval_start: start of the run's interval (a UTC midnight for the daily DAG).
     :param data_interval_end: end of the interval (exclusive).
-    :param run_id: the Airflow run id.
+    :param params: the run's params (trigger form).
+    :raises ParamError: the form's range is invalid, naming the field.
     """
+    chosen = optional_day_range(params, FIRST_DAY_PARAM, LAST_DAY_PARAM, max_days=MAX_RECOMPUTE_DAYS)
+    if chosen is not None:
+        return chosen[0], chosen[1], "range from the trigger form"
     settle = int(get_setting(SET_SETTLE_DAYS.name))
     start = data_interval_start.astimezone(UTC)
     end = data_interval_end.astimezone(UTC)
     first = start.date() - timedelta(days=settle)
     last = max(start.date(), (end - timedelta(microseconds=1)).date())
+    return first, last, f"data interval plus {settle} settle day(s)"
+
+
+def run(
+    data_interval_start: datetime,
+    data_interval_end: datetime,
+    run_id: str | None = None,
+    params: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Task entry point: bill the form's day range, or the data interval plus its settle window.
+
+    :param data_interval_start: start of the run's interval (a UTC midnight for the daily DAG).
+    :param data_interval_end: end of the interval (exclusive).
+    :param run_id: the Airflow run id.
+    :param params: the run's params (``first_day`` / ``last_day`` of the trigger form).
+    """
+    first, last, why = days_to_bill(data_interval_start, data_interval_end, params)
+    log.info("billing: recomputing %s..%s (%d day(s), %s)", first, last, (last - first).days + 1, why)
     with connect() as conn:
         return compute_days(conn, first, last, run_id=run_id)
