@@ -25,6 +25,7 @@ Running it again applies nothing (safe to re-trigger at any time).
 
 @dag(
     dag_id="events_db_migrate",
+    description="Apply the schema migrations of include/sql/migrations (manual trigger)",
     schedule=None,
     start_date=START_DATE,
     catchup=False,

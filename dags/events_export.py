@@ -43,6 +43,7 @@ record the run in `export_runs`.
 
 @dag(
     dag_id="events_export",
+    description="Hourly: each client's events of the hour as Parquet to its own bucket, plus a backup copy",
     schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
     start_date=START_DATE,
     catchup=True,

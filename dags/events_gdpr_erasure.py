@@ -29,6 +29,7 @@ modified), `started_at`, `processed_at`, `attempts`, `error`.
 
 @dag(
     dag_id="events_gdpr_erasure",
+    description="Hourly: carry out GDPR erasure requests (visitor rows and backup exports)",
     schedule=CronDataIntervalTimetable("30 * * * *", timezone="UTC"),
     start_date=START_DATE,
     catchup=False,

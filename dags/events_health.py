@@ -53,6 +53,7 @@ Tasks (each links its runbook entry; thresholds are the Variables named):
 
 @dag(
     dag_id="events_health",
+    description="Hourly health checks: attribution, lag, backlog, rejections, quarantine, exports",
     schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
     start_date=START_DATE,
     catchup=False,

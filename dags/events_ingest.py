@@ -37,6 +37,7 @@ unreadable files to `quarantine/` with an `.error.json`.
 
 @dag(
     dag_id="events_ingest",
+    description="Every 5 minutes: load landing files into events_log exactly once (validated, attributed)",
     schedule="*/5 * * * *",
     start_date=START_DATE,
     catchup=False,

@@ -37,6 +37,7 @@ can simply be cleared and re-run.
 
 @dag(
     dag_id="events_maintenance",
+    description="Daily: partitions, archival, re-attribution, GDPR IP sweep, retention",
     schedule=CronDataIntervalTimetable("0 3 * * *", timezone="UTC"),
     start_date=START_DATE,
     catchup=False,

@@ -104,6 +104,9 @@ def test_dag_follows_team_policy(dagbag, dag_id: str) -> None:
     )
     assert "events" in dag.tags
     assert dag.doc_md and len(dag.doc_md) > 200, f"{dag_id} needs doc_md for on-call"
+    assert dag.description and len(dag.description) <= 120, (
+        f"{dag_id} needs a one-line description for the UI"
+    )
     assert "runbook" in dag.doc_md, f"{dag_id} doc_md must link its runbook entry"
     assert dag.owner == OWNER
     for task in dag.tasks:
