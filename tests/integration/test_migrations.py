@@ -72,6 +72,34 @@ def test_edited_migration_is_refused(fresh_db, tmp_path):
             apply_migrations(conn, tmp_path)
 
 
+def test_a_comment_may_be_corrected_after_a_migration_was_applied(fresh_db, tmp_path):
+    first = tmp_path / "0001_first.sql"
+    first.write_text("-- first words\nCREATE TABLE IF NOT EXISTS t1 (x int, s text DEFAULT '--');\n")
+    with psycopg.connect(fresh_db) as conn:
+        assert apply_migrations(conn, tmp_path) == ["0001_first"]
+        first.write_text(
+            "-- better words\n-- on two lines\nCREATE TABLE IF NOT EXISTS t1 (x int,   s text DEFAULT '--');"
+        )
+        assert apply_migrations(conn, tmp_path) == []
+        # a change inside a string is a statement change, not a comment
+        first.write_text("CREATE TABLE IF NOT EXISTS t1 (x int, s text DEFAULT '-- x');")
+        with pytest.raises(MigrationError, match=r"0001_first\.sql was edited"):
+            apply_migrations(conn, tmp_path)
+
+
+def test_a_database_migrated_with_whole_file_checksums_is_accepted_and_updated(fresh_db):
+    from events_pipeline.common.migrations import _LEGACY_FILE_CHECKSUMS
+
+    with psycopg.connect(fresh_db) as conn:
+        apply_migrations(conn)
+        # as recorded by the releases that hashed whole files (comments included)
+        for version, checksum in _LEGACY_FILE_CHECKSUMS.items():
+            conn.execute("UPDATE schema_migrations SET checksum = %s WHERE version = %s", (checksum, version))
+        assert apply_migrations(conn) == []
+        recorded = dict(conn.execute("SELECT version, checksum FROM schema_migrations").fetchall())
+    assert recorded == {m.version: m.checksum for m in discover()}
+
+
 def test_failed_migration_rolls_back_and_names_the_file(fresh_db, tmp_path):
     (tmp_path / "0001_ok.sql").write_text("CREATE TABLE t_ok (x int);")
     (tmp_path / "0002_broken.sql").write_text("CREATE TABLE t_half (x int); SELECT no_such_column FROM t_ok;")

@@ -62,18 +62,38 @@ def existing_partitions(conn: psycopg.Connection) -> dict[date, str]:
     return out
 
 
-def ensure_daily_partitions(conn: psycopg.Connection, first_day: date, last_day: date) -> list[str]:
+#: How long creating a partition waits for its locks before giving up until the next run.
+DEFAULT_LOCK_TIMEOUT_MS = 2000
+
+
+def ensure_daily_partitions(
+    conn: psycopg.Connection,
+    first_day: date,
+    last_day: date,
+    *,
+    lock_timeout_ms: int = DEFAULT_LOCK_TIMEOUT_MS,
+) -> list[str]:
     """Create the missing daily partitions from ``first_day`` to ``last_day`` inclusive.
 
     Rows of those days already in the DEFAULT partition are moved into the new
     partition in the same transaction. Safe to call concurrently (advisory lock)
     and repeatedly (existing partitions are left alone).
 
+    Attaching a partition needs an exclusive lock on the DEFAULT partition; a
+    request queued behind a long export or erasure would block every query after
+    it. So each partition waits at most ``lock_timeout_ms`` for its locks; when
+    they are not granted, the missing days are left to the next call (ingest
+    calls this every run, maintenance daily) and their rows wait in the DEFAULT
+    partition meanwhile: nothing is lost.
+
     :param conn: an open connection (autocommit is switched on).
     :param first_day: first UTC day to cover.
     :param last_day: last UTC day to cover.
+    :param lock_timeout_ms: the longest wait for the locks of one partition.
     :return: names of the partitions created.
     """
+    import psycopg
+
     conn.autocommit = True
     created: list[str] = []
     with advisory_lock(conn, LOCK_NAME):
@@ -83,8 +103,24 @@ def ensure_daily_partitions(conn: psycopg.Connection, first_day: date, last_day:
             if day not in have:
                 name = partition_name(day)
                 start, end = day_bounds(day)
-                with conn.transaction():
-                    moved = _create_partition(conn, name, start, end)
+                try:
+                    with conn.transaction():
+                        conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{lock_timeout_ms}ms",))
+                        moved = _create_partition(conn, name, start, end)
+                except psycopg.errors.LockNotAvailable:
+                    log.warning(
+                        "partition %s for [%s, %s) not created now: its locks on %s / %s were not "
+                        "granted within %d ms (a long export, retention or erasure holds them); the next "
+                        "run retries, and that day's rows wait in %s meanwhile",
+                        name,
+                        start.isoformat(),
+                        end.isoformat(),
+                        PARENT,
+                        DEFAULT_PARTITION,
+                        lock_timeout_ms,
+                        DEFAULT_PARTITION,
+                    )
+                    break
                 created.append(name)
                 log.info(
                     "created partition %s for [%s, %s)%s",
