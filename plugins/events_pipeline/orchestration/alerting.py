@@ -131,11 +131,37 @@ def _alert_key(context: Mapping[str, Any]) -> tuple[str, ...]:
     )
 
 
+_CONTROL = dict.fromkeys(range(32), " ") | {127: " "}
+
+
+def one_line(text: str) -> str:
+    """Return ``text`` with control characters (CR, LF, tab...) as spaces.
+
+    A file name or an error text may hold a newline; in an e-mail subject it would
+    start a new header, in a chat line a fake second line.
+
+    :param text: any text from a file name, an error or a setting.
+    """
+    return text.translate(_CONTROL)
+
+
+def slack_text(summary: str) -> str:
+    """Return ``summary`` escaped for Slack: ``&``, ``<`` and ``>`` as entities, on one line.
+
+    Slack reads ``<...>`` as a link or a mention (``<!channel>``, ``<https://x|click>``);
+    escaped, a file name or an error text shows as written and pings nobody.
+
+    :param summary: the failure summary.
+    """
+    return one_line(summary).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def build_notifier(channel: Channel, summary: str) -> Any:
     """Build the Airflow notifier of ``channel`` carrying ``summary``.
 
     The text is set explicitly (no Jinja rendering), so braces in an error
-    message cannot break the template engine.
+    message cannot break the template engine; it is escaped for its channel
+    (HTML for the e-mail body, one line for its subject, Slack's ``<>&``).
 
     :param channel: a channel from :func:`channels`.
     :param summary: the one-line failure summary.
@@ -151,16 +177,16 @@ def build_notifier(channel: Channel, summary: str) -> Any:
             smtp_conn_id=channel.conn_id,
             to=[a.strip() for a in channel.target.split(",") if a.strip()],
             from_email=sender,
-            subject=(SUBJECT_PREFIX + summary)[:200],
+            subject=(SUBJECT_PREFIX + one_line(summary))[:200],
             html_content=f"<pre>{html.escape(summary)}</pre>",
         )
     if channel.kind == "slack_webhook":
         from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
 
-        return SlackWebhookNotifier(slack_webhook_conn_id=channel.conn_id, text=summary)
+        return SlackWebhookNotifier(slack_webhook_conn_id=channel.conn_id, text=slack_text(summary))
     from airflow.providers.slack.notifications.slack import SlackNotifier
 
-    return SlackNotifier(slack_conn_id=channel.conn_id, text=summary, channel=channel.target)
+    return SlackNotifier(slack_conn_id=channel.conn_id, text=slack_text(summary), channel=channel.target)
 
 
 def notify(summary: str, context: dict) -> None:

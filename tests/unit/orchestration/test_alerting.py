@@ -109,3 +109,26 @@ def test_broken_settings_never_raise(monkeypatch):
 
     monkeypatch.setattr(alerting, "channels", boom)
     alerting.notify("FAILED x", _context())
+
+
+HOSTILE = "FAILED file=incoming/<!channel>\nBcc: x@evil.example/<https://evil.example|click> & more.ndjson"
+
+
+def test_slack_alerts_escape_file_names_and_errors(monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_SLACK_DEFAULT", json.dumps({"conn_type": "slack", "password": "xoxb-t"}))
+    text = alerting.build_notifier(alerting.channels()[0], HOSTILE).text
+    assert "<" not in text and ">" not in text and "\n" not in text
+    assert "&lt;!channel&gt;" in text and "&lt;https://evil.example|click&gt; &amp; more" in text
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SLACK_DEFAULT", json.dumps({"conn_type": "slackwebhook", "password": "https://h/x"})
+    )
+    assert alerting.build_notifier(alerting.channels()[0], HOSTILE).text == text
+
+
+def test_email_subject_is_one_line_and_body_is_escaped(monkeypatch):
+    _smtp(monkeypatch, 25)
+    monkeypatch.setenv("AIRFLOW_VAR_EVENTS_ALERT_EMAIL_TO", "a@example.com")
+    notifier = alerting.build_notifier(alerting.channels()[0], HOSTILE)
+    assert "\n" not in notifier.subject and "\r" not in notifier.subject
+    assert "Bcc:" in notifier.subject  # kept as text, not as a header
+    assert "<!channel>" not in notifier.html_content and "&lt;!channel&gt;" in notifier.html_content
