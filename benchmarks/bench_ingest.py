@@ -27,15 +27,14 @@ showing memory does not grow with file size.
 Prints a table and writes ``benchmarks/results/ingest.json``.
 
 Usage: ``PYTHONPATH=plugins:. .venv/bin/python benchmarks/bench_ingest.py [--events 100000]
-[--files 10] [--repeat 3] [--compare-reference] [--compare-blocks FIRST,MAX] [--big-mb 1000]
-[--profile] [--stages]``.
+[--files 10] [--repeat 3] [--compare-blocks FIRST,MAX] [--big-mb 1000] [--profile] [--stages]``.
 The parallel pipeline and the ceiling run ``--repeat`` times, alternately (the VM's speed
 drifts within minutes); the table shows their medians, the JSON every run and the ratio of
-each repetition's pair. ``--compare-reference`` adds, in the same rotation, the loaders on
-the per-line reference path only (``ingest.FAST_PATH = False``); ``BENCH_REFERENCE_PATH=1``
-in the environment makes every loader of a run use it. ``--compare-blocks 1048576,1048576``
-(repeatable) adds loaders reading blocks of other sizes (``readers.FIRST_CHUNK_BYTES``,
-``readers.CHUNK_BYTES``) to the rotation.
+each repetition's pair. ``--compare-blocks 1048576,1048576`` (repeatable) adds loaders
+reading blocks of other sizes (``file_readers.FIRST_CHUNK_BYTES``,
+``file_readers.CHUNK_BYTES``) to the rotation. ``--stages`` compares the two row builders
+directly, in-process: the per-line ``RowBuilder`` (the reference) and the vectorised
+``FastRowBuilder`` the pipeline uses, over the same file.
 """
 
 from __future__ import annotations
@@ -159,20 +158,18 @@ def run_pipeline(
     import boto3
     import psycopg
 
-    from events_pipeline.ingest import arrow_row_builder as fast_rows  # noqa: F401 - imported at start-up, as by a task
-    from events_pipeline.ingest import pipeline as ingest
+    # arrow_row_builder (pyarrow) is imported at start-up, as by a task
+    from events_pipeline.ingest import arrow_row_builder, pipeline  # noqa: F401
 
-    if os.environ.get("BENCH_REFERENCE_PATH") == "1":
-        ingest.FAST_PATH = False  # the per-line reference path only, for an A/B comparison
     if blocks := os.environ.get("BENCH_BLOCKS"):  # --compare-blocks: other block sizes, for an A/B
-        from events_pipeline.ingest import file_readers as readers
+        from events_pipeline.ingest import file_readers
 
-        readers.FIRST_CHUNK_BYTES, readers.CHUNK_BYTES = (int(x) for x in blocks.split(","))
+        file_readers.FIRST_CHUNK_BYTES, file_readers.CHUNK_BYTES = (int(x) for x in blocks.split(","))
 
     client = boto3.client("s3", endpoint_url=endpoint)
     client.list_buckets()
     if os.environ.get("BENCH_NO_FREEZE") != "1":
-        ingest.prepare_loader_process()  # as load_batch does before its first file
+        pipeline.prepare_loader_process()  # as load_batch does before its first file
     if go_file:
         print("READY", flush=True)
         while not Path(go_file).exists():
@@ -190,11 +187,11 @@ def run_pipeline(
         backend = conn.info.backend_pid
         pg0 = _cpu_seconds(backend)
         results = []
-        while claims := ingest.claim_available(
-            conn, client, BUCKET, ingest.new_token("bench"), max_files=per_claim, lease_minutes=30
+        while claims := pipeline.claim_available(
+            conn, client, BUCKET, pipeline.new_token("bench"), max_files=per_claim, lease_minutes=30
         ):
             results.extend(  # as load_batch does: each file's move overlaps the next file's load
-                ingest.load_claims(
+                pipeline.load_claims(
                     conn, client, BUCKET, claims, lease_minutes=30, max_attempts=5, secret=_bench_secret
                 )
             )
@@ -379,14 +376,18 @@ def _parallel(
 
     Wall time is from the first start to the last end (start-up excluded).
 
-    :param extra_env: set in the loaders' environment (``BENCH_REFERENCE_PATH``).
+    :param extra_env: set in the loaders' environment (``BENCH_BLOCKS``).
     """
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'plugins'}:{REPO}", **(extra_env or {})}
     go = Path(tempfile.mkdtemp()) / "go"
     cmd = [sys.executable, __file__, "--child", dsn, endpoint, "--go", str(go), "--per-claim", str(per_claim)]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) for _ in range(workers)]
     for p in procs:
-        assert p.stdout is not None and p.stdout.readline().strip() == "READY"
+        assert p.stdout is not None
+        # log lines (Airflow's logging writes to stdout) may come before the loader is ready
+        while (line := p.stdout.readline()) and line.strip() != "READY":
+            pass
+        assert line, "a loader process exited before it was ready"
     server_cpu0 = _self_cpu()  # this process runs the S3 server (a thread): its CPU while they load
     busy0, total0 = _machine_busy()
     go.touch()
@@ -506,11 +507,6 @@ def main() -> None:
         "--repeat", type=int, default=3, help="runs of the parallel pipeline and of the ceiling (medians)"
     )
     parser.add_argument(
-        "--compare-reference",
-        action="store_true",
-        help="also run the loaders on the per-line reference path, alternating with the fast path",
-    )
-    parser.add_argument(
         "--compare-blocks",
         action="append",
         default=[],
@@ -600,8 +596,6 @@ def main() -> None:
             busy: list[float | None] = []
             cpu_runs: dict[str, list[dict[str, float]]] = {}
             variants = {f"pipeline_{args.workers}_workers": {}} if args.workers > 1 else {}
-            if args.compare_reference and args.workers > 1:
-                variants[f"reference_{args.workers}_workers"] = {"BENCH_REFERENCE_PATH": "1"}
             for blocks in args.compare_blocks if args.workers > 1 else ():
                 first, most = (int(x) for x in blocks.split(","))
                 name = f"blocks_{first >> 10}k_to_{most >> 10}k_{args.workers}_workers"
@@ -682,22 +676,6 @@ def main() -> None:
                     else {}
                 ),
             },
-            **(
-                {
-                    "reference_path": {
-                        f"reference_{args.workers}_workers_vs_copy_ceiling": round(
-                            eps[f"reference_{args.workers}_workers"] / eps["copy_ceiling"], 2
-                        ),
-                        f"fast_vs_reference_{args.workers}_workers": round(
-                            results[f"reference_{args.workers}_workers"]
-                            / results[f"pipeline_{args.workers}_workers"],
-                            2,
-                        ),
-                    }
-                }
-                if f"reference_{args.workers}_workers" in eps
-                else {}
-            ),
             "targets": {"pipeline_vs_copy_ceiling": 0.8, "pipeline_vs_seed": 8.0},
             "cpu_us_per_event": {
                 k: {kk.split("_")[0]: round(vv / len(events) * 1e6, 1) for kk, vv in v.items()}
@@ -724,8 +702,6 @@ def main() -> None:
         if busy:
             print("machine busy during the parallel runs (share of all cores):", busy)
         print("ceiling / pipeline per repetition:", json.dumps(pair_ratios))
-        if "reference_path" in report:
-            print("reference path:", json.dumps(report["reference_path"]))
         print(
             "CPU us/event, medians (loaders, their postgres backends, s3 server):",
             json.dumps(report["cpu_us_per_event"]),

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from events_pipeline.common.db import load_sql
+from events_pipeline.common.settings import Setting, register
 
 if TYPE_CHECKING:
     import psycopg
@@ -22,6 +23,14 @@ log = logging.getLogger(__name__)
 
 #: Heap blocks per batch (8 kB each: 2,000 blocks is 16 MB, ~20-30k events).
 DEFAULT_BATCH_BLOCKS = 2000
+#: The Variable setting the heap blocks per batch of the maintenance steps that batch by blocks.
+SET_BATCH_BLOCKS = register(
+    Setting(
+        "events_maintenance_batch_blocks",
+        DEFAULT_BATCH_BLOCKS,
+        "heap blocks (8 kB) per bounded batch of retention/archival",
+    )
+)
 
 
 def relation_blocks(conn: psycopg.Connection, relation: str) -> int:

@@ -33,7 +33,7 @@ value: ``timestamp`` is sent as written (``...00.000Z``), not as Python's
 ``isoformat()`` (``...00+00:00``); an IPv6 address is sent in its full form,
 not compressed (PostgreSQL's ``timestamptz``/``inet`` store the same value);
 rows of a block are sent fast rows first (``copy_line_to_source`` maps every
-COPY row to its source line either way). ``tests/unit/test_fast_rows.py``
+COPY row to its source line either way). ``tests/unit/ingest/test_arrow_row_builder.py``
 compares both paths on generated and hand-written lines.
 """
 
@@ -328,59 +328,12 @@ class FastRowBuilder(RowBuilder):
         :param group: the block's line index of each parsed row.
         :param raw: each row's original line, WITH its ``\\n``.
         :param table: Arrow's parse of ``raw``.
+        :param out: receives the COPY text.
+        :param slow: receives the block's line indexes of the rows not sent.
         """
         col = {f: _array(table.column(f)) for f in FIELDS}
-        event_id, event_type, ts, site = col["event_id"], col["event_type"], col["timestamp"], col["site_id"]
-        url, path, ip, batch = col["url"], col["path"], col["ip_address"], col["batch_id"]
-
-        # Kleene logic: a required field that is missing makes its check null, and the one
-        # fill_null below turns null into "not sure"; optional fields never yield null
-        # (byte lengths bound character lengths: a multi-byte value near a limit is not sure)
-        et_len = pc.utf8_length(event_type)
-        optional_len = pc.max_element_wise(
-            pc.binary_length(col["session_id"]),
-            pc.binary_length(col["visitor_id"]),
-            pc.binary_length(batch),
-            _ZERO,
-        )
-        checks = [
-            pc.match_substring_regex(event_id, _UUID),
-            pc.match_substring_regex(ts, _TIMESTAMP),
-            pc.greater_equal(et_len, _ONE),
-            pc.less_equal(et_len, _MAX_EVENT_TYPE),
-            pc.match_substring_regex(site, _SITE),  # ASCII: bytes are characters
-            pc.less_equal(pc.binary_length(site), _MAX_SITE_ID),
-            pc.less_equal(optional_len, _MAX_ID_LEN),
-            pc.less_equal(pc.max_element_wise(pc.binary_length(path), _ZERO), _MAX_PATH),
-            pc.or_kleene(pc.is_null(ip), pc.match_substring_regex(ip, _IP)),
-        ]
-        long_line = pc.greater_equal(pc.binary_length(raw), _LONG_LINE)
-        if pc.any(long_line).as_py():
-            deep = pc.greater_equal(
-                pc.add(pc.count_substring(raw, "["), pc.count_substring(raw, "{")), MAX_BRACKETS
-            )
-            checks.append(pc.invert(pc.and_(long_line, deep)))
-        # path derived from url where absent (validation.derive_path)
-        derive = pc.and_(pc.is_null(path), pc.is_valid(url))
-        if pc.any(derive).as_py():
-            derived = pc.struct_field(pc.extract_regex(url, _URL_PATH), [0])  # null: no match
-            checks.append(pc.or_(pc.invert(derive), pc.is_valid(derived)))
-            derived = pc.utf8_slice_codeunits(derived, 0, MAX_PATH)
-            derived = pc.if_else(pc.equal(derived, _EMPTY), _NULL_TEXT, derived)
-            path = pc.if_else(derive, derived, path)
-        mask = checks[0]
-        for check in checks[1:]:
-            mask = pc.and_kleene(mask, check)
-        mask = pc.fill_null(mask, _FALSE)
-        # attribution: each distinct site matched once (unattributed: a null client_id)
-        encoded = pc.dictionary_encode(site)
-        owners = [self._matcher.match(s) for s in encoded.dictionary.to_pylist()]
-        pos = encoded.indices
-        client = pc.take(pa.array([o.client_id or None for o in owners], pa.string()), pos)
-        privacy = pc.take(pa.array([o.privacy_level for o in owners], pa.string()), pos)
-        # (a row without a site has no owner, so a null privacy level: not a GDPR row)
-        gdpr = pc.fill_null(pc.and_kleene(mask, pc.and_(pc.equal(privacy, _GDPR), pc.is_valid(ip))), _FALSE)
-
+        mask, path = _sure_rows(col, raw)
+        client, privacy, gdpr = self._attribute(col["site_id"], col["ip_address"], mask)
         n_fast = pc.sum(mask).as_py() or 0
         emit = None  # None: every row; else a numpy mask of the rows to send
         if n_fast < len(group):
@@ -399,9 +352,48 @@ class FastRowBuilder(RowBuilder):
         if not pc.any(gdpr).as_py():
             out.append(self._emit(cols, emit, lines.specials, lines.count))
             return
-        # GDPR rows get their own COPY join, over the same full-length columns with their text
-        # and address edited; each join skips the other rows (a null separator): no column is
-        # filtered apart
+        self._emit_with_gdpr(lines, cols, emit, gdpr, out, slow)
+
+    def _attribute(self, site: pa.Array, ip: pa.Array, mask: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array]:
+        """Attribute each row to its client; each distinct site is matched once.
+
+        :param site: the rows' ``site_id``.
+        :param ip: the rows' ``ip_address``.
+        :param mask: the rows sent by the fast path.
+        :return: ``(client_id, privacy_level, gdpr)``: client ids (null: unattributed),
+            privacy levels (null: no site), and which sent rows are a GDPR client's with an IP.
+        """
+        encoded = pc.dictionary_encode(site)
+        owners = [self._matcher.match(s) for s in encoded.dictionary.to_pylist()]
+        pos = encoded.indices
+        client = pc.take(pa.array([o.client_id or None for o in owners], pa.string()), pos)
+        privacy = pc.take(pa.array([o.privacy_level for o in owners], pa.string()), pos)
+        # (a row without a site has no owner, so a null privacy level: not a GDPR row)
+        gdpr = pc.fill_null(pc.and_kleene(mask, pc.and_(pc.equal(privacy, _GDPR), pc.is_valid(ip))), _FALSE)
+        return client, privacy, gdpr
+
+    def _emit_with_gdpr(
+        self,
+        lines: _BlockLines,
+        cols: dict[str, pa.Array],
+        emit: np.ndarray | None,
+        gdpr: pa.Array,
+        out: list[bytes | memoryview],
+        slow: list[int],
+    ) -> None:
+        """Write the sent rows of a group holding GDPR rows with an IP: plain rows, then edited GDPR rows.
+
+        GDPR rows get their own COPY join, over the same full-length columns with their
+        text and address edited; each join skips the other rows (a null separator): no
+        column is filtered apart. A GDPR row :meth:`_protect` cannot edit goes to ``slow``.
+
+        :param lines: the block.
+        :param cols: the group's columns (see :meth:`_emit`).
+        :param emit: the rows to send (numpy bool; None: all).
+        :param gdpr: which sent rows are a GDPR client's with an IP.
+        :param out: receives the COPY text.
+        :param slow: receives the block's line indexes of the rows not sent.
+        """
         gdpr_rows = gdpr.to_numpy(zero_copy_only=False)
         plain = ~gdpr_rows if emit is None else emit & ~gdpr_rows
         if plain.any():
@@ -410,7 +402,7 @@ class FastRowBuilder(RowBuilder):
         if edited is not None:
             rows, edited_raw, edited_ip = edited
             at = pa.array(rows)
-            nothing = pa.nulls(len(group), pa.string())
+            nothing = pa.nulls(len(gdpr_rows), pa.string())
             gdpr_cols = {
                 **cols,
                 "raw_event_data": pc.replace_with_mask(nothing, at, edited_raw),
@@ -599,6 +591,60 @@ class FastRowBuilder(RowBuilder):
             options=_JOIN_COPY,
         )
         return _values(joined)
+
+
+def _sure_rows(col: dict[str, pa.Array], raw: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """Which parsed rows pass every contract §2 rule AND need no transformation (Kleene logic).
+
+    A required field that is missing makes its check null, and the one
+    ``fill_null`` at the end turns null into "not sure"; optional fields never
+    yield null. Byte lengths bound character lengths: a multi-byte value near a
+    limit is simply not sure.
+
+    :param col: the parsed columns (:data:`FIELDS`).
+    :param raw: each row's original line, WITH its ``\\n``.
+    :return: ``(mask, path)``: the sure rows (boolean, no nulls), and the ``path``
+        column with the path derived from ``url`` where it is absent
+        (``validation.derive_path``).
+    """
+    event_type, path, ip, batch = col["event_type"], col["path"], col["ip_address"], col["batch_id"]
+    url, site = col["url"], col["site_id"]
+    et_len = pc.utf8_length(event_type)
+    optional_len = pc.max_element_wise(
+        pc.binary_length(col["session_id"]),
+        pc.binary_length(col["visitor_id"]),
+        pc.binary_length(batch),
+        _ZERO,
+    )
+    checks = [
+        pc.match_substring_regex(col["event_id"], _UUID),
+        pc.match_substring_regex(col["timestamp"], _TIMESTAMP),
+        pc.greater_equal(et_len, _ONE),
+        pc.less_equal(et_len, _MAX_EVENT_TYPE),
+        pc.match_substring_regex(site, _SITE),  # ASCII: bytes are characters
+        pc.less_equal(pc.binary_length(site), _MAX_SITE_ID),
+        pc.less_equal(optional_len, _MAX_ID_LEN),
+        pc.less_equal(pc.max_element_wise(pc.binary_length(path), _ZERO), _MAX_PATH),
+        pc.or_kleene(pc.is_null(ip), pc.match_substring_regex(ip, _IP)),
+    ]
+    long_line = pc.greater_equal(pc.binary_length(raw), _LONG_LINE)
+    if pc.any(long_line).as_py():
+        deep = pc.greater_equal(
+            pc.add(pc.count_substring(raw, "["), pc.count_substring(raw, "{")), MAX_BRACKETS
+        )
+        checks.append(pc.invert(pc.and_(long_line, deep)))
+    # path derived from url where absent (validation.derive_path)
+    derive = pc.and_(pc.is_null(path), pc.is_valid(url))
+    if pc.any(derive).as_py():
+        derived = pc.struct_field(pc.extract_regex(url, _URL_PATH), [0])  # null: no match
+        checks.append(pc.or_(pc.invert(derive), pc.is_valid(derived)))
+        derived = pc.utf8_slice_codeunits(derived, 0, MAX_PATH)
+        derived = pc.if_else(pc.equal(derived, _EMPTY), _NULL_TEXT, derived)
+        path = pc.if_else(derive, derived, path)
+    mask = checks[0]
+    for check in checks[1:]:
+        mask = pc.and_kleene(mask, check)
+    return pc.fill_null(mask, _FALSE), path
 
 
 class _BlockLines:

@@ -9,34 +9,19 @@ start - so all rows of a file share one ``created_at``.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from events_pipeline.common.compat import bounded_copy_writer
 from events_pipeline.common.db import load_sql
 
 if TYPE_CHECKING:
     import psycopg
 
-_COPY_LINE_RE = re.compile(r"COPY \S+, line (\d+)")
 #: Buffers (<= 128 kB each) the COPY writer thread may hold: bounds memory
-#: when Python produces faster than PostgreSQL consumes.
+#: when Python produces faster than PostgreSQL consumes (~4 MB instead of
+#: psycopg's default of 1024 buffers, ~128 MB).
 COPY_QUEUE_BUFFERS = 32
-
-
-def _bounded_writer(cursor: Any) -> Any:
-    """A psycopg queued COPY writer (sends from a thread) with a small, bounded queue.
-
-    psycopg's default queue holds 1024 buffers, so a producer faster than the
-    server could park ~128 MB per COPY; this keeps it to ~4 MB.
-    """
-    from queue import Queue
-
-    from psycopg.copy import QueuedLibpqWriter
-
-    writer = QueuedLibpqWriter(cursor)
-    writer._queue = Queue(maxsize=COPY_QUEUE_BUFFERS)
-    return writer
 
 
 def lock_claim(conn: psycopg.Connection, file_id: int) -> tuple[str, str | None, int] | None:
@@ -63,7 +48,9 @@ def copy_events(conn: psycopg.Connection, blocks: Iterable[bytes | memoryview]) 
     sent = 0
     with (
         conn.cursor() as cur,
-        cur.copy(load_sql("ingest/copy_events.sql"), writer=_bounded_writer(cur)) as copy,
+        cur.copy(
+            load_sql("ingest/copy_events.sql"), writer=bounded_copy_writer(cur, COPY_QUEUE_BUFFERS)
+        ) as copy,
     ):
         for block in blocks:
             if block:
@@ -96,14 +83,3 @@ def write_ingest_counts(conn: psycopg.Connection, file_id: int, per_client: dict
         load_sql("ingest/ingest_counts.sql"),
         {"file_id": file_id, "client_ids": clients, "counts": [per_client[c] for c in clients]},
     )
-
-
-def copy_error_line(exc: BaseException) -> int | None:
-    """Return the COPY data line a PostgreSQL data error points at (1-based), if any.
-
-    :param exc: a ``psycopg.errors.DataError`` (or similar) raised by COPY.
-    """
-    diag = getattr(exc, "diag", None)
-    context = getattr(diag, "context", None) or ""
-    match = _COPY_LINE_RE.search(context) or _COPY_LINE_RE.search(str(exc))
-    return int(match.group(1)) if match else None

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any
 
+from events_pipeline.common import failpoints
 from events_pipeline.common.db import load_sql
+from events_pipeline.common.s3 import NO_SUCH_KEY, PRECONDITION_FAILED, error_code
 
 if TYPE_CHECKING:
     import psycopg
@@ -245,7 +247,7 @@ def open_object(client: Any, bucket: str, key: str, etag: str) -> IO[bytes] | No
     try:
         return client.get_object(Bucket=bucket, Key=key, IfMatch=f'"{etag}"')["Body"]
     except ClientError as exc:
-        if _code(exc) in {"NoSuchKey", "404", "PreconditionFailed", "412"}:
+        if error_code(exc) in NO_SUCH_KEY | PRECONDITION_FAILED:
             return None
         raise
 
@@ -294,17 +296,15 @@ def move_object(client: Any, bucket: str, src: str, dest: str, etag: str | None)
     try:
         client.copy_object(Bucket=bucket, Key=dest, CopySource={"Bucket": bucket, "Key": src}, **extra)
     except ClientError as exc:
-        code = _code(exc)
-        if code in {"NoSuchKey", "404"}:
+        code = error_code(exc)
+        if code in NO_SUCH_KEY:
             if _exists(client, bucket, dest):
                 return "already_moved"
             return "already_moved_missing_dest"
-        if code in {"PreconditionFailed", "412"}:
+        if code in PRECONDITION_FAILED:
             return "replaced"
         raise
-    from events_pipeline.common import failpoints as ingest_faults
-
-    ingest_faults.checkpoint("during_move", src)
+    failpoints.checkpoint("during_move", src)
     client.delete_object(Bucket=bucket, Key=src)
     return "moved"
 
@@ -330,11 +330,7 @@ def _exists(client: Any, bucket: str, key: str) -> bool:
     try:
         client.head_object(Bucket=bucket, Key=key)
     except ClientError as exc:
-        if _code(exc) in {"NoSuchKey", "404", "NotFound"}:
+        if error_code(exc) in NO_SUCH_KEY:
             return False
         raise
     return True
-
-
-def _code(exc: Any) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))

@@ -5,26 +5,38 @@ One landing file goes through::
     claimed --(COPY + registry + counts, one txn)--> loaded --(copy, delete)--> processed
         \\--(unreadable)--> quarantined --(error.json, copy, delete)--> moved
 
+:func:`process_claim` runs that state machine: :class:`ClaimState` names where a
+claimed file stands, and one small function per state takes it a step further.
+NDJSON goes through the vectorised
+:class:`~events_pipeline.ingest.arrow_row_builder.FastRowBuilder`, which sends
+every line it is not sure about to the per-line
+:class:`~events_pipeline.ingest.row_builder.RowBuilder`.
+
 Every step can be interrupted and re-run: see docs/decisions/ingest-exactly-once.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import socket
 import tempfile
 import time
 import uuid
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from enum import Enum
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from events_pipeline.attribution.domains import DomainMatcher, load_domain_map
-from events_pipeline.common import failpoints as ingest_faults
-from events_pipeline.common.db import connect, load_sql
+from events_pipeline.common import failpoints
+from events_pipeline.common.background import BackgroundCall
+from events_pipeline.common.compat import copy_error_line
+from events_pipeline.common.db import as_dict, connect, load_sql
 from events_pipeline.common.errors import PipelineError
 from events_pipeline.common.settings import (
     VAR_IP_HASH_SECRET,
@@ -33,21 +45,21 @@ from events_pipeline.common.settings import (
     get_setting,
     register,
 )
-from events_pipeline.ingest import copy_load as loading
-from events_pipeline.ingest import landing
+from events_pipeline.ingest import copy_load, landing
 from events_pipeline.ingest.file_readers import (
     PARQUET,
     UnreadableFileError,
     file_format,
     iter_byte_blocks,
-    iter_line_blocks,
     iter_parquet_batches,
 )
 from events_pipeline.ingest.landing import Claim
-from events_pipeline.ingest.row_builder import RejectSink, RowBuilder
+from events_pipeline.ingest.row_builder import RejectSink
 
 if TYPE_CHECKING:
     import psycopg
+
+    from events_pipeline.ingest.arrow_row_builder import FastRowBuilder
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +85,6 @@ MAX_ATTEMPTS = register(
 )
 #: Lines PostgreSQL may refuse in one file (each costs a re-read) before it is quarantined.
 MAX_REFUSED_LINES = 20
-#: NDJSON goes through the vectorised ``fast_rows`` path (False: the per-line reference path only).
-FAST_PATH = True
 
 # Outcomes of one file in a run.
 LOADED = "loaded"
@@ -111,7 +121,7 @@ class FileResult:
     dest_key: str | None = None
     detail: str | None = None
     #: the move still running in :func:`load_claims`'s background thread (not part of the XCom)
-    move: Future[str] | None = field(default=None, repr=False, compare=False)
+    move: BackgroundCall[str] | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         """The result as the task returns it (XCom)."""
@@ -288,10 +298,11 @@ def load_claims(
 
     The S3 copy and delete that move a freshly loaded file to ``processed/``
     run in a background thread while this thread loads the next file; its
-    registry update (``processed``) follows in this thread, on ``conn``. The
-    load has committed before the move starts, so a move that fails or is cut
-    short leaves the file ``loaded``: a retry moves it without loading it again,
-    as after a crash between the commit and the move.
+    registry update (``processed``) follows in this thread, on ``conn``. One
+    move runs at a time: the next one starts once the previous one is finished.
+    The load has committed before the move starts, so a move that fails or is
+    cut short leaves the file ``loaded``: a retry moves it without loading it
+    again, as after a crash between the commit and the move.
 
     A file that fails is logged, its error recorded in the registry, and its
     result is ``failed``; the other files go on.
@@ -305,55 +316,184 @@ def load_claims(
     :param secret: callable returning the IP pseudonym key (default: the Variable).
     """
     results: list[FileResult] = []
-    moving: tuple[int, Claim, FileResult] | None = None  # the file whose move is running
-
-    def failed(claim: Claim, exc: BaseException) -> FileResult:
-        detail = _describe(exc)
-        _record_error(conn, claim, detail)
-        return FileResult(claim.key, claim.file_id, FAILED, detail=detail)
-
-    def finish(index: int, claim: Claim, result: FileResult) -> None:
-        assert result.move is not None
-        try:
-            _finish_move(conn, claim, result, result.move.result())
-        except Exception as exc:
-            log.exception(
-                "FAILED moving s3://%s/%s (file_id=%d, loaded and committed) to processed/: %s; "
-                "a retry moves it without loading it again",
-                bucket,
-                claim.key,
-                claim.file_id,
-                _describe(exc),
-            )
-            results[index] = failed(claim, exc)
-
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-move") as mover:
+    moving: int | None = None  # index (in claims and results) of the file whose move is running
+    try:
         for claim in claims:
-            try:
-                result = process_claim(
-                    conn,
-                    client,
-                    bucket,
-                    claim,
-                    lease_minutes=lease_minutes,
-                    max_attempts=max_attempts,
-                    secret=secret,
-                    mover=mover,
-                )
-            except Exception as exc:
-                log.exception(
-                    "FAILED s3://%s/%s (file_id=%d): %s", bucket, claim.key, claim.file_id, _describe(exc)
-                )
-                result = failed(claim, exc)
+            result = _process_or_fail(
+                conn,
+                client,
+                bucket,
+                claim,
+                lease_minutes=lease_minutes,
+                max_attempts=max_attempts,
+                secret=secret,
+            )
             results.append(result)
             if moving is not None:  # the previous file's move ran while this one loaded
-                finish(*moving)
+                _finish_background_move(conn, bucket, claims[moving], results, moving)
                 moving = None
-            if result.move is not None:
-                moving = (len(results) - 1, claim, result)
+            if result.outcome == LOADED:  # loaded just now, still in incoming/
+                result.move = _start_background_move(client, bucket, claim, result)
+                moving = len(results) - 1
         if moving is not None:
-            finish(*moving)
+            _finish_background_move(conn, bucket, claims[moving], results, moving)
+            moving = None
+    finally:
+        if moving is not None:  # interrupted (BaseException): let the running move end first
+            _wait_for_move(results[moving])
     return results
+
+
+def _process_or_fail(
+    conn: psycopg.Connection,
+    client: Any,
+    bucket: str,
+    claim: Claim,
+    *,
+    lease_minutes: int,
+    max_attempts: int,
+    secret: Any,
+) -> FileResult:
+    """:func:`process_claim` with the move left to :func:`load_claims`; an error makes a ``failed`` result.
+
+    :param conn: an autocommit connection.
+    :param client: a boto3 S3 client.
+    :param bucket: the landing bucket.
+    :param claim: the claim.
+    :param lease_minutes: lease length.
+    :param max_attempts: claims after which a file that still fails is quarantined.
+    :param secret: callable returning the IP pseudonym key (None: the Variable).
+    """
+    try:
+        return process_claim(
+            conn,
+            client,
+            bucket,
+            claim,
+            lease_minutes=lease_minutes,
+            max_attempts=max_attempts,
+            secret=secret,
+            defer_move=True,
+        )
+    except Exception as exc:
+        log.exception("FAILED s3://%s/%s (file_id=%d): %s", bucket, claim.key, claim.file_id, _describe(exc))
+        return _failed(conn, claim, exc)
+
+
+def _start_background_move(client: Any, bucket: str, claim: Claim, result: FileResult) -> BackgroundCall[str]:
+    """Start moving a freshly loaded file to ``result.dest_key`` in a background thread.
+
+    :param client: a boto3 S3 client (shared with this thread).
+    :param bucket: the landing bucket.
+    :param claim: the file's claim.
+    :param result: its ``loaded`` result, whose ``dest_key`` is set.
+    :return: the running move; its :meth:`~BackgroundCall.join` gives what
+        :func:`~events_pipeline.ingest.landing.move_object` returned.
+    """
+    assert result.dest_key is not None
+    move = partial(landing.move_object, client, bucket, claim.key, result.dest_key, claim.etag)
+    return BackgroundCall(move, name="ingest-move")
+
+
+def _finish_background_move(
+    conn: psycopg.Connection, bucket: str, claim: Claim, results: list[FileResult], index: int
+) -> None:
+    """Wait for the background move of ``results[index]`` and record it in the registry.
+
+    A move that failed makes the file's result ``failed`` (logged, error recorded):
+    it stays ``loaded``, and a retry moves it without loading it again.
+
+    :param conn: the autocommit connection of :func:`load_claims`.
+    :param bucket: the landing bucket.
+    :param claim: the file's claim.
+    :param results: the results so far (the file's result is replaced when its move failed).
+    :param index: the file's index in ``results``.
+    """
+    result = results[index]
+    assert result.move is not None
+    try:
+        _finish_move(conn, claim, result, result.move.join())
+    except Exception as exc:
+        log.exception(
+            "FAILED moving s3://%s/%s (file_id=%d, loaded and committed) to processed/: %s; "
+            "a retry moves it without loading it again",
+            bucket,
+            claim.key,
+            claim.file_id,
+            _describe(exc),
+        )
+        results[index] = _failed(conn, claim, exc)
+
+
+def _wait_for_move(result: FileResult) -> None:
+    """Let a background move end when :func:`load_claims` is interrupted; its outcome is not recorded.
+
+    A move that failed leaves the file ``loaded``: the next run moves it.
+
+    :param result: the result whose ``move`` is running.
+    """
+    if result.move is not None:
+        with contextlib.suppress(Exception):
+            result.move.join()
+
+
+def _failed(conn: psycopg.Connection, claim: Claim, exc: BaseException) -> FileResult:
+    """Record the error of a file that failed in the registry; return its ``failed`` result.
+
+    :param conn: an autocommit connection.
+    :param claim: the file's claim.
+    :param exc: what went wrong.
+    """
+    detail = _describe(exc)
+    _record_error(conn, claim, detail)
+    return FileResult(claim.key, claim.file_id, FAILED, detail=detail)
+
+
+# --------------------------------------------------------------------------- one claimed file
+
+
+class ClaimState(Enum):
+    """Where a claimed file stands; :func:`process_claim` runs the step of each state in turn."""
+
+    #: an identical re-upload of a version already processed or quarantined: move it out, load nothing
+    REUPLOAD = "reupload"
+    #: another run took the claim over (this run's lease expired): leave the file to it
+    TAKEN_OVER = "taken_over"
+    #: registry ``claimed``, attempts left: load it
+    TO_LOAD = "to_load"
+    #: registry ``claimed`` after more than ``max_attempts`` claims: quarantine it
+    FAILING_REPEATEDLY = "failing_repeatedly"
+    #: loaded and committed (by this call or an earlier one), not yet moved to ``processed/``
+    LOADED_NOT_MOVED = "loaded_not_moved"
+    #: marked quarantined, its error report and move to ``quarantine/`` not done yet
+    QUARANTINED_NOT_MOVED = "quarantined_not_moved"
+    #: ``processed`` already (a retry after the move): nothing left to do
+    ALREADY_DONE = "already_done"
+
+
+@dataclass
+class _ClaimJob:
+    """What the steps of one :func:`process_claim` call share.
+
+    :param status: the registry status read when the lease was renewed.
+    :param attempts: the registry's claim count read then.
+    """
+
+    conn: psycopg.Connection
+    client: Any
+    bucket: str
+    claim: Claim
+    lease_minutes: int
+    max_attempts: int
+    secret: Any
+    defer_move: bool
+    started: float
+    status: str = ""
+    attempts: int = 0
+
+
+#: A step: takes the file out of one state; returns its next state (None: done) and its result so far.
+_Step = Callable[[_ClaimJob, FileResult | None], tuple[ClaimState | None, FileResult]]
 
 
 def process_claim(
@@ -365,9 +505,13 @@ def process_claim(
     lease_minutes: int,
     max_attempts: int,
     secret: Any = None,
-    mover: Executor | None = None,
+    defer_move: bool = False,
 ) -> FileResult:
     """Bring one claimed file to its final place (load if needed, then move).
+
+    The file's first state comes from the claim (an identical re-upload) or from
+    the registry row as this call renews its lease; the step of each state
+    (:class:`ClaimState`) then runs until the file is done.
 
     :param conn: an autocommit connection.
     :param client: a boto3 S3 client.
@@ -376,89 +520,237 @@ def process_claim(
     :param lease_minutes: lease length.
     :param max_attempts: claims after which a file that still fails is quarantined.
     :param secret: callable returning the IP pseudonym key (default: the Variable).
-    :param mover: when given, the move of a file loaded by this call is handed to it
-        (``result.move`` holds its future) and left for the caller to finish with
-        :func:`_finish_move` (:func:`load_claims` does); otherwise it happens here.
+    :param defer_move: leave the move of a file loaded by this call to the caller:
+        its result is ``loaded`` with ``dest_key`` set while the object is still in
+        ``incoming/`` (:func:`load_claims` moves it in the background and records the
+        move with :func:`_finish_move`); otherwise the move happens here.
     """
-    started = time.monotonic()
-    if claim.reupload:
-        # identical re-upload of a file already handled: move it out again, load nothing
-        if claim.status == "processed":
-            dest = landing.processed_key(claim.key)
-        else:
-            dest = landing.quarantine_key(claim.key)
-        how = landing.move_object(client, bucket, claim.key, dest, claim.etag)
-        log.info("moved re-uploaded %s -> %s (%s)", claim.key, dest, how)
-        return FileResult(
-            claim.key, claim.file_id, MOVED_ONLY, dest_key=dest, detail="identical re-upload", bytes=0
-        )
+    job = _ClaimJob(
+        conn,
+        client,
+        bucket,
+        claim,
+        lease_minutes=lease_minutes,
+        max_attempts=max_attempts,
+        secret=secret,
+        defer_move=defer_move,
+        started=time.monotonic(),
+    )
+    state: ClaimState | None = ClaimState.REUPLOAD if claim.reupload else _renew_claim(job)
+    result: FileResult | None = None
+    while state is not None:
+        state, result = _STEPS[state](job, result)
+    assert result is not None
+    return result
 
-    row = conn.execute(
+
+def _renew_claim(job: _ClaimJob) -> ClaimState:
+    """Renew this run's lease (committed) and return the state the registry row puts the file in.
+
+    :param job: the call's shared state (gets the row's ``status`` and ``attempts``).
+    """
+    claim = job.claim
+    row = job.conn.execute(
         load_sql("ingest/start_load.sql"),
-        {"file_id": claim.file_id, "token": claim.token, "lease_minutes": lease_minutes},
+        {"file_id": claim.file_id, "token": claim.token, "lease_minutes": job.lease_minutes},
     ).fetchone()
     if row is None:
-        log.warning(
-            "skipping %s (file_id=%d): claim %s was taken over by another run",
-            claim.key,
-            claim.file_id,
-            claim.token,
-        )
-        return FileResult(claim.key, claim.file_id, SKIPPED, detail="claim taken over by another run")
-    status, attempts = row
-    result: FileResult | None = None
-    if status == "claimed":
-        if attempts > max_attempts:
-            info = _file_row(conn, claim.file_id)
-            result = _quarantine(
-                conn,
-                claim,
-                "repeated_failure",
-                f"failed in {attempts - 1} attempts; last error: {info.get('error') or 'unknown'}",
-                lease_minutes,
-            )
-        else:
-            result = load_claimed_file(
-                conn, client, bucket, claim, lease_minutes=lease_minutes, secret=secret
-            )
-        status = "loaded" if result.outcome == LOADED else result.outcome
-        if result.outcome == SKIPPED:
-            return result
-    if status == "loaded":
+        return ClaimState.TAKEN_OVER
+    job.status, job.attempts = row
+    if job.status == "claimed":
+        return ClaimState.FAILING_REPEATEDLY if job.attempts > job.max_attempts else ClaimState.TO_LOAD
+    if job.status == "loaded":
+        return ClaimState.LOADED_NOT_MOVED
+    if job.status == "quarantined":
+        return ClaimState.QUARANTINED_NOT_MOVED
+    return ClaimState.ALREADY_DONE
+
+
+def _move_reupload(job: _ClaimJob, _result: FileResult | None) -> tuple[None, FileResult]:
+    """REUPLOAD: move the object where its first upload went (``processed/`` or ``quarantine/``).
+
+    :param job: the call's shared state.
+    """
+    claim = job.claim
+    if claim.status == "processed":
         dest = landing.processed_key(claim.key)
-        if result is not None and mover is not None:
-            # loaded just now: the S3 copy + delete overlap the caller's next file
-            result.move = mover.submit(landing.move_object, client, bucket, claim.key, dest, claim.etag)
-            result.dest_key = dest
-            result.seconds = round(time.monotonic() - started, 3)
-            return result
-        how = landing.move_object(client, bucket, claim.key, dest, claim.etag)
-        _finish_move(conn, claim, result, how)
-        if result is None:
-            info = _file_row(conn, claim.file_id)
-            log.info(
-                "finished move of %s -> %s (%s; file_id=%d loaded %s rows earlier)",
-                claim.key,
-                dest,
-                how,
-                claim.file_id,
-                info.get("rows_loaded"),
-            )
-            result = FileResult(claim.key, claim.file_id, MOVED_ONLY, dest_key=dest, detail=how)
-    elif status == "quarantined":
-        result = _finish_quarantine(conn, client, bucket, claim, result)
-    if result is None:  # processed already (a retry after the move)
-        result = FileResult(claim.key, claim.file_id, SKIPPED, detail=f"already {status}")
-    if result.outcome in (MOVED_ONLY, SKIPPED) and not claim.reupload:
-        # an earlier try of this same run may have committed the rows: report them,
-        # so the run's summary and its Asset event count what this run loaded
-        info = _file_row(conn, claim.file_id)
-        if info.get("claimed_by") == claim.token and info.get("rows_loaded"):
+    else:
+        dest = landing.quarantine_key(claim.key)
+    how = landing.move_object(job.client, job.bucket, claim.key, dest, claim.etag)
+    log.info("moved re-uploaded %s -> %s (%s)", claim.key, dest, how)
+    return None, FileResult(
+        claim.key, claim.file_id, MOVED_ONLY, dest_key=dest, detail="identical re-upload", bytes=0
+    )
+
+
+def _skip_taken_over(job: _ClaimJob, _result: FileResult | None) -> tuple[None, FileResult]:
+    """TAKEN_OVER: another run holds the claim now; leave the file alone.
+
+    :param job: the call's shared state.
+    """
+    claim = job.claim
+    log.warning(
+        "skipping %s (file_id=%d): claim %s was taken over by another run",
+        claim.key,
+        claim.file_id,
+        claim.token,
+    )
+    return None, FileResult(claim.key, claim.file_id, SKIPPED, detail="claim taken over by another run")
+
+
+def _load(job: _ClaimJob, _result: FileResult | None) -> tuple[ClaimState | None, FileResult]:
+    """TO_LOAD: load the file (:func:`load_claimed_file`); it is then loaded, quarantined or lost.
+
+    :param job: the call's shared state.
+    """
+    result = load_claimed_file(
+        job.conn, job.client, job.bucket, job.claim, lease_minutes=job.lease_minutes, secret=job.secret
+    )
+    return _state_after(result), result
+
+
+def _quarantine_failing(job: _ClaimJob, _result: FileResult | None) -> tuple[ClaimState | None, FileResult]:
+    """FAILING_REPEATEDLY: quarantine the file, naming the attempts and the last error recorded.
+
+    :param job: the call's shared state.
+    """
+    info = _file_row(job.conn, job.claim.file_id)
+    result = _quarantine(
+        job.conn,
+        job.claim,
+        "repeated_failure",
+        f"failed in {job.attempts - 1} attempts; last error: {info.get('error') or 'unknown'}",
+        job.lease_minutes,
+    )
+    return _state_after(result), result
+
+
+def _state_after(result: FileResult) -> ClaimState | None:
+    """The state a load or quarantine by this call left the file in (None: another run won it).
+
+    :param result: the outcome of :func:`load_claimed_file` or :func:`_quarantine`.
+    """
+    if result.outcome == LOADED:
+        return ClaimState.LOADED_NOT_MOVED
+    if result.outcome == QUARANTINED:
+        return ClaimState.QUARANTINED_NOT_MOVED
+    return None  # skipped: reported as it is
+
+
+def _move_loaded(job: _ClaimJob, result: FileResult | None) -> tuple[None, FileResult]:
+    """LOADED_NOT_MOVED: move the object to ``processed/`` and mark the registry row ``processed``.
+
+    With ``defer_move``, a file loaded by this call is returned with its
+    ``dest_key`` and left for the caller to move.
+
+    :param job: the call's shared state.
+    :param result: the ``loaded`` result of this call, or None when an earlier run or try loaded it.
+    """
+    claim = job.claim
+    dest = landing.processed_key(claim.key)
+    if result is not None and job.defer_move:
+        result.dest_key = dest
+        result.seconds = round(time.monotonic() - job.started, 3)
+        return None, result
+    how = landing.move_object(job.client, job.bucket, claim.key, dest, claim.etag)
+    _finish_move(job.conn, claim, result, how)
+    if result is None:
+        info = _file_row(job.conn, claim.file_id)
+        log.info(
+            "finished move of %s -> %s (%s; file_id=%d loaded %s rows earlier)",
+            claim.key,
+            dest,
+            how,
+            claim.file_id,
+            info.get("rows_loaded"),
+        )
+        result = FileResult(claim.key, claim.file_id, MOVED_ONLY, dest_key=dest, detail=how)
+    return None, _completed(job, result)
+
+
+def _move_quarantined(job: _ClaimJob, result: FileResult | None) -> tuple[None, FileResult]:
+    """QUARANTINED_NOT_MOVED: write the error report, move the object to ``quarantine/``, mark it moved.
+
+    :param job: the call's shared state.
+    :param result: the ``quarantined`` result of this call, or None when an earlier run quarantined it.
+    """
+    result = _finish_quarantine(job.conn, job.client, job.bucket, job.claim, result)
+    return None, _completed(job, result)
+
+
+def _skip_done(job: _ClaimJob, _result: FileResult | None) -> tuple[None, FileResult]:
+    """ALREADY_DONE: the file reached its final place already (a retry after its move).
+
+    :param job: the call's shared state.
+    """
+    result = FileResult(job.claim.key, job.claim.file_id, SKIPPED, detail=f"already {job.status}")
+    return None, _completed(job, result)
+
+
+def _completed(job: _ClaimJob, result: FileResult) -> FileResult:
+    """Finish the result of a file brought to its final place here: earlier rows of this run, time.
+
+    An earlier try of this same run may have committed the rows: they are
+    reported, so the run's summary and its Asset event count what this run loaded.
+
+    :param job: the call's shared state.
+    :param result: the file's result (changed in place and returned).
+    """
+    if result.outcome in (MOVED_ONLY, SKIPPED):
+        info = _file_row(job.conn, job.claim.file_id)
+        if info.get("claimed_by") == job.claim.token and info.get("rows_loaded"):
             result.rows_loaded = int(info["rows_loaded"])
             result.rows_rejected = int(info.get("rows_rejected") or 0)
             result.detail = f"{result.detail}; loaded by an earlier try of this run"
-    result.seconds = round(time.monotonic() - started, 3)
+    result.seconds = round(time.monotonic() - job.started, 3)
     return result
+
+
+#: The step of each state of :func:`process_claim`.
+_STEPS: dict[ClaimState, _Step] = {
+    ClaimState.REUPLOAD: _move_reupload,
+    ClaimState.TAKEN_OVER: _skip_taken_over,
+    ClaimState.TO_LOAD: _load,
+    ClaimState.FAILING_REPEATEDLY: _quarantine_failing,
+    ClaimState.LOADED_NOT_MOVED: _move_loaded,
+    ClaimState.QUARANTINED_NOT_MOVED: _move_quarantined,
+    ClaimState.ALREADY_DONE: _skip_done,
+}
+
+
+# --------------------------------------------------------------------------- load one file
+
+
+class _VanishedError(PipelineError):
+    """The registered version of the object is no longer in incoming/."""
+
+
+@dataclass(frozen=True)
+class _FileLoad:
+    """What every load attempt of one claimed file shares.
+
+    :param fmt: the file's format (:func:`~events_pipeline.ingest.file_readers.file_format`).
+    :param started: ``time.monotonic()`` when the load began (for its duration).
+    :param matcher: the domain matcher, read once per file.
+    :param secret: returns the IP pseudonym key.
+    :param file_batch_id: ``batch_id`` of the file's events that carry none.
+    """
+
+    conn: psycopg.Connection
+    client: Any
+    bucket: str
+    claim: Claim
+    fmt: str
+    lease_minutes: int
+    started: float
+    matcher: DomainMatcher
+    secret: Callable[[], str]
+    file_batch_id: str
+
+    @property
+    def line_id_prefix(self) -> str:
+        """``bucket/key#etag``: the ids of events without one derive from it (and the line)."""
+        return f"{self.bucket}/{self.claim.key}#{self.claim.etag}"
 
 
 def load_claimed_file(
@@ -486,34 +778,31 @@ def load_claimed_file(
     """
     import psycopg
 
-    from events_pipeline.ingest.arrow_row_builder import FastRowBuilder  # pyarrow: imported by the task only
-
     started = time.monotonic()
     try:
         fmt = file_format(claim.key)
     except UnreadableFileError as exc:
         return _quarantine(conn, claim, exc.kind, exc.detail, lease_minutes)
-    matcher = DomainMatcher(load_domain_map(conn))
-    secret_fn = secret or (lambda: get_setting(VAR_IP_HASH_SECRET))
-    file_batch_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"s3://{bucket}/{claim.key}#{claim.etag}"))
+    load = _FileLoad(
+        conn,
+        client,
+        bucket,
+        claim,
+        fmt,
+        lease_minutes,
+        started,
+        matcher=DomainMatcher(load_domain_map(conn)),
+        secret=secret or (lambda: get_setting(VAR_IP_HASH_SECRET)),
+        file_batch_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"s3://{bucket}/{claim.key}#{claim.etag}")),
+    )
     rejects = RejectSink()
     skip_lines: dict[int, str] = {}
     try:
         while True:
             rejects.reset()
-            builder = (FastRowBuilder if FAST_PATH else RowBuilder)(
-                matcher,
-                file_id=claim.file_id,
-                file_batch_id=file_batch_id,
-                line_id_prefix=f"{bucket}/{claim.key}#{claim.etag}",
-                secret=secret_fn,
-                rejects=rejects,
-                skip_lines=dict(skip_lines),
-            )
+            builder = _new_builder(load, rejects, skip_lines)
             try:
-                outcome = _load_once(
-                    conn, client, bucket, claim, fmt, builder, file_batch_id, lease_minutes, started
-                )
+                outcome = _load_once(load, builder)
             except UnreadableFileError as exc:
                 return _quarantine(conn, claim, exc.kind, exc.detail, lease_minutes, line=exc.line)
             except _VanishedError:
@@ -527,24 +816,12 @@ def load_claimed_file(
                 )
             except (psycopg.errors.DataError, psycopg.errors.CheckViolation) as exc:
                 # a value our rules let through but PostgreSQL refuses (a type or a CHECK)
-                copy_line = loading.copy_error_line(exc)
-                if copy_line is None or copy_line >= len(builder.copy_line_to_source):
+                refused = _refused_line(claim, builder, exc)
+                if refused is None:
                     raise
-                source_line = builder.copy_line_to_source[copy_line]
-                reason = f"refused by PostgreSQL: {exc.diag.message_primary or exc}"
-                log.warning(
-                    "%s line %d %s; loading the file again without it", claim.key, source_line, reason
-                )
-                skip_lines[source_line] = reason
+                skip_lines[refused[0]] = refused[1]
                 if len(skip_lines) > MAX_REFUSED_LINES:
-                    return _quarantine(
-                        conn,
-                        claim,
-                        "refused_by_database",
-                        f"PostgreSQL refused more than {MAX_REFUSED_LINES} lines; last: line "
-                        f"{source_line}: {reason}",
-                        lease_minutes,
-                    )
+                    return _quarantine_refused(conn, claim, *refused, lease_minutes)
                 continue
             if outcome is None:
                 log.warning("skipping %s (file_id=%d): another run loaded it", claim.key, claim.file_id)
@@ -554,74 +831,184 @@ def load_claimed_file(
         rejects.close()
 
 
-def _load_once(
-    conn: psycopg.Connection,
-    client: Any,
-    bucket: str,
-    claim: Claim,
-    fmt: str,
-    builder: RowBuilder,
-    file_batch_id: str,
-    lease_minutes: int,
-    started: float,
-) -> FileResult | None:
-    from events_pipeline.ingest.arrow_row_builder import FastRowBuilder
+def _new_builder(load: _FileLoad, rejects: RejectSink, skip_lines: dict[int, str]) -> FastRowBuilder:
+    """The row builder of one load attempt: the vectorised fast path, per line where it is not sure.
 
+    :param load: the file being loaded.
+    :param rejects: the reject sink (reset by the caller before each attempt).
+    :param skip_lines: source lines to reject without parsing (PostgreSQL refused them), with the reason.
+    """
+    from events_pipeline.ingest.arrow_row_builder import FastRowBuilder  # pyarrow: imported by the task only
+
+    return FastRowBuilder(
+        load.matcher,
+        file_id=load.claim.file_id,
+        file_batch_id=load.file_batch_id,
+        line_id_prefix=load.line_id_prefix,
+        secret=load.secret,
+        rejects=rejects,
+        skip_lines=dict(skip_lines),
+    )
+
+
+def _refused_line(claim: Claim, builder: FastRowBuilder, exc: Any) -> tuple[int, str] | None:
+    """Map a COPY row PostgreSQL refused back to its source line; return ``(line, reason)``.
+
+    :param claim: the file's claim (for the log line).
+    :param builder: the attempt's builder (its ``copy_line_to_source``).
+    :param exc: the ``DataError`` or ``CheckViolation`` the COPY raised.
+    :return: None when the error names no COPY row of this file (the caller re-raises it).
+    """
+    copy_line = copy_error_line(exc)
+    if copy_line is None or copy_line >= len(builder.copy_line_to_source):
+        return None
+    source_line = builder.copy_line_to_source[copy_line]
+    reason = f"refused by PostgreSQL: {exc.diag.message_primary or exc}"
+    log.warning("%s line %d %s; loading the file again without it", claim.key, source_line, reason)
+    return source_line, reason
+
+
+def _quarantine_refused(
+    conn: psycopg.Connection, claim: Claim, source_line: int, reason: str, lease_minutes: int
+) -> FileResult:
+    """Quarantine a file of which PostgreSQL refused more than :data:`MAX_REFUSED_LINES` lines.
+
+    :param conn: an autocommit connection.
+    :param claim: the file's claim.
+    :param source_line: the last line refused.
+    :param reason: why PostgreSQL refused it.
+    :param lease_minutes: lease length.
+    """
+    return _quarantine(
+        conn,
+        claim,
+        "refused_by_database",
+        f"PostgreSQL refused more than {MAX_REFUSED_LINES} lines; last: line {source_line}: {reason}",
+        lease_minutes,
+    )
+
+
+def _load_once(load: _FileLoad, builder: FastRowBuilder) -> FileResult | None:
+    """One load attempt in ONE transaction: lock the claim, COPY, rejects, registry, counts; commit.
+
+    :param load: the file being loaded.
+    :param builder: a fresh builder for this attempt.
+    :return: the ``loaded`` result, or None when the claim is no longer this run's
+        (another loader holds or loaded the file).
+    :raises UnreadableFileError: the file cannot be read (rolled back).
+    :raises _VanishedError: the registered version of the object is gone (rolled back).
+    :raises psycopg.errors.DataError: PostgreSQL refused a row (rolled back).
+    """
+    conn, claim = load.conn, load.claim
     with conn.transaction():
-        locked = loading.lock_claim(conn, claim.file_id)
+        locked = copy_load.lock_claim(conn, claim.file_id)
         if locked is None or locked[0] != "claimed" or locked[1] != claim.token:
             return None
+        sent = _copy_file(load, builder)
+        rejected_key = _upload_rejects(load, builder)
+        batch_id = _batch_id(builder, load.file_batch_id)
+        _mark_loaded(load, builder, batch_id, rejected_key)
+        failpoints.checkpoint("before_commit", claim.key)
+    failpoints.checkpoint("after_commit", claim.key)
+    return _loaded_result(load, builder, batch_id, rejected_key, sent)
+
+
+def _copy_file(load: _FileLoad, builder: FastRowBuilder) -> int:
+    """COPY the rows of the registered version of the object into ``events_log``; return the bytes sent.
+
+    NDJSON is streamed from S3 in byte blocks through the fast path; Parquet is
+    spooled to a local file first (its reader seeks) and goes through the per-line path.
+
+    :param load: the file being loaded.
+    :param builder: the attempt's builder.
+    :raises _VanishedError: that version of the object is gone.
+    """
+    claim = load.claim
+    if load.fmt == PARQUET:
         with tempfile.TemporaryFile() as spool:
-            if fmt == PARQUET:
-                if not landing.download_object(client, bucket, claim.key, claim.etag, spool):
-                    raise _VanishedError
-                spool.seek(0)
-                blocks = (builder.record_block(rows) for rows in iter_parquet_batches(spool))
-                sent = loading.copy_events(conn, blocks)
-            else:
-                body = landing.open_object(client, bucket, claim.key, claim.etag)
-                if body is None:
-                    raise _VanishedError
-                try:
-                    if isinstance(builder, FastRowBuilder):  # the vectorised path (fast_rows)
-                        blocks = iter_byte_blocks(body, gzipped=fmt.endswith(".gz"))
-                        parts = (part for b in blocks for part in builder.ndjson_bytes_parts(b))
-                        sent = loading.copy_events(conn, parts)
-                    else:
-                        lines = iter_line_blocks(body, gzipped=fmt.endswith(".gz"))
-                        sent = loading.copy_events(conn, (builder.ndjson_block(b) for b in lines))
-                finally:
-                    body.close()
-        rej_key = None
-        if builder.rejects.count:
-            rej_key = landing.rejected_key(claim.key)
-            landing.put_bytes(client, bucket, rej_key, builder.rejects.stream(), "application/x-ndjson")
-        if len(builder.batch_ids) == 1 and builder.rows_with_batch == builder.rows:
-            batch_id = next(iter(builder.batch_ids))
-        else:
-            batch_id = file_batch_id
-        duration_ms = int((time.monotonic() - started) * 1000)
-        updated = loading.mark_loaded(
-            conn,
-            file_id=claim.file_id,
-            token=claim.token,
-            batch_id=batch_id,
-            rows_loaded=builder.rows,
-            rows_rejected=builder.rejects.count,
-            rejected_key=rej_key,
-            lines_nul_replaced=builder.nul_lines,
-            lines_blank=builder.blank,
-            duration_ms=duration_ms,
-            lease_minutes=lease_minutes,
-        )
-        if updated != 1:  # pragma: no cover - the row lock makes this impossible
-            raise PipelineError(
-                f"registry row of {claim.key} (file_id={claim.file_id}) changed under its lock"
+            if not landing.download_object(load.client, load.bucket, claim.key, claim.etag, spool):
+                raise _VanishedError
+            spool.seek(0)
+            return copy_load.copy_events(
+                load.conn, (builder.record_block(rows) for rows in iter_parquet_batches(spool))
             )
-        loading.write_ingest_counts(conn, claim.file_id, builder.per_client)
-        ingest_faults.checkpoint("before_commit", claim.key)
-    ingest_faults.checkpoint("after_commit", claim.key)
-    seconds = time.monotonic() - started
+    body = landing.open_object(load.client, load.bucket, claim.key, claim.etag)
+    if body is None:
+        raise _VanishedError
+    try:
+        blocks = iter_byte_blocks(body, gzipped=load.fmt.endswith(".gz"))
+        return copy_load.copy_events(
+            load.conn, (part for b in blocks for part in builder.ndjson_bytes_parts(b))
+        )
+    finally:
+        body.close()
+
+
+def _upload_rejects(load: _FileLoad, builder: FastRowBuilder) -> str | None:
+    """Write the rejected lines to ``rejected/``; return their key (None: no line was rejected).
+
+    :param load: the file being loaded.
+    :param builder: the attempt's builder (its reject sink).
+    """
+    if not builder.rejects.count:
+        return None
+    key = landing.rejected_key(load.claim.key)
+    landing.put_bytes(load.client, load.bucket, key, builder.rejects.stream(), "application/x-ndjson")
+    return key
+
+
+def _batch_id(builder: FastRowBuilder, file_batch_id: str) -> str:
+    """The file's ``batch_id``: the one its events all carry, else the file's own.
+
+    :param builder: the attempt's builder (the events' batch ids).
+    :param file_batch_id: the id derived from the file's bucket, key and ETag.
+    """
+    if len(builder.batch_ids) == 1 and builder.rows_with_batch == builder.rows:
+        return next(iter(builder.batch_ids))
+    return file_batch_id
+
+
+def _mark_loaded(load: _FileLoad, builder: FastRowBuilder, batch_id: str, rejected_key: str | None) -> None:
+    """Set the registry row ``loaded`` with the file's figures and insert its ``ingest_counts``.
+
+    :param load: the file being loaded.
+    :param builder: the attempt's builder (its counters).
+    :param batch_id: the file's ``batch_id``.
+    :param rejected_key: where the rejected lines went, if any.
+    :raises PipelineError: the registry row changed under its lock (naming the key).
+    """
+    conn, claim = load.conn, load.claim
+    updated = copy_load.mark_loaded(
+        conn,
+        file_id=claim.file_id,
+        token=claim.token,
+        batch_id=batch_id,
+        rows_loaded=builder.rows,
+        rows_rejected=builder.rejects.count,
+        rejected_key=rejected_key,
+        lines_nul_replaced=builder.nul_lines,
+        lines_blank=builder.blank,
+        duration_ms=int((time.monotonic() - load.started) * 1000),
+        lease_minutes=load.lease_minutes,
+    )
+    if updated != 1:  # pragma: no cover - the row lock makes this impossible
+        raise PipelineError(f"registry row of {claim.key} (file_id={claim.file_id}) changed under its lock")
+    copy_load.write_ingest_counts(conn, claim.file_id, builder.per_client)
+
+
+def _loaded_result(
+    load: _FileLoad, builder: FastRowBuilder, batch_id: str, rejected_key: str | None, sent: int
+) -> FileResult:
+    """Log the committed load of a file and return its ``loaded`` result.
+
+    :param load: the file loaded.
+    :param builder: the attempt's builder (its counters).
+    :param batch_id: the file's ``batch_id``.
+    :param rejected_key: where the rejected lines went, if any.
+    :param sent: bytes of COPY text sent.
+    """
+    claim, bucket = load.claim, load.bucket
+    seconds = time.monotonic() - load.started
     result = FileResult(
         claim.key,
         claim.file_id,
@@ -643,7 +1030,7 @@ def _load_once(
         claim.file_id,
         builder.rows,
         builder.rejects.count,
-        f" -> s3://{bucket}/{rej_key}" if rej_key else "",
+        f" -> s3://{bucket}/{rejected_key}" if rejected_key else "",
         builder.blank,
         builder.nul_lines,
         (claim.size_bytes or 0) / 1e6,
@@ -651,14 +1038,10 @@ def _load_once(
         seconds,
         builder.rows / seconds if seconds > 0 else 0.0,
         clients or "none",
-        getattr(builder, "fast_lines", 0),
-        getattr(builder, "slow_lines", builder.line_no),
+        builder.fast_lines,
+        builder.slow_lines,
     )
     return result
-
-
-class _VanishedError(PipelineError):
-    """The registered version of the object is no longer in incoming/."""
 
 
 # --------------------------------------------------------------------------- quarantine & moves
@@ -673,9 +1056,19 @@ def _quarantine(
     *,
     line: int | None = None,
 ) -> FileResult:
+    """Mark a claimed file ``quarantined`` with its error (its object is moved afterwards).
+
+    :param conn: an autocommit connection.
+    :param claim: the file's claim.
+    :param kind: a short machine-readable kind (``corrupt_gzip``, ``repeated_failure``...).
+    :param detail: what is wrong, for a person.
+    :param lease_minutes: lease length.
+    :param line: the 1-based line at fault, when known.
+    :return: ``quarantined``, or ``skipped`` when the claim was taken over meanwhile.
+    """
     error = orjson.dumps({"kind": kind, "detail": detail, "line": line}).decode("utf-8")
     with conn.transaction():
-        locked = loading.lock_claim(conn, claim.file_id)
+        locked = copy_load.lock_claim(conn, claim.file_id)
         if locked is None or locked[0] != "claimed" or locked[1] != claim.token:
             return FileResult(claim.key, claim.file_id, SKIPPED, detail="claim taken over by another run")
         conn.execute(
@@ -702,6 +1095,14 @@ def _quarantine(
 def _finish_quarantine(
     conn: psycopg.Connection, client: Any, bucket: str, claim: Claim, result: FileResult | None
 ) -> FileResult:
+    """Write ``<key>.error.json`` to ``quarantine/``, move the object there and mark it moved.
+
+    :param conn: an autocommit connection.
+    :param client: a boto3 S3 client.
+    :param bucket: the landing bucket.
+    :param claim: the file's claim.
+    :param result: the ``quarantined`` result of this run, if it quarantined the file (gets ``dest_key``).
+    """
     info = _file_row(conn, claim.file_id)
     error = info.get("error") or "{}"
     try:
@@ -741,9 +1142,12 @@ def _finish_quarantine(
 
 
 def _finish_move(conn: psycopg.Connection, claim: Claim, result: FileResult | None, how: str) -> None:
-    """Record in the registry that a loaded file was moved to ``processed/`` (``how``: see move_object).
+    """Record in the registry that a loaded file was moved to ``processed/``.
 
+    :param conn: an autocommit connection.
+    :param claim: the file's claim.
     :param result: the file's result from this run, if it was loaded by it (gets ``dest_key``).
+    :param how: what :func:`~events_pipeline.ingest.landing.move_object` returned.
     """
     dest = landing.processed_key(claim.key)
     note = None
@@ -758,6 +1162,13 @@ def _finish_move(conn: psycopg.Connection, claim: Claim, result: FileResult | No
 
 
 def _mark_moved(conn: psycopg.Connection, claim: Claim, dest: str, note: str | None) -> None:
+    """Set ``moved_at`` (and ``processed`` for a loaded file) on the registry row.
+
+    :param conn: an autocommit connection.
+    :param claim: the file's claim.
+    :param dest: where the object went.
+    :param note: a remark for ``error`` (an unusual move), if any.
+    """
     with conn.transaction():
         conn.execute(
             load_sql("ingest/mark_moved.sql"), {"file_id": claim.file_id, "dest_key": dest, "note": note}
@@ -765,18 +1176,29 @@ def _mark_moved(conn: psycopg.Connection, claim: Claim, dest: str, note: str | N
 
 
 def _file_row(conn: psycopg.Connection, file_id: int) -> dict[str, Any]:
-    cur = conn.execute(load_sql("ingest/get_file.sql"), {"file_id": file_id})
-    row = cur.fetchone()
-    if row is None:
-        return {}
-    return dict(zip([d.name for d in cur.description], row, strict=True))
+    """The registry row of ``file_id`` (``get_file.sql``) as a dict; empty when there is none.
+
+    :param conn: an open connection.
+    :param file_id: the registry id.
+    """
+    return as_dict(conn.execute(load_sql("ingest/get_file.sql"), {"file_id": file_id})) or {}
 
 
 def _describe(exc: BaseException) -> str:
+    """``<ExceptionType>: <message>``, the error text of logs and of the registry.
+
+    :param exc: the exception.
+    """
     return f"{type(exc).__name__}: {exc}"
 
 
 def _record_error(conn: psycopg.Connection, claim: Claim, detail: str) -> None:
+    """Record the error of a failed attempt in the registry row (for on-call); never raises.
+
+    :param conn: an autocommit connection (a failed transaction still open is rolled back).
+    :param claim: the file's claim.
+    :param detail: the error text.
+    """
     try:
         if conn.info.transaction_status != 0:  # not idle: a failed transaction is still open
             conn.rollback()

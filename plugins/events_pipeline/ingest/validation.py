@@ -178,16 +178,12 @@ def validate_event(obj: Any, *, line_id: str = "", line_no: int | None = None) -
     """
     if type(obj) is not dict:
         raise LineRejectedError(f"line is {_json_type(obj)}, not a JSON object")
+    # the common case of each field is checked inline (this runs once per line); the rest,
+    # and every reason, is in a helper
 
     event_type = obj.get("event_type")
-    if event_type is None:
-        raise LineRejectedError("event_type is missing (required string of 1 to 50 characters)")
-    if type(event_type) is not str:
-        raise LineRejectedError(f"event_type must be a string, got {_json_type(event_type)}")
-    if not 1 <= len(event_type) <= MAX_EVENT_TYPE:
-        raise LineRejectedError(
-            f"event_type must be 1 to {MAX_EVENT_TYPE} characters long, is {len(event_type)}"
-        )
+    if type(event_type) is not str or not 1 <= len(event_type) <= MAX_EVENT_TYPE:
+        _bad_event_type(event_type)
 
     raw_ts = obj.get("timestamp")
     if type(raw_ts) is str:
@@ -201,19 +197,10 @@ def validate_event(obj: Any, *, line_id: str = "", line_no: int | None = None) -
         ts = parse_timestamp(raw_ts)
 
     raw_event_id = obj.get("event_id")
-    if raw_event_id is None:
-        if line_id and line_no is not None:
-            line_id = f"{line_id}:{line_no}"
-        event_id = str(uuid.uuid5(EVENT_ID_NAMESPACE, line_id)) if line_id else str(uuid.uuid4())
-    elif type(raw_event_id) is not str:
-        raise LineRejectedError(f"event_id must be a UUID string, got {_json_type(raw_event_id)}")
-    elif _UUID_RE.fullmatch(raw_event_id):
+    if type(raw_event_id) is str and _UUID_RE.fullmatch(raw_event_id):
         event_id = raw_event_id.lower()
     else:
-        try:
-            event_id = str(uuid.UUID(raw_event_id))
-        except ValueError:
-            raise LineRejectedError(f"event_id {raw_event_id[:60]!r} is not a UUID") from None
+        event_id = _other_event_id(raw_event_id, line_id, line_no)
 
     get = obj.get
     session_id = get("session_id")
@@ -238,16 +225,9 @@ def validate_event(obj: Any, *, line_id: str = "", line_no: int | None = None) -
     ip = None if raw_ip is None else parse_ip(raw_ip)
 
     raw_site = get("site_id")
-    if raw_site is None or raw_site == "":
-        site_id = host_from_url(url) if url else None
-    elif type(raw_site) is not str:
-        raise LineRejectedError(f"site_id must be a string (a domain), got {_json_type(raw_site)}")
-    else:
-        site_id = _SITE_CACHE.get(raw_site)
-        if site_id is None:
-            site_id = normalize_site(raw_site)
-            if site_id is not None and len(_SITE_CACHE) < _SITE_CACHE_MAX:
-                _SITE_CACHE[raw_site] = site_id
+    site_id = _SITE_CACHE.get(raw_site) if type(raw_site) is str else None
+    if site_id is None:
+        site_id = _site_id(raw_site, url)
     if site_id is not None and len(site_id) > MAX_SITE_ID:
         raise LineRejectedError(
             f"site_id is {len(site_id)} characters long; at most {MAX_SITE_ID} are allowed"
@@ -269,6 +249,64 @@ def validate_event(obj: Any, *, line_id: str = "", line_no: int | None = None) -
         ip,
         batch_id,
     )
+
+
+def _bad_event_type(event_type: Any) -> None:
+    """Raise the reason an ``event_type`` that is not a string of 1 to 50 characters is refused.
+
+    :param event_type: the field as decoded.
+    :raises LineRejectedError: always.
+    """
+    if event_type is None:
+        raise LineRejectedError("event_type is missing (required string of 1 to 50 characters)")
+    if type(event_type) is not str:
+        raise LineRejectedError(f"event_type must be a string, got {_json_type(event_type)}")
+    raise LineRejectedError(f"event_type must be 1 to {MAX_EVENT_TYPE} characters long, is {len(event_type)}")
+
+
+def _other_event_id(raw_event_id: Any, line_id: str, line_no: int | None) -> str:
+    """The ``event_id`` of an event whose id is not a canonical-length UUID string.
+
+    Missing: derived from the line's identity (uuid5 of ``line_id:line_no``, so a
+    retried load derives the same id; random without an identity). A UUID in
+    another spelling (no dashes, braces, ``urn:uuid:``): its canonical text.
+
+    :param raw_event_id: the field as decoded.
+    :param line_id: the line's stable identity (``bucket/key#etag``), or ``""``.
+    :param line_no: its line number, appended to ``line_id`` when given.
+    :raises LineRejectedError: not a string, or not a UUID.
+    """
+    if raw_event_id is None:
+        if line_id and line_no is not None:
+            line_id = f"{line_id}:{line_no}"
+        return str(uuid.uuid5(EVENT_ID_NAMESPACE, line_id)) if line_id else str(uuid.uuid4())
+    if type(raw_event_id) is not str:
+        raise LineRejectedError(f"event_id must be a UUID string, got {_json_type(raw_event_id)}")
+    if _UUID_RE.fullmatch(raw_event_id):
+        return raw_event_id.lower()
+    try:
+        return str(uuid.UUID(raw_event_id))
+    except ValueError:
+        raise LineRejectedError(f"event_id {raw_event_id[:60]!r} is not a UUID") from None
+
+
+def _site_id(raw_site: Any, url: str | None) -> str | None:
+    """The normalised ``site_id`` of a site not in the cache yet (cached when it is a domain).
+
+    Missing or empty: the host of ``url``, when there is one.
+
+    :param raw_site: the field as decoded.
+    :param url: the event's URL (already checked to be a string or None).
+    :raises LineRejectedError: not a string.
+    """
+    if raw_site is None or raw_site == "":
+        return host_from_url(url) if url else None
+    if type(raw_site) is not str:
+        raise LineRejectedError(f"site_id must be a string (a domain), got {_json_type(raw_site)}")
+    site_id = normalize_site(raw_site)
+    if site_id is not None and len(_SITE_CACHE) < _SITE_CACHE_MAX:
+        _SITE_CACHE[raw_site] = site_id
+    return site_id
 
 
 def derive_path(url: str) -> str | None:

@@ -18,7 +18,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from events_pipeline.common import heap_ranges as batches
+from events_pipeline.common import heap_ranges
 from events_pipeline.common.db import connect, load_sql
 from events_pipeline.common.settings import VAR_IP_HASH_SECRET, get_setting
 from events_pipeline.privacy.sweep import SET_ROW_BATCH, treat_and_write
@@ -83,7 +83,7 @@ def run_reattribution(
     seconds = time.monotonic() - t0
     with conn.transaction():
         for client_id, n in sorted(per_client.items()):
-            batches.record(
+            heap_ranges.record(
                 conn, "reattribution", started_at=started, rows=n, client_id=client_id, run_id=run_id
             )
     for client_id, n in sorted(per_client.items()):

@@ -11,6 +11,7 @@ import orjson
 import pytest
 from psycopg import sql
 
+from events_pipeline.common.db import as_dicts
 from tests.conftest import LANDING_BUCKET
 
 
@@ -96,9 +97,7 @@ def registry(db: Any) -> list[dict[str, Any]]:
 
     :param db: autocommit connection.
     """
-    cur = db.execute("SELECT * FROM landing_files ORDER BY file_id")
-    names = [d.name for d in cur.description]
-    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    return as_dicts(db.execute("SELECT * FROM landing_files ORDER BY file_id"))
 
 
 def events(db: Any, where: str = "TRUE") -> list[dict[str, Any]]:
@@ -112,9 +111,7 @@ def events(db: Any, where: str = "TRUE") -> list[dict[str, Any]]:
         "user_agent, host(ip_address) AS ip, raw_event_data, created_at, client_id, batch_id, "
         "privacy_level, file_id FROM events_log WHERE {} ORDER BY timestamp, event_id"
     ).format(sql.SQL(where))
-    cur = db.execute(query)
-    names = [d.name for d in cur.description]
-    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    return as_dicts(db.execute(query))
 
 
 def count(db: Any, table: str = "events_log") -> int:

@@ -10,7 +10,7 @@ import pytest
 
 from devtools.demo_data import iter_events
 from events_pipeline.common import failpoints as ingest_faults
-from events_pipeline.ingest import pipeline as ingest
+from events_pipeline.ingest import pipeline
 from tests.conftest import LANDING_BUCKET, task_states
 from tests.integration.ingest.conftest import count, keys, ndjson, put, registry
 
@@ -109,11 +109,11 @@ def _worker(dsn: str, endpoint: str, name: str, out: dict[str, Any], barrier: th
 
     client = boto3.client("s3", endpoint_url=endpoint)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        token = ingest.new_token(name)
+        token = pipeline.new_token(name)
         barrier.wait()
-        claims = ingest.claim_available(conn, client, LANDING_BUCKET, token, max_files=50, lease_minutes=30)
+        claims = pipeline.claim_available(conn, client, LANDING_BUCKET, token, max_files=50, lease_minutes=30)
         results = [
-            ingest.process_claim(
+            pipeline.process_claim(
                 conn, client, LANDING_BUCKET, c, lease_minutes=30, max_attempts=5, secret=lambda: "s"
             )
             for c in claims
@@ -130,7 +130,7 @@ def test_two_concurrent_runs_never_load_a_file_twice(
     barrier = threading.Barrier(2)
     dsn, endpoint = migrated_db.dsn("events"), s3_server.endpoint_url
     _run_together(*(lambda n=n: _worker(dsn, endpoint, n, out, barrier) for n in ("run-a", "run-b")))
-    loaded = [r.key for rs in out.values() for r in rs if r.outcome == ingest.LOADED]
+    loaded = [r.key for rs in out.values() for r in rs if r.outcome == pipeline.LOADED]
     assert sorted(loaded) == sorted(f"incoming/crash/f{i}.ndjson.gz" for i in range(8))
     _assert_exactly_once(db, s3, expected, 8)
 
@@ -147,9 +147,13 @@ def test_two_loaders_holding_the_same_file_load_it_once(
     dsn = migrated_db.dsn("events")
     client = boto3.client("s3", endpoint_url=s3_server.endpoint_url)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        (claim_a,) = ingest.claim_available(conn, client, LANDING_BUCKET, "a", max_files=5, lease_minutes=30)
+        (claim_a,) = pipeline.claim_available(
+            conn, client, LANDING_BUCKET, "a", max_files=5, lease_minutes=30
+        )
         conn.execute("UPDATE landing_files SET lease_expires_at = now() - interval '1 second'")
-        (claim_b,) = ingest.claim_available(conn, client, LANDING_BUCKET, "b", max_files=5, lease_minutes=30)
+        (claim_b,) = pipeline.claim_available(
+            conn, client, LANDING_BUCKET, "b", max_files=5, lease_minutes=30
+        )
     assert claim_a.file_id == claim_b.file_id
 
     results: dict[str, Any] = {}
@@ -159,13 +163,13 @@ def test_two_loaders_holding_the_same_file_load_it_once(
         c3 = boto3.client("s3", endpoint_url=s3_server.endpoint_url)
         with psycopg.connect(dsn, autocommit=True) as conn:
             barrier.wait()
-            results[claim.token] = ingest.process_claim(
+            results[claim.token] = pipeline.process_claim(
                 conn, c3, LANDING_BUCKET, claim, lease_minutes=30, max_attempts=5, secret=lambda: "s"
             )
 
     _run_together(lambda: load(claim_a), lambda: load(claim_b))
-    assert results["a"].outcome == ingest.SKIPPED
-    assert results["b"].outcome == ingest.LOADED
+    assert results["a"].outcome == pipeline.SKIPPED
+    assert results["b"].outcome == pipeline.LOADED
     _assert_exactly_once(db, s3, expected, 1)
 
 
@@ -181,7 +185,7 @@ def test_zombie_and_retry_of_the_same_claim_load_once(
     dsn = migrated_db.dsn("events")
     client = boto3.client("s3", endpoint_url=s3_server.endpoint_url)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        (claim,) = ingest.claim_available(conn, client, LANDING_BUCKET, "z", max_files=5, lease_minutes=30)
+        (claim,) = pipeline.claim_available(conn, client, LANDING_BUCKET, "z", max_files=5, lease_minutes=30)
 
     outcomes: list[str] = []
     barrier = threading.Barrier(2)
@@ -190,11 +194,11 @@ def test_zombie_and_retry_of_the_same_claim_load_once(
         c3 = boto3.client("s3", endpoint_url=s3_server.endpoint_url)
         with psycopg.connect(dsn, autocommit=True) as conn:
             barrier.wait()
-            result = ingest.load_claimed_file(conn, c3, LANDING_BUCKET, claim, lease_minutes=30)
+            result = pipeline.load_claimed_file(conn, c3, LANDING_BUCKET, claim, lease_minutes=30)
             outcomes.append(result.outcome)
 
     _run_together(load, load)
-    assert sorted(outcomes) == [ingest.LOADED, ingest.SKIPPED]
+    assert sorted(outcomes) == [pipeline.LOADED, pipeline.SKIPPED]
     assert count(db) == expected
     assert registry(db)[0]["status"] == "loaded"
 
@@ -219,15 +223,15 @@ def test_a_line_postgresql_refuses_is_rejected_and_the_rest_loads(
     try:
         client = boto3.client("s3", endpoint_url=s3_server.endpoint_url)
         with psycopg.connect(migrated_db.dsn("events"), autocommit=True) as conn:
-            (claim,) = ingest.claim_available(
+            (claim,) = pipeline.claim_available(
                 conn, client, LANDING_BUCKET, "r", max_files=5, lease_minutes=30
             )
-            result = ingest.process_claim(
+            result = pipeline.process_claim(
                 conn, client, LANDING_BUCKET, claim, lease_minutes=30, max_attempts=5, secret=lambda: "s"
             )
     finally:
         db.execute("ALTER TABLE events_log DROP CONSTRAINT test_refuse")
-    assert (result.outcome, result.rows_loaded, result.rows_rejected) == (ingest.LOADED, 2, 1)
+    assert (result.outcome, result.rows_loaded, result.rows_rejected) == (pipeline.LOADED, 2, 1)
     assert count(db) == 2
     (rejected,) = read_ndjson(s3, "rejected/refused/a.ndjson.rejected.ndjson")
     assert rejected["line"] == 2 and "refused by PostgreSQL" in rejected["reason"]
@@ -272,12 +276,12 @@ def test_a_background_move_that_fails_leaves_only_that_file_to_the_retry(
             raise SimulatedCrashError(f"simulated crash at {key}")
 
     with psycopg.connect(migrated_db.dsn("events"), autocommit=True) as conn:
-        claims = ingest.claim_available(conn, client, LANDING_BUCKET, "bg", max_files=5, lease_minutes=30)
+        claims = pipeline.claim_available(conn, client, LANDING_BUCKET, "bg", max_files=5, lease_minutes=30)
         with ingest_faults.inject("during_move", crash_on_second):
-            results = ingest.load_claims(
+            results = pipeline.load_claims(
                 conn, client, LANDING_BUCKET, claims, lease_minutes=30, max_attempts=5, secret=lambda: "s"
             )
-        assert [r.outcome for r in results] == [ingest.LOADED, ingest.FAILED, ingest.LOADED]
+        assert [r.outcome for r in results] == [pipeline.LOADED, pipeline.FAILED, pipeline.LOADED]
         assert "simulated crash" in (results[1].detail or "")
         assert [r.dest_key for r in results] == [
             "processed/crash/f0.ndjson.gz",
@@ -289,8 +293,8 @@ def test_a_background_move_that_fails_leaves_only_that_file_to_the_retry(
         assert count(db) == expected  # every file's rows committed, the failed move's included
 
         # the retry (same claims, as Airflow's retry of the task) moves f1 without loading it again
-        retry = ingest.load_claims(
+        retry = pipeline.load_claims(
             conn, client, LANDING_BUCKET, claims, lease_minutes=30, max_attempts=5, secret=lambda: "s"
         )
-    assert [r.outcome for r in retry] == [ingest.SKIPPED, ingest.MOVED_ONLY, ingest.SKIPPED]
+    assert [r.outcome for r in retry] == [pipeline.SKIPPED, pipeline.MOVED_ONLY, pipeline.SKIPPED]
     _assert_exactly_once(db, s3, expected, 3)
