@@ -9,8 +9,8 @@ events for ONE client in ONE hour (20k realistic events generated in Python,
 COPYed in, then replicated in SQL with fresh event ids and created_at spread
 over the hour), then runs in separate subprocesses, side by side:
 
-- ``pipeline (first run)``: ``exporting.export_client_hour`` for that hour on
-  unexported rows - COPY TO -> Arrow -> Parquet zstd parts, upload to the client
+- ``pipeline (first run)``: ``export.client_hour.export_client_hour`` for that hour on
+  unexported rows - binary COPY (ADBC) -> Arrow -> Parquet zstd parts, upload to the client
   bucket AND the backup bucket, the one marking UPDATE (export_hour,
   export_status, processed_at) in the export's snapshot, manifests, the run record;
 - ``pipeline (re-run)``: the same call again (hour already published: nothing to
@@ -24,8 +24,9 @@ over the hour), then runs in separate subprocesses, side by side:
 
 Before each path that marks rows, the rows are reset to unexported and the
 table is compacted (``VACUUM FULL``), as freshly ingested rows are (untimed).
-For reference, ``COPY TO STDOUT only`` runs the pipeline's COPY and discards the bytes:
-the database's share, a ceiling for any exporter reading through PostgreSQL.
+For reference, ``COPY TO STDOUT only`` runs the pipeline's SELECT as a text COPY and
+discards the bytes: the database's share, a ceiling for any exporter reading through
+PostgreSQL.
 
 Ratios printed: (a) data path = re-run / SqlToS3Operator; (b) first run /
 SqlToS3Operator; (c) first run / (SqlToS3Operator + mark).
@@ -97,7 +98,6 @@ def _env(dsn_uri: str, endpoint: str, home: Path) -> dict[str, str]:
 def child_pipeline() -> dict:
     """Run the pipeline's export of the benchmark hour (in a subprocess)."""
     # heavy imports before the clock starts (a worker has them loaded already)
-    import pyarrow.csv
     import pyarrow.parquet  # noqa: F401
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook  # noqa: F401
     from airflow.providers.postgres.hooks.postgres import PostgresHook  # noqa: F401
@@ -178,7 +178,7 @@ def child_baseline(mark: bool = False) -> dict:
 
 
 def child_copy_floor() -> dict:
-    """Only PostgreSQL's side of the pipeline: the same COPY ... TO STDOUT, bytes discarded."""
+    """Only PostgreSQL's side of the pipeline: its SELECT as COPY ... TO STDOUT (text), bytes discarded."""
     import psycopg
 
     from events_pipeline.common.db import load_sql
@@ -306,7 +306,7 @@ def reset_rows(dsn: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--rows", type=int, default=1_000_000, help="events loaded into the hour")
     parser.add_argument("--repeat", type=int, default=1, help="re-runs of each path after the first run")
     parser.add_argument("--child", choices=["pipeline", "baseline", "baseline_mark", "copy"])
     args = parser.parse_args()

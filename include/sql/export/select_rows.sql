@@ -1,5 +1,5 @@
--- Exported columns of (client, hour), as text for COPY ... (FORMAT csv), read in
--- the export's REPEATABLE READ snapshot:
+-- Exported columns of (client, hour), read through ADBC (binary COPY into Arrow)
+-- by a second connection that imports the export's REPEATABLE READ snapshot:
 --   * the rows already in the hour (export_hour = H: a published hour, or an
 --     earlier attempt that committed its marking but not its manifest), plus
 --   * unless %(claim)s = 'none' (hour already published), the rows this run
@@ -7,8 +7,7 @@
 --     ('through': the newest hour so far, late rows of earlier hours included)
 --     or inside the hour only ('within': a backfill of an old hour).
 -- mark_rows.sql updates exactly these rows with the same predicate in the same
--- snapshot. Read as Arrow (ADBC, binary COPY) or as CSV text (COPY ... csv):
--- timestamps as UTC wall-clock timestamps (labelled UTC in the files),
+-- snapshot. Timestamps as UTC wall-clock timestamps (labelled UTC in the files),
 -- ip_address in inet's output form ('1.2.3.4', '1.2.3.0/24': abbrev(inet) is
 -- exactly that text), event_id and raw_event_data as text. The aliases are the
 -- Parquet column names.

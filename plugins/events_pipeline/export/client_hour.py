@@ -7,11 +7,12 @@ One call of :func:`export_client_hour` exports one client's UTC hour:
    nothing new when the hour is already published, else the unclaimed pending
    rows created before the hour's end (or inside it, for a backfill of an old
    hour); record the attempt as ``running``;
-3. in ONE ``REPEATABLE READ`` transaction: stream ``COPY (SELECT ...) TO STDOUT``
-   into Parquet parts, upload each part to the client bucket, then the backup
-   bucket; then assign the hour and mark the rows ``exported`` (+ ``processed_at``)
-   with the same predicate in the same snapshot (one row rewrite), check the
-   count, commit;
+3. in ONE ``REPEATABLE READ`` transaction: a second connection imports its
+   snapshot and streams the rows (ADBC, binary COPY) into Parquet parts, each
+   uploaded to the client bucket, then the backup bucket; meanwhile this
+   transaction assigns the hour and marks the rows ``exported`` (+ ``processed_at``)
+   with the same predicate in the same snapshot (one row rewrite); check the
+   count, commit after the last upload;
 4. write ``_manifest.json`` (the commit marker for readers) to the client
    bucket, then the backup bucket, remove stale parts, record the run as
    ``succeeded``.
@@ -27,19 +28,23 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import threading
 import time
-from contextlib import closing
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from airflow.sdk.exceptions import AirflowFailException
 from psycopg import errors as psycopg_errors
 
-from events_pipeline.common.db import advisory_lock_key, connect, load_sql
+from events_pipeline.common.background import BackgroundCall, prefetched
+from events_pipeline.common.db import advisory_lock, as_dict, connect, load_sql
 from events_pipeline.common.errors import PipelineError, ServiceUnreachableError, SettingError
 from events_pipeline.common.intervals import HourInterval, hour_of
+from events_pipeline.common.s3 import ACCESS_DENIED, NO_SUCH_BUCKET, error_code
 from events_pipeline.common.settings import (
     AWS_CONN_ID,
     EVENTS_DB_CONN_ID,
@@ -57,16 +62,13 @@ from events_pipeline.export.keys import (
     check_no_overlap,
     client_location,
 )
+from events_pipeline.export.manifest import CONTENT_TYPE as MANIFEST_CONTENT_TYPE
 from events_pipeline.export.manifest import ExportedFile, build_manifest, dump_manifest
-from events_pipeline.export.parquet_parts import (
-    PartSettings,
-    iter_adbc_batches,
-    iter_record_batches,
-    prefetch,
-    write_parts,
-)
+from events_pipeline.export.parquet_parts import PartSettings, iter_adbc_batches, write_parts
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 PART_MAX_ROWS = register(
     Setting("events_export_part_max_rows", 1_000_000, "rows per exported Parquet part before rolling over")
@@ -78,21 +80,6 @@ PART_MAX_BYTES = register(
         "bytes per exported Parquet part before rolling over",
     )
 )
-CSV_BLOCK_BYTES = register(
-    Setting(
-        "events_export_csv_block_bytes",
-        16 * 1024 * 1024,
-        "bytes of COPY output parsed at a time; must exceed the largest single event row",
-    )
-)
-READER = register(
-    Setting(
-        "events_export_reader",
-        "auto",
-        "how the export reads rows: adbc (binary COPY into Arrow, needs adbc-driver-postgresql), "
-        "csv (COPY csv parsed by Arrow), auto (adbc when installed)",
-    )
-)
 ROW_GROUP_ROWS = register(
     Setting("events_export_row_group_rows", 65_536, "rows per Parquet row group (bounds export memory)")
 )
@@ -100,6 +87,16 @@ ROW_GROUP_ROWS = register(
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
 #: How long an export waits for another export of the same client (any hour) to finish.
 CLIENT_LOCK_TIMEOUT = "15min"
+#: Arrow batches read ahead of the Parquet encoder (each ~16 MiB).
+PREFETCH_DEPTH = 2
+#: Settings of the export read and marking. No parallel workers: the ordered
+#: index scan streams rows from the first millisecond (a parallel seq scan + sort
+#: emits nothing until the whole hour is sorted) and leaves the CPUs to the encoder.
+READ_SETTINGS = {
+    "work_mem": "64MB",
+    "jit": "off",  # a plain scan: JIT compile time is pure overhead
+    "max_parallel_workers_per_gather": "0",
+}
 
 
 class ExportError(PipelineError):
@@ -139,7 +136,6 @@ def part_settings() -> PartSettings:
         part_max_rows=int(get_setting(PART_MAX_ROWS.name)),
         part_max_bytes=int(get_setting(PART_MAX_BYTES.name)),
         row_group_rows=int(get_setting(ROW_GROUP_ROWS.name)),
-        csv_block_bytes=int(get_setting(CSV_BLOCK_BYTES.name)),
     )
 
 
@@ -160,8 +156,8 @@ def load_client(conn: Any, client_id: str) -> ClientConfig | None:
     :param conn: an open connection to the events database.
     :param client_id: the client.
     """
-    row = conn.execute(load_sql("export/client_config.sql"), {"client_id": client_id}).fetchone()
-    return ClientConfig(*row) if row else None
+    row = as_dict(conn.execute(load_sql("export/client_config.sql"), {"client_id": client_id}))
+    return ClientConfig(**row) if row else None
 
 
 def resolve_locations(
@@ -184,6 +180,12 @@ def resolve_locations(
 
 
 def _params(client_id: str, hour: HourInterval, **extra: Any) -> dict[str, Any]:
+    """Return the named parameters of the ``include/sql/export`` statements.
+
+    :param client_id: the client.
+    :param hour: the hour (``hour_start``, ``hour_end``).
+    :param extra: more parameters (``claim``, ``run_id``...).
+    """
     return {"client_id": client_id, "hour_start": hour.start, "hour_end": hour.end, **extra}
 
 
@@ -208,26 +210,47 @@ def begin_run(conn: Any, client_id: str, hour: HourInterval, run_id: str | None)
     """
     params = _params(client_id, hour, run_id=run_id)
     with conn.transaction():
-        status, recorded_rows, later = conn.execute(load_sql("export/lock_run_state.sql"), params).fetchone()
-        published = status == "succeeded"
-        claim = "none" if published else ("within" if later else "through")
+        state = as_dict(conn.execute(load_sql("export/lock_run_state.sql"), params))
+        assert state is not None  # a SELECT without FROM: always one row
+        published = state["status"] == "succeeded"
+        claim = "none" if published else ("within" if state["later_run_exists"] else "through")
         conn.execute(load_sql("export/start_run.sql"), params)
-    return {"published": published, "claim": claim, "recorded_rows": recorded_rows}
+    return {"published": published, "claim": claim, "recorded_rows": state["row_count"]}
+
+
+def client_lock_name(client_id: str) -> str:
+    """Return the name of the advisory lock one export of a client holds (any hour).
+
+    :param client_id: the client.
+    """
+    return f"events_export.client.{client_id}"
 
 
 def _s3_error(exc: Exception, client_id: str, bucket: str, key: str, conn_id: str) -> ExportError:
-    code = ""
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        code = str(response.get("Error", {}).get("Code", ""))
+    """Return the export error for a failed S3 write, naming client, object and connection.
+
+    :param exc: what boto3 raised.
+    :param client_id: the client.
+    :param bucket: the bucket written to.
+    :param key: the key written.
+    :param conn_id: the Airflow connection used.
+    :return: a :class:`PermanentExportError` when the bucket is missing or access is
+        denied (retrying cannot help), else an :class:`ExportError`.
+    """
+    code = error_code(exc)
     where = f"client {client_id!r}: writing s3://{bucket}/{key} through connection {conn_id!r}"
-    if code in {"AccessDenied", "403", "Forbidden", "NoSuchBucket", "404", "NotFound"}:
+    if code in ACCESS_DENIED | NO_SUCH_BUCKET:
         return PermanentExportError(f"{where} failed: {code} (bucket missing or access denied)")
     return ExportError(f"{where} failed: {type(exc).__name__}: {exc}")
 
 
 class _Uploader:
-    """Puts files into the client folder then the backup folder, naming the target on failure."""
+    """Puts files into the client folder then the backup folder, naming the target on failure.
+
+    :param client: the client's configuration (its bucket's connection).
+    :param target: the hour's folder in the client bucket.
+    :param backup: the hour's folder in the backup bucket.
+    """
 
     def __init__(self, client: ClientConfig, target: ExportLocation, backup: ExportLocation) -> None:
         from events_pipeline.common.s3 import s3_client
@@ -240,6 +263,7 @@ class _Uploader:
         self.uploaded: list[tuple[Any, str, str]] = []
 
     def destinations(self) -> list[tuple[Any, ExportLocation, str]]:
+        """Return ``(S3 client, folder, connection id)`` of the client bucket, then the backup bucket."""
         return [
             (self.target_s3, self.target, self.client.conn_id),
             (self.backup_s3, self.backup, AWS_CONN_ID),
@@ -261,6 +285,12 @@ class _Uploader:
         )
 
     def upload_file(self, path: Path, info: ExportedFile) -> None:
+        """Upload one finished part to both folders (client bucket first).
+
+        :param path: the local part file.
+        :param info: the part's name, rows, size and SHA-256 (stored as object metadata).
+        :raises ExportError: an upload failed (names the client, bucket, key and connection).
+        """
         started = time.monotonic()
         for s3, loc, conn_id in self.destinations():
             key = loc.key(info.key)
@@ -286,10 +316,15 @@ class _Uploader:
         self.upload_seconds += time.monotonic() - started
 
     def put_manifest(self, body: bytes) -> None:
+        """Write ``_manifest.json`` to both folders (client bucket first).
+
+        :param body: the manifest's bytes.
+        :raises ExportError: a write failed (names the client, bucket, key and connection).
+        """
         for s3, loc, conn_id in self.destinations():
             try:
                 s3.put_object(
-                    Bucket=loc.bucket, Key=loc.manifest_key, Body=body, ContentType="application/json"
+                    Bucket=loc.bucket, Key=loc.manifest_key, Body=body, ContentType=MANIFEST_CONTENT_TYPE
                 )
             except Exception as exc:
                 raise _s3_error(exc, self.client.client_id, loc.bucket, loc.manifest_key, conn_id) from exc
@@ -316,7 +351,11 @@ class _Uploader:
         self.uploaded.clear()
 
     def remove_stale_parts(self, keep: set[str]) -> list[str]:
-        """Delete ``part-NNNNN.parquet`` files of the folder not listed in the new manifest."""
+        """Delete ``part-NNNNN.parquet`` files of the folder not listed in the new manifest.
+
+        :param keep: the part names the new manifest lists.
+        :return: the ``s3://`` URIs removed.
+        """
         removed = []
         for s3, loc, _conn_id in self.destinations():
             resp = s3.list_objects_v2(Bucket=loc.bucket, Prefix=f"{loc.folder}/")
@@ -328,125 +367,62 @@ class _Uploader:
         return removed
 
 
-def _copy_sql() -> str:
-    return "COPY (" + load_sql("export/select_rows.sql").strip().rstrip(";") + ") TO STDOUT (FORMAT csv)"
+@dataclass
+class _HourExport:
+    """One client's hour being exported: the connection, where it goes, and how.
 
-
-#: Settings of the export read (both readers). No parallel workers: the ordered
-#: index scan streams rows from the first millisecond (a parallel seq scan + sort
-#: emits nothing until the whole hour is sorted) and leaves the CPUs to the encoder.
-READ_SETTINGS = {
-    "work_mem": "64MB",
-    "jit": "off",  # a plain scan: JIT compile time is pure overhead
-    "max_parallel_workers_per_gather": "0",
-}
-
-
-def reader_name() -> str:
-    """Return the reader the export uses: ``adbc`` when installed (unless the Variable says ``csv``)."""
-    wanted = str(get_setting(READER.name)).strip().lower()
-    if wanted not in {"auto", "adbc", "csv"}:
-        raise SettingError(f"Variable {READER.name} must be auto, adbc or csv, got {wanted!r}")
-    if wanted == "csv":
-        return "csv"
-    try:
-        import adbc_driver_postgresql  # noqa: F401
-    except ImportError as exc:
-        if wanted == "adbc":
-            raise SettingError(
-                f"Variable {READER.name}=adbc but adbc-driver-postgresql is not installed: {exc}"
-            ) from exc
-        return "csv"
-    return "adbc"
-
-
-def _conninfo(conn: Any) -> str:
-    """The libpq connection string of ``conn`` (password included) for the second, reading
-    connection, with :data:`READ_SETTINGS` as its session settings."""
-    from psycopg.conninfo import make_conninfo
-
-    # only what differs from libpq's defaults: the driver's bundled libpq may not know
-    # every keyword of psycopg's libpq
-    params = {
-        o.keyword.decode(): o.val.decode()
-        for o in conn.pgconn.info
-        if o.val is not None and o.val != o.compiled and o.keyword != b"fallback_application_name"
-    }
-    settings = " ".join(f"-c {name}={value}" for name, value in READ_SETTINGS.items())
-    params["options"] = f"{params.get('options', '')} {settings}".strip()
-    return make_conninfo(**params)
-
-
-class _Background:
-    """Run ``fn`` in a thread; :meth:`join` returns its result or re-raises its exception."""
-
-    def __init__(self, fn: Any, name: str) -> None:
-        import threading
-
-        self.fn, self.result, self.exc = fn, None, None
-        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.result = self.fn()
-        except BaseException as exc:  # noqa: BLE001 - handed to join()
-            self.exc = exc
-
-    def join(self) -> Any:
-        self.thread.join()
-        if self.exc is not None:
-            raise self.exc
-        return self.result
-
-
-def _stream_parts(
-    conn: Any,
-    params: dict[str, Any],
-    uploader: _Uploader,
-    settings: PartSettings,
-    reader: str,
-    mark: Any,
-) -> tuple[list[ExportedFile], Any]:
-    """Read the selected rows into Parquet parts uploaded to both buckets, and run ``mark``.
-
-    Runs inside the caller's ``REPEATABLE READ`` transaction on ``conn``. With the
-    ADBC reader the rows are read through a second connection in this
-    transaction's snapshot, so ``mark`` (the marking UPDATE on ``conn``) runs at
-    the same time as the read, encode and upload: its changes stay uncommitted
-    (invisible to the reader and to everyone) until the caller commits, after
-    every upload. With the CSV reader ``conn`` carries the COPY, so ``mark`` runs after it.
-
-    :return: ``(parts, what mark returned)``.
+    :param conn: the autocommit connection holding the client's lock.
+    :param client: the client's configuration.
+    :param hour: the exported hour.
+    :param uploader: writes to the hour's client and backup folders.
+    :param settings: Parquet size bounds.
+    :param run_id: the Airflow run id, recorded in ``export_runs``.
+    :param started: ``time.monotonic()`` when the export began.
     """
-    with tempfile.TemporaryDirectory(prefix=f"export-{params['client_id']}-") as workdir:
-        if reader != "adbc":
-            with (
-                conn.cursor().copy(_copy_sql(), params) as copy,
-                closing(prefetch(iter_record_batches(copy, settings.csv_block_bytes))) as batches,
-            ):
-                parts = write_parts(batches, Path(workdir), uploader.upload_file, settings)
-            return parts, mark()
 
-        from psycopg import ClientCursor
+    conn: Any
+    client: ClientConfig
+    hour: HourInterval
+    uploader: _Uploader
+    settings: PartSettings
+    run_id: str | None
+    started: float
 
-        snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
-        query = ClientCursor(conn).mogrify(load_sql("export/select_rows.sql").strip().rstrip(";"), params)
-        marker = _Background(mark, name="export-mark")
-        try:
-            # closing(): on a failure the reading thread stops (and closes its connection) now
-            with closing(prefetch(iter_adbc_batches(_conninfo(conn), snapshot, query))) as batches:
-                parts = write_parts(batches, Path(workdir), uploader.upload_file, settings)
-        except BaseException as exc:
-            if marker.thread.is_alive():
-                conn.cancel_safe()
-            marker.thread.join()
-            if marker.exc is not None and not isinstance(marker.exc, psycopg_errors.QueryCanceled):
-                # the marking failed first (its failed transaction also voids the snapshot the
-                # reader imports): its error is the cause to report
-                raise marker.exc from exc
-            raise
-        return parts, marker.join()
+    @property
+    def client_id(self) -> str:
+        """The exported client's id."""
+        return self.client.client_id
+
+    @property
+    def target(self) -> ExportLocation:
+        """The hour's folder in the client bucket."""
+        return self.uploader.target
+
+    @property
+    def backup(self) -> ExportLocation:
+        """The hour's folder in the backup bucket."""
+        return self.uploader.backup
+
+
+@dataclass(frozen=True)
+class _Written:
+    """What the committed transaction wrote and marked.
+
+    :param parts: the uploaded parts, in order.
+    :param rows: rows written to the parts (the hour's rows).
+    :param marked: rows newly marked ``exported`` by this run.
+    :param mark_seconds: how long the marking UPDATE took.
+    """
+
+    parts: list[ExportedFile]
+    rows: int
+    marked: int
+    mark_seconds: float
+
+    @property
+    def bytes(self) -> int:
+        """Total size of the parts."""
+        return sum(p.bytes for p in self.parts)
 
 
 def export_client_hour(
@@ -472,13 +448,7 @@ def export_client_hour(
     :raises ExportError: a step failed; the retry redoes the export idempotently.
     """
     started = time.monotonic()
-    try:
-        hour = hour_of(data_interval_start, data_interval_end)
-        backup_bucket = get_setting(VAR_BACKUP_BUCKET)
-        settings = settings or part_settings()
-        reader = reader_name()
-    except (SettingError, ValueError) as exc:  # IntervalError is a ValueError
-        raise PermanentExportError(f"export client={client_id}: {exc}") from exc
+    hour, backup_bucket, settings = _run_inputs(client_id, data_interval_start, data_interval_end, settings)
     with connect(conn_id, autocommit=True) as conn:
         client = load_client(conn, client_id)
         if client is None or not client.active:
@@ -486,208 +456,420 @@ def export_client_hour(
                 "export client=%s hour=%s: client missing or inactive now; nothing done", client_id, hour
             )
             return {"client_id": client_id, "interval_start": hour.start.isoformat(), "skipped": "inactive"}
-        try:
-            target, backup = resolve_locations(conn, client, hour, backup_bucket)
-            uploader = _Uploader(client, target, backup)
-            uploader.check_client_bucket()
-        except (TenantIsolationError, SettingError) as exc:
-            _record_failure(conn, client_id, hour, run_id, exc)
-            raise PermanentExportError(f"export client={client_id} hour={hour}: {exc}") from exc
-        except ServiceUnreachableError as exc:
-            _record_failure(conn, client_id, hour, run_id, exc)
-            raise
+        uploader = _open_destinations(conn, client, hour, backup_bucket, run_id)
+        job = _HourExport(conn, client, hour, uploader, settings, run_id, started)
+        with _client_lock(conn, client_id, hour):
+            try:
+                return _export_locked(job)
+            except Exception as exc:
+                _record_failure(conn, client_id, hour, run_id, exc)
+                raise
 
-        # One export of a client at a time (any hour): the run decision and the
-        # marking of one hour never interleave with another hour's, so a row is
-        # never exported by two hours. Taken outside any transaction (an
-        # advisory lock taken inside would come after the snapshot).
-        lock = advisory_lock_key(f"events_export.client.{client_id}")
+
+def _run_inputs(
+    client_id: str, start: datetime, end: datetime, settings: PartSettings | None
+) -> tuple[HourInterval, str, PartSettings]:
+    """Return the run's hour, the backup bucket and the Parquet size bounds.
+
+    :param client_id: the client, for the message.
+    :param start: the run's ``data_interval_start``.
+    :param end: the run's ``data_interval_end``.
+    :param settings: size bounds given by the caller (default: from the Variables).
+    :raises PermanentExportError: the interval is not one UTC hour, or a Variable is
+        missing or invalid.
+    """
+    try:
+        hour = hour_of(start, end)
+        backup_bucket = get_setting(VAR_BACKUP_BUCKET)
+        return hour, backup_bucket, settings or part_settings()
+    except (SettingError, ValueError) as exc:  # IntervalError is a ValueError
+        raise PermanentExportError(f"export client={client_id}: {exc}") from exc
+
+
+def _open_destinations(
+    conn: Any, client: ClientConfig, hour: HourInterval, backup_bucket: str, run_id: str | None
+) -> _Uploader:
+    """Validate the client's folders and reach its bucket; record the failure in ``export_runs`` if not.
+
+    :param conn: an autocommit connection to the events database.
+    :param client: the client's configuration.
+    :param hour: the exported hour.
+    :param backup_bucket: the backup bucket.
+    :param run_id: the Airflow run id.
+    :raises PermanentExportError: invalid or overlapping configuration, bucket missing
+        or access denied (names client and hour).
+    :raises ServiceUnreachableError: the S3 endpoint cannot be reached.
+    """
+    try:
+        target, backup = resolve_locations(conn, client, hour, backup_bucket)
+        uploader = _Uploader(client, target, backup)
+        uploader.check_client_bucket()
+    except (TenantIsolationError, SettingError) as exc:
+        _record_failure(conn, client.client_id, hour, run_id, exc)
+        raise PermanentExportError(f"export client={client.client_id} hour={hour}: {exc}") from exc
+    except ServiceUnreachableError as exc:
+        _record_failure(conn, client.client_id, hour, run_id, exc)
+        raise
+    return uploader
+
+
+@contextmanager
+def _client_lock(conn: Any, client_id: str, hour: HourInterval) -> Iterator[None]:
+    """Hold the client's export lock (:func:`client_lock_name`) for the block.
+
+    One export of a client at a time (any hour): the run decision and the
+    marking of one hour never interleave with another hour's, so a row is never
+    exported by two hours. Taken outside any transaction (an advisory lock taken
+    inside would come after the snapshot).
+
+    :param conn: an autocommit connection, not in a transaction.
+    :param client_id: the client.
+    :param hour: the exported hour, for the message.
+    :raises ExportError: the lock was not granted within :data:`CLIENT_LOCK_TIMEOUT`.
+    """
+    with ExitStack() as stack:
+        conn.execute("SELECT set_config('lock_timeout', %s, false)", (CLIENT_LOCK_TIMEOUT,))
         try:
-            conn.execute("SELECT set_config('lock_timeout', %s, false)", (CLIENT_LOCK_TIMEOUT,))
-            conn.execute("SELECT pg_advisory_lock(%s)", (lock,))
-            conn.execute("RESET lock_timeout")
+            stack.enter_context(advisory_lock(conn, client_lock_name(client_id)))
         except psycopg_errors.LockNotAvailable as exc:
             raise ExportError(
                 f"export client={client_id} hour={hour}: another export of this client has run for over "
                 f"{CLIENT_LOCK_TIMEOUT} (lock timeout); will retry"
             ) from exc
-        try:
-            return _export_locked(
-                conn, client, hour, target, backup, uploader, settings, run_id, started, reader
-            )
-        except Exception as exc:
-            _record_failure(conn, client_id, hour, run_id, exc)
-            raise
-        finally:
-            try:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (lock,))
-            except Exception:  # noqa: BLE001 - a broken connection drops the lock; keep the first error
-                log.warning("export client=%s hour=%s: could not release the advisory lock", client_id, hour)
+        conn.execute("RESET lock_timeout")
+        yield
 
 
-def _export_locked(
-    conn: Any,
-    client: ClientConfig,
-    hour: HourInterval,
-    target: ExportLocation,
-    backup: ExportLocation,
-    uploader: _Uploader,
-    settings: PartSettings,
-    run_id: str | None,
-    started: float,
-    reader: str,
-) -> dict[str, Any]:
-    cid = client.client_id
-    run = begin_run(conn, cid, hour, run_id)
-    params = _params(cid, hour, claim=run["claim"])
+def _export_locked(job: _HourExport) -> dict[str, Any]:
+    """Export the hour under the client's lock: decide, write and mark, publish, record.
+
+    :param job: the hour being exported.
+    :return: the summary :func:`export_client_hour` returns.
+    """
+    run = begin_run(job.conn, job.client_id, job.hour, job.run_id)
+    params = _params(job.client_id, job.hour, claim=run["claim"])
     log.info(
-        "export client=%s hour=%s: claim=%s (published=%s) reader=%s",
-        cid,
-        hour,
+        "export client=%s hour=%s: claim=%s (published=%s)",
+        job.client_id,
+        job.hour,
         run["claim"],
         run["published"],
-        reader,
     )
-    if run["published"] and run["recorded_rows"] is not None:
-        remaining = conn.execute(load_sql("export/count_claimed.sql"), params).fetchone()[0]
-        if remaining != run["recorded_rows"]:
-            log.warning(
-                "export client=%s hour=%s: published with %d rows, %d remain in events_log (retention or "
-                "erasure removed some); the published objects are left untouched at %s",
-                cid,
-                hour,
-                run["recorded_rows"],
-                remaining,
-                target.uri(MANIFEST_NAME),
-            )
-            return {
-                "client_id": cid,
-                "interval_start": hour.start.isoformat(),
-                "skipped": "published-rows-gone",
-            }
-
-    try:
-        parts, written, marked, mark_seconds = _read_and_mark(conn, params, run, uploader, settings, reader)
-    except Exception:
-        if not run["published"]:  # a published hour's parts are the published ones: keep them
-            uploader.discard_uploaded()
-        raise
+    if _published_rows_gone(job, run, params):
+        return {
+            "client_id": job.client_id,
+            "interval_start": job.hour.start.isoformat(),
+            "skipped": "published-rows-gone",
+        }
+    written = _write_hour(job, run, params)
     # Committed: the rows are in the hour. Publish the manifest last (a crash
     # before it leaves no manifest; the retry rewrites the same rows).
-    manifest = build_manifest(cid, hour, parts)
-    uploader.put_manifest(dump_manifest(manifest))
-    removed = uploader.remove_stale_parts({p.key for p in parts})
-    if removed:
-        log.info("export client=%s hour=%s: removed stale parts %s", cid, hour, removed)
+    _publish(job, written.parts)
+    duration_ms = _finish_run(job, written)
+    return _summary(job, run, written, duration_ms)
 
-    total_bytes = sum(p.bytes for p in parts)
-    duration_ms = int((time.monotonic() - started) * 1000)
-    files = [{**p.as_dict(), "client_uri": target.uri(p.key), "backup_uri": backup.uri(p.key)} for p in parts]
+
+def _published_rows_gone(job: _HourExport, run: dict[str, Any], params: dict[str, Any]) -> bool:
+    """Tell whether a published hour lost rows since (retention, erasure): then it is left as published.
+
+    :param job: the hour being exported.
+    :param run: what :func:`begin_run` decided.
+    :param params: the statements' parameters.
+    """
+    if not run["published"] or run["recorded_rows"] is None:
+        return False
+    remaining = job.conn.execute(load_sql("export/count_claimed.sql"), params).fetchone()[0]
+    if remaining == run["recorded_rows"]:
+        return False
+    log.warning(
+        "export client=%s hour=%s: published with %d rows, %d remain in events_log (retention or "
+        "erasure removed some); the published objects are left untouched at %s",
+        job.client_id,
+        job.hour,
+        run["recorded_rows"],
+        remaining,
+        job.target.uri(MANIFEST_NAME),
+    )
+    return True
+
+
+def _write_hour(job: _HourExport, run: dict[str, Any], params: dict[str, Any]) -> _Written:
+    """Write, upload and mark the hour's rows (committed); on failure remove this attempt's parts.
+
+    :param job: the hour being exported.
+    :param run: what :func:`begin_run` decided.
+    :param params: the statements' parameters.
+    """
+    try:
+        return _read_and_mark(job, run, params)
+    except Exception:
+        if not run["published"]:  # a published hour's parts are the published ones: keep them
+            job.uploader.discard_uploaded()
+        raise
+
+
+def _publish(job: _HourExport, parts: list[ExportedFile]) -> None:
+    """Write the hour's manifest to both buckets, then remove parts it does not list.
+
+    :param job: the hour being exported.
+    :param parts: the parts written, in order.
+    """
+    manifest = build_manifest(job.client_id, job.hour, parts)
+    job.uploader.put_manifest(dump_manifest(manifest))
+    removed = job.uploader.remove_stale_parts({p.key for p in parts})
+    if removed:
+        log.info("export client=%s hour=%s: removed stale parts %s", job.client_id, job.hour, removed)
+
+
+def _finish_run(job: _HourExport, written: _Written) -> int:
+    """Record the published hour in ``export_runs`` (what was written where); return its duration in ms.
+
+    :param job: the hour being exported.
+    :param written: what the transaction wrote.
+    """
     from psycopg.types.json import Jsonb
 
-    conn.execute(
+    duration_ms = int((time.monotonic() - job.started) * 1000)
+    files = [
+        {**p.as_dict(), "client_uri": job.target.uri(p.key), "backup_uri": job.backup.uri(p.key)}
+        for p in written.parts
+    ]
+    job.conn.execute(
         load_sql("export/finish_run.sql"),
         _params(
-            cid,
-            hour,
-            row_count=written,
-            bytes=total_bytes,
+            job.client_id,
+            job.hour,
+            row_count=written.rows,
+            bytes=written.bytes,
             files=Jsonb(files),
-            manifest_key=target.uri(MANIFEST_NAME),
-            backup_manifest_key=backup.uri(MANIFEST_NAME),
+            manifest_key=job.target.uri(MANIFEST_NAME),
+            backup_manifest_key=job.backup.uri(MANIFEST_NAME),
             duration_ms=duration_ms,
-            run_id=run_id,
+            run_id=job.run_id,
         ),
     )
+    return duration_ms
+
+
+def _summary(job: _HourExport, run: dict[str, Any], written: _Written, duration_ms: int) -> dict[str, Any]:
+    """Log the published hour and return the task's summary.
+
+    :param job: the hour being exported.
+    :param run: what :func:`begin_run` decided.
+    :param written: what the transaction wrote.
+    :param duration_ms: the export's duration.
+    """
     seconds = duration_ms / 1000
+    uploader = job.uploader
     log.info(
         "export client=%s hour=%s DONE rows=%d (newly marked %d in %.2f s) bytes=%d parts=%d seconds=%.2f "
         "(upload %.2f) rows_per_s=%.0f -> %s and %s",
-        cid,
-        hour,
-        written,
-        marked,
-        mark_seconds,
-        total_bytes,
-        len(parts),
+        job.client_id,
+        job.hour,
+        written.rows,
+        written.marked,
+        written.mark_seconds,
+        written.bytes,
+        len(written.parts),
         seconds,
         uploader.upload_seconds,
-        written / seconds if seconds else 0.0,
-        target.uri(MANIFEST_NAME),
-        backup.uri(MANIFEST_NAME),
+        written.rows / seconds if seconds else 0.0,
+        job.target.uri(MANIFEST_NAME),
+        job.backup.uri(MANIFEST_NAME),
     )
     return {
-        "client_id": cid,
-        "interval_start": hour.start.isoformat(),
-        "rows": written,
-        "newly_marked": marked,
-        "bytes": total_bytes,
-        "parts": len(parts),
+        "client_id": job.client_id,
+        "interval_start": job.hour.start.isoformat(),
+        "rows": written.rows,
+        "newly_marked": written.marked,
+        "bytes": written.bytes,
+        "parts": len(written.parts),
         "seconds": seconds,
         "upload_seconds": round(uploader.upload_seconds, 3),
-        "mark_seconds": round(mark_seconds, 3),
-        "manifest": target.uri(MANIFEST_NAME),
-        "backup_manifest": backup.uri(MANIFEST_NAME),
+        "mark_seconds": round(written.mark_seconds, 3),
+        "manifest": job.target.uri(MANIFEST_NAME),
+        "backup_manifest": job.backup.uri(MANIFEST_NAME),
         "claim_mode": run["claim"],
     }
 
 
-def _read_and_mark(
-    conn: Any,
-    params: dict[str, Any],
-    run: dict[str, Any],
-    uploader: _Uploader,
-    settings: PartSettings,
-    reader: str,
-) -> tuple[list[ExportedFile], int, int, float]:
+def _read_and_mark(job: _HourExport, run: dict[str, Any], params: dict[str, Any]) -> _Written:
     """In ONE REPEATABLE READ transaction: read the rows into uploaded parts, mark them, check, commit.
 
-    :return: ``(parts, rows written, rows newly marked, seconds of the marking)``.
+    :param job: the hour being exported.
+    :param run: what :func:`begin_run` decided.
+    :param params: the statements' parameters.
+    :raises ExportError: rows of the hour changed meanwhile, or the count does not
+        match (nothing marked: the retry exports again).
     """
-    cid, hour = params["client_id"], HourInterval(params["hour_start"])
+    conn = job.conn
     try:
         with conn.transaction():
-            # One snapshot for the COPY and the marking: the rows marked are exactly the rows written.
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            conn.execute("SET LOCAL DateStyle = 'ISO, YMD'")
-            for name, value in READ_SETTINGS.items():
-                conn.execute("SELECT set_config(%s, %s, true)", (name, value))
-
-            def mark() -> tuple[int, float]:
-                if run["published"]:  # a published hour's rows were marked when it was published
-                    return 0, 0.0
-                started = time.monotonic()
-                rowcount = conn.execute(load_sql("export/mark_rows.sql"), params).rowcount
-                return rowcount, time.monotonic() - started
-
-            parts, (marked, mark_seconds) = _stream_parts(conn, params, uploader, settings, reader, mark)
+            # One snapshot for the read and the marking: the rows marked are exactly the rows written.
+            _begin_export_transaction(conn)
+            parts, (marked, mark_seconds) = _stream_parts(
+                conn,
+                params,
+                job.uploader,
+                job.settings,
+                lambda: _mark_rows(conn, params, published=run["published"]),
+            )
             written = sum(p.rows for p in parts)
-            in_hour = conn.execute(load_sql("export/count_claimed.sql"), params).fetchone()[0]
-            if written != in_hour:
-                raise ExportError(
-                    f"export client={cid} hour={hour}: wrote {written} rows but the hour holds {in_hour} "
-                    "(rows changed during the export?); nothing marked, retrying rewrites the hour"
-                )
+            _check_written(job, params, written)
     except psycopg_errors.SerializationFailure as exc:
         raise ExportError(
-            f"export client={cid} hour={hour}: rows of the hour were changed or deleted by another "
-            f"transaction (erasure, GDPR sweep, archival) during the export: nothing marked, the retry "
-            f"exports again ({exc.diag.message_primary})"
+            f"export client={job.client_id} hour={job.hour}: rows of the hour were changed or deleted by "
+            f"another transaction (erasure, GDPR sweep, archival) during the export: nothing marked, the "
+            f"retry exports again ({exc.diag.message_primary})"
         ) from exc
-    except Exception as exc:
-        if "straddl" in str(exc):  # Arrow: one row is larger than a CSV block
-            raise PermanentExportError(
-                f"export client={cid} hour={hour}: an event row is larger than "
-                f"{settings.csv_block_bytes} bytes; raise Variable {CSV_BLOCK_BYTES.name} "
-                "and clear the task"
-            ) from exc
-        raise
-    return parts, written, marked, mark_seconds
+    return _Written(parts, written, marked, mark_seconds)
+
+
+def _begin_export_transaction(conn: Any) -> None:
+    """Make the transaction just opened on ``conn`` ``REPEATABLE READ`` with :data:`READ_SETTINGS`.
+
+    :param conn: the connection, at the start of its transaction.
+    """
+    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    for name, value in READ_SETTINGS.items():
+        conn.execute("SELECT set_config(%s, %s, true)", (name, value))
+
+
+def _mark_rows(conn: Any, params: dict[str, Any], *, published: bool) -> tuple[int, float]:
+    """Run the marking UPDATE (``mark_rows.sql``) in the export's transaction.
+
+    :param conn: the connection of the export's transaction.
+    :param params: the statements' parameters.
+    :param published: the hour is already published (its rows were marked then: nothing to do).
+    :return: ``(rows marked, seconds taken)``.
+    """
+    if published:
+        return 0, 0.0
+    started = time.monotonic()
+    rowcount = conn.execute(load_sql("export/mark_rows.sql"), params).rowcount
+    return rowcount, time.monotonic() - started
+
+
+def _check_written(job: _HourExport, params: dict[str, Any], written: int) -> None:
+    """Fail when the parts do not hold exactly the rows the transaction put in the hour.
+
+    :param job: the hour being exported.
+    :param params: the statements' parameters.
+    :param written: rows written to the parts.
+    :raises ExportError: the counts differ (names client, hour and both counts).
+    """
+    in_hour = job.conn.execute(load_sql("export/count_claimed.sql"), params).fetchone()[0]
+    if written != in_hour:
+        raise ExportError(
+            f"export client={job.client_id} hour={job.hour}: wrote {written} rows but the hour holds "
+            f"{in_hour} (rows changed during the export?); nothing marked, retrying rewrites the hour"
+        )
+
+
+def _stream_parts(
+    conn: Any,
+    params: dict[str, Any],
+    uploader: _Uploader,
+    settings: PartSettings,
+    mark: Callable[[], T],
+) -> tuple[list[ExportedFile], T]:
+    """Read the selected rows into Parquet parts uploaded to both buckets, and run ``mark`` meanwhile.
+
+    Runs inside the caller's ``REPEATABLE READ`` transaction on ``conn``. The
+    rows are read through a second connection in this transaction's snapshot
+    (ADBC), so ``mark`` (the marking UPDATE on ``conn``, in a thread) runs at the
+    same time as the read, encode and upload: its changes stay uncommitted
+    (invisible to the reader and to everyone) until the caller commits, after
+    every upload. When the read or an upload fails, the marking is cancelled.
+
+    :param conn: the connection of the export's transaction.
+    :param params: the statements' parameters.
+    :param uploader: uploads each finished part.
+    :param settings: Parquet size bounds.
+    :param mark: the marking, run in a thread on ``conn``.
+    :return: ``(parts, what mark returned)``.
+    """
+    from psycopg import ClientCursor
+
+    snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+    query = ClientCursor(conn).mogrify(load_sql("export/select_rows.sql").strip().rstrip(";"), params)
+    conninfo = _conninfo(conn)
+    marking_done = threading.Event()
+
+    def marking() -> T:
+        """Run ``mark``; tell :func:`_stop_marking` once it has returned or raised."""
+        try:
+            return mark()
+        finally:
+            marking_done.set()
+
+    with tempfile.TemporaryDirectory(prefix=f"export-{params['client_id']}-") as workdir:
+        marker = BackgroundCall(marking, name="export-mark")
+        batches = prefetched(iter_adbc_batches(conninfo, snapshot, query), PREFETCH_DEPTH, "export-prefetch")
+        try:
+            # closing(): on a failure the reading thread stops (and closes its connection) now
+            with closing(batches):
+                parts = write_parts(batches, Path(workdir), uploader.upload_file, settings)
+        except BaseException as exc:
+            cause = _stop_marking(conn, marker, marking_done)
+            if cause is not None:
+                # the marking failed first (its failed transaction also voids the snapshot the
+                # reader imports): its error is the cause to report
+                raise cause from exc
+            raise
+        return parts, marker.join()
+
+
+def _stop_marking(conn: Any, marker: BackgroundCall[Any], done: threading.Event) -> BaseException | None:
+    """After a failed read: cancel the marking if it still runs, wait for it, return its own error.
+
+    :param conn: the connection the marking runs on.
+    :param marker: the marking's thread.
+    :param done: set once the marking returned or raised.
+    :return: the marking's exception when it failed by itself (not by the cancel), else ``None``.
+    """
+    if not done.is_set():
+        conn.cancel_safe()
+    try:
+        marker.join()
+    except psycopg_errors.QueryCanceled:
+        return None
+    except BaseException as exc:  # noqa: BLE001 - handed back to be raised with the read's error
+        return exc
+    return None
+
+
+def _conninfo(conn: Any) -> str:
+    """Return the libpq connection string of ``conn`` (password included) for the second, reading
+    connection, with :data:`READ_SETTINGS` as its session settings.
+
+    :param conn: the export's connection.
+    """
+    from psycopg.conninfo import make_conninfo
+
+    # only what differs from libpq's defaults: the driver's bundled libpq may not know
+    # every keyword of psycopg's libpq
+    params = {
+        o.keyword.decode(): o.val.decode()
+        for o in conn.pgconn.info
+        if o.val is not None and o.val != o.compiled and o.keyword != b"fallback_application_name"
+    }
+    settings = " ".join(f"-c {name}={value}" for name, value in READ_SETTINGS.items())
+    params["options"] = f"{params.get('options', '')} {settings}".strip()
+    return make_conninfo(**params)
 
 
 def _record_failure(
     conn: Any, client_id: str, hour: HourInterval, run_id: str | None, exc: BaseException
 ) -> None:
+    """Log a failed attempt and record it in ``export_runs`` (best effort).
+
+    :param conn: an autocommit connection (a failed transaction on it is rolled back first).
+    :param client_id: the client.
+    :param hour: the hour.
+    :param run_id: the Airflow run id.
+    :param exc: the error, recorded as ``Type: message`` (one line, at most 2,000 characters).
+    """
     error = " ".join(f"{type(exc).__name__}: {exc}".split())[:2000]
     log.error("export client=%s hour=%s FAILED: %s", client_id, hour, error)
     try:

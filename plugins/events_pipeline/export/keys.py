@@ -3,6 +3,7 @@
 Client bucket: ``s3://{export_bucket}/{export_prefix}/dt=YYYY-MM-DD/hour=HH/<file>``.
 Backup bucket: ``s3://{backup_bucket}/{client_id}/dt=YYYY-MM-DD/hour=HH/<file>``.
 Files are ``part-00000.parquet``, ``part-00001.parquet``... and ``_manifest.json``.
+:func:`hour_of_folder` reads the hour back from either folder.
 
 Every client id, prefix and bucket is validated here before it becomes part of
 a key, so no configuration value can reach another client's folder.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from events_pipeline.common.errors import PipelineError
 from events_pipeline.common.intervals import HourInterval
@@ -29,6 +31,8 @@ MAX_PREFIX_LEN = 512
 
 MANIFEST_NAME = "_manifest.json"
 PART_RE = re.compile(r"^part-(\d{5})\.parquet$")
+#: The last two segments of an hour's folder (``HourInterval.partition_path``).
+HOUR_FOLDER_RE = re.compile(r"(?:^|/)dt=([0-9]{4}-[0-9]{2}-[0-9]{2})/hour=([0-9]{2})$")
 
 
 class TenantIsolationError(PipelineError):
@@ -99,6 +103,10 @@ def validate_bucket(bucket: str, *, what: str) -> str:
 
 
 def _segments(prefix: str) -> tuple[str, ...]:
+    """Return the ``/``-separated segments of ``prefix``.
+
+    :param prefix: an export prefix.
+    """
     return tuple(prefix.split("/"))
 
 
@@ -196,6 +204,15 @@ def client_location(client_id: str, bucket: str, prefix: str, hour: HourInterval
     return ExportLocation(bucket, f"{prefix}/{hour.partition_path}")
 
 
+def backup_prefix(client_id: str) -> str:
+    """Return the key prefix holding every hour of a client in the backup bucket (``acme/``).
+
+    :param client_id: the client id (validated: it is the top folder).
+    :raises TenantIsolationError: an invalid id.
+    """
+    return f"{validate_client_id(client_id)}/"
+
+
 def backup_location(client_id: str, backup_bucket: str, hour: HourInterval) -> ExportLocation:
     """Return the backup-bucket folder of ``hour`` for a client.
 
@@ -204,6 +221,25 @@ def backup_location(client_id: str, backup_bucket: str, hour: HourInterval) -> E
     :param hour: the exported hour.
     :raises TenantIsolationError: an invalid id or bucket.
     """
-    validate_client_id(client_id)
+    prefix = backup_prefix(client_id)
     validate_bucket(backup_bucket, what="Variable events_backup_bucket")
-    return ExportLocation(backup_bucket, f"{client_id}/{hour.partition_path}")
+    return ExportLocation(backup_bucket, f"{prefix}{hour.partition_path}")
+
+
+def hour_of_folder(folder: str) -> HourInterval:
+    """Return the hour an export folder holds, read from its ``dt=YYYY-MM-DD/hour=HH`` end.
+
+    The inverse of the folders of :func:`client_location` and :func:`backup_location`
+    (whatever comes before those two segments is not checked here).
+
+    :param folder: a folder key without trailing ``/`` (``acme/dt=2026-11-27/hour=03``).
+    :raises ValueError: the folder does not end with a valid ``dt=YYYY-MM-DD/hour=HH``.
+    """
+    match = HOUR_FOLDER_RE.search(folder)
+    try:
+        if match is None:
+            raise ValueError("no dt=YYYY-MM-DD/hour=HH at its end")
+        start = datetime.strptime(f"{match[1]} {match[2]}", "%Y-%m-%d %H").replace(tzinfo=UTC)
+    except ValueError as exc:
+        raise ValueError(f"folder {folder!r} is not an export hour's folder: {exc}") from exc
+    return HourInterval(start)

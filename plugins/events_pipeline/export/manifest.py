@@ -13,13 +13,17 @@ name), so the same manifest is valid in the client bucket and in the backup
 bucket. A reader resolves it with :func:`resolve_key`. An empty hour has
 ``row_count`` 0 and ``files`` ``[]``. The manifest is written after every data
 file: a folder without a manifest is an export in progress (or a failed one).
+
+Erasure edits published manifests in place (:func:`file_entries`,
+:func:`update_file_entry`) and writes them back with the same serialisation
+(:func:`manifest_bytes`), so the format has this one definition.
 """
 
 from __future__ import annotations
 
 import json
 import posixpath
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +32,8 @@ from events_pipeline.common.errors import PipelineError
 from events_pipeline.common.intervals import HourInterval
 
 FORMAT_VERSION = 1
+#: ``Content-Type`` of ``_manifest.json`` objects.
+CONTENT_TYPE = "application/json"
 _REQUIRED = ("format_version", "client_id", "interval_start", "interval_end", "row_count", "files")
 _FILE_KEYS = ("key", "rows", "bytes", "sha256")
 
@@ -117,27 +123,80 @@ def build_manifest(
 
 
 def dump_manifest(manifest: Mapping[str, Any]) -> bytes:
-    """Serialize a manifest to the bytes stored in ``_manifest.json`` (UTF-8, sorted keys stay in order).
+    """Validate a manifest and serialize it to the bytes stored in ``_manifest.json``.
 
     :param manifest: a dict from :func:`build_manifest` (or an edited one).
     :raises ManifestError: the manifest does not validate.
     """
     validate_manifest(manifest)
+    return manifest_bytes(manifest)
+
+
+def manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
+    """Serialize a manifest as ``_manifest.json`` holds it, without validating it.
+
+    JSON indented by 2, non-ASCII kept (UTF-8), fields in the dict's order, a final
+    newline. For manifests this writer did not produce (absolute ``files[].key``
+    of older writers) and that must be rewritten as they are.
+
+    :param manifest: the manifest dict.
+    """
     return (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def read_manifest(data: bytes) -> dict[str, Any]:
-    """Parse and validate the bytes of a ``_manifest.json``.
+def read_manifest(data: bytes, *, validate: bool = True) -> dict[str, Any]:
+    """Parse (and by default validate) the bytes of a ``_manifest.json``.
 
     :param data: the object's bytes.
-    :raises ManifestError: not JSON, or a field is missing or wrong (names it).
+    :param validate: check every field (:func:`validate_manifest`); with ``False``
+        only require a JSON object (to edit manifests of other writers as they are).
+    :raises ManifestError: not JSON, not an object, or (``validate``) a field is
+        missing or wrong (names it).
     """
     try:
         manifest = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ManifestError(f"manifest is not valid JSON: {exc}") from exc
-    validate_manifest(manifest)
+    if validate:
+        validate_manifest(manifest)
+    elif not isinstance(manifest, dict):
+        raise ManifestError("manifest is not a JSON object")
     return manifest
+
+
+def file_entries(manifest: Mapping[str, Any], manifest_key: str) -> dict[str, dict[str, Any]]:
+    """Map the full object key of every ``files[]`` entry to the entry itself (not a copy).
+
+    Keys are resolved with :func:`resolve_key` (relative, bucket-absolute or
+    ``s3://`` keys alike); a missing ``files`` or ``key`` is tolerated.
+
+    :param manifest: a parsed manifest (:func:`read_manifest`, maybe not validated).
+    :param manifest_key: the key of the ``_manifest.json`` object.
+    """
+    return {resolve_key(manifest_key, str(e.get("key", ""))): e for e in manifest.get("files", [])}
+
+
+def update_file_entry(
+    manifest: MutableMapping[str, Any], entry: MutableMapping[str, Any], info: ExportedFile
+) -> bool:
+    """Make ``entry`` (one of ``manifest["files"]``) describe the object ``info`` describes.
+
+    Sets the entry's ``rows``, ``bytes`` and ``sha256`` (its ``key``, as written,
+    and any other field stay) and recomputes the manifest's ``row_count``. An
+    entry that already has ``info``'s ``bytes`` and ``sha256`` is left alone.
+
+    :param manifest: the manifest holding ``entry``.
+    :param entry: the ``files[]`` entry of the object (see :func:`file_entries`).
+    :param info: the object as it is now (its ``key`` is not used).
+    :return: whether the manifest changed.
+    """
+    if entry.get("sha256") == info.sha256 and entry.get("bytes") == info.bytes:
+        return False
+    entry["rows"] = info.rows
+    entry["bytes"] = info.bytes
+    entry["sha256"] = info.sha256
+    manifest["row_count"] = sum(int(e.get("rows") or 0) for e in manifest.get("files", []))
+    return True
 
 
 def validate_manifest(manifest: Any) -> None:
@@ -170,6 +229,12 @@ def validate_manifest(manifest: Any) -> None:
 
 
 def _check_file_entry(entry: Any, index: int) -> None:
+    """Check one ``files[]`` entry of a manifest.
+
+    :param entry: the entry.
+    :param index: its position, for the message.
+    :raises ManifestError: naming the entry and the field at fault.
+    """
     if not isinstance(entry, Mapping):
         raise ManifestError(f"manifest files[{index}] is not an object")
     for k in _FILE_KEYS:

@@ -1,27 +1,22 @@
 """Stream the export query from PostgreSQL into Parquet parts, in bounded memory.
 
-Two readers give typed Arrow record batches:
+:func:`iter_adbc_batches` gives typed Arrow record batches: the ADBC driver
+(``adbc-driver-postgresql``) runs ``COPY (query) TO STDOUT (FORMAT binary)`` and
+decodes it into Arrow in C++, in a second connection that imports the export
+transaction's snapshot; no per-row Python work at all.
 
-- :func:`iter_adbc_batches` (preferred, when ``adbc-driver-postgresql`` is
-  installed): the ADBC driver runs ``COPY (query) TO STDOUT (FORMAT binary)``
-  and decodes it into Arrow in C++, in a second connection that imports the
-  export transaction's snapshot; no per-row Python work at all;
-- :func:`iter_record_batches` (fallback): psycopg's ``COPY ... (FORMAT csv)``
-  rows parsed block by block by Arrow's CSV reader.
-
-A ``ParquetWriter`` encodes the batches with zstd into a local part file. When a part
-reaches ``part_max_rows`` rows or ``part_max_bytes`` bytes it is closed, hashed
-and handed to a callback (the caller uploads it and deletes it), then the next
-part starts. Memory holds a couple of CSV blocks (16 MiB each) and one row group, whatever the
-size of the hour.
+:func:`write_parts` encodes the batches with zstd into local part files through a
+``ParquetWriter``. When a part reaches ``part_max_rows`` rows or ``part_max_bytes``
+bytes it is closed, hashed and handed to a callback (the caller uploads it and
+deletes it), then the next part starts. Memory holds a couple of Arrow batches
+(~16 MiB each) and one row group, whatever the size of the hour.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
-import itertools
 import logging
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +27,7 @@ from events_pipeline.export.manifest import ExportedFile
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
 log = logging.getLogger(__name__)
 
@@ -73,109 +69,6 @@ def arrow_schema() -> pa.Schema:
     return pa.schema(fields)
 
 
-def _csv_types() -> dict[str, Any]:
-    import pyarrow as pa
-
-    # The COPY query renders timestamps as UTC wall-clock text; the reader parses
-    # them as naive timestamp[us] and the schema cast labels them UTC (same values).
-    return {n: pa.timestamp("us") if k == "timestamp" else pa.string() for n, k in COLUMNS}
-
-
-class _Failure:
-    """An exception raised in the prefetch thread, handed to the consumer."""
-
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
-_DONE = object()
-
-
-def prefetch(items: Iterable[Any], depth: int = 2) -> Iterator[Any]:
-    """Iterate ``items`` in a background thread, ``depth`` items ahead.
-
-    The COPY stream and Arrow's CSV parsing run in the thread while the caller
-    encodes Parquet (both release the GIL), so the database, the parser and the
-    encoder work at the same time. At most ``depth`` items wait in memory. An
-    exception in the thread is re-raised in the caller; when the caller stops
-    early, the thread stops after its current item.
-
-    :param items: an iterable consumed only by the thread.
-    :param depth: how many items may wait.
-    """
-    import queue
-    import threading
-
-    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not put(item):
-                    return
-            put(_DONE)
-        except BaseException as exc:  # noqa: BLE001 - handed over to the consumer thread
-            put(_Failure(exc))
-
-    thread = threading.Thread(target=produce, name="export-prefetch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = q.get()
-            if item is _DONE:
-                return
-            if isinstance(item, _Failure):
-                raise item.exc
-            yield item
-    finally:
-        stop.set()
-        thread.join()
-
-
-class _ChunkStream(io.RawIOBase):
-    """A read-only file over an iterator of ``bytes`` chunks (what psycopg's ``copy`` yields)."""
-
-    def __init__(self, chunks: Iterable[bytes]) -> None:
-        self._chunks: Iterator[bytes] = iter(chunks)
-        self._buffer = b""
-        self.bytes_read = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, target: Any) -> int:
-        # Fill the whole request unless the stream ends: Arrow's CSV reader treats
-        # each read as a block, and a row may not straddle two short reads. psycopg
-        # yields one row per chunk, so chunks are gathered and joined once per read.
-        view = memoryview(target).cast("B")
-        wanted = len(view)
-        pieces = [self._buffer] if self._buffer else []
-        size = len(self._buffer)
-        chunks = self._chunks
-        while size < wanted:
-            chunk = next(chunks, None)
-            if chunk is None:
-                break
-            pieces.append(chunk)
-            size += len(chunk)
-        data = b"".join(pieces)
-        n = min(wanted, len(data))
-        view[:n] = data[:n]
-        self._buffer = data[n:]
-        self.bytes_read += n
-        return n
-
-
 @dataclass
 class PartSettings:
     """Size bounds of the Parquet output.
@@ -183,18 +76,16 @@ class PartSettings:
     :param part_max_rows: roll over to a new part after this many rows.
     :param part_max_bytes: roll over once the part file reaches this many bytes.
     :param row_group_rows: rows per Parquet row group (and the most rows held in memory).
-    :param csv_block_bytes: bytes of CSV parsed at a time.
     :param compression_level: zstd level (1: ~40 % less encode time than 3 for ~1 % larger files).
     """
 
     part_max_rows: int = 1_000_000
     part_max_bytes: int = 256 * 1024 * 1024
     row_group_rows: int = 65_536
-    csv_block_bytes: int = 16 * 1024 * 1024
     compression_level: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("part_max_rows", "part_max_bytes", "row_group_rows", "csv_block_bytes"):
+        for name in ("part_max_rows", "part_max_bytes", "row_group_rows"):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"export setting {name} must be positive, got {getattr(self, name)!r}")
 
@@ -211,40 +102,18 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def iter_record_batches(
-    chunks: Iterable[bytes], block_bytes: int = 16 * 1024 * 1024
-) -> Iterator[pa.RecordBatch]:
-    """Parse a CSV stream from ``COPY (query) TO STDOUT (FORMAT csv)`` into typed record batches.
+def describe_parquet(name: str, data: bytes) -> ExportedFile:
+    """Describe a Parquet object from its bytes, as a manifest entry lists it.
 
-    NULL (unquoted empty field) becomes null, ``""`` an empty string; values may
-    hold quoted newlines.
-
-    :param chunks: the raw bytes chunks of the COPY output, columns as :data:`COLUMNS`.
-    :param block_bytes: CSV block size (bounds the memory of one batch).
+    :param name: the entry's ``key`` (a file name relative to the manifest).
+    :param data: the object's bytes; its rows are read from the Parquet footer.
     """
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
+    import io
 
-    schema = arrow_schema()
-    stream = iter(chunks)
-    first = next((c for c in stream if c), None)
-    if first is None:  # no rows: Arrow refuses an empty CSV
-        return
-    reader = pacsv.open_csv(
-        pa.PythonFile(_ChunkStream(itertools.chain([first], stream)), mode="r"),
-        read_options=pacsv.ReadOptions(
-            column_names=[n for n, _ in COLUMNS], block_size=block_bytes, use_threads=True
-        ),
-        parse_options=pacsv.ParseOptions(newlines_in_values=True),
-        convert_options=pacsv.ConvertOptions(
-            column_types=_csv_types(),
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=False,
-            null_values=[""],
-        ),
-    )
-    for batch in reader:
-        yield batch.cast(schema)
+    import pyarrow.parquet as pq
+
+    rows = int(pq.ParquetFile(io.BytesIO(data)).metadata.num_rows)
+    return ExportedFile(name, rows, len(data), hashlib.sha256(data).hexdigest())
 
 
 def iter_adbc_batches(
@@ -270,36 +139,15 @@ def iter_adbc_batches(
     """
     import adbc_driver_manager as adbc
     import adbc_driver_postgresql
-    import pyarrow as pa
 
-    schema = arrow_schema()
     db = adbc_driver_postgresql.connect(conninfo)
     try:
         conn = adbc.AdbcConnection(db)
         try:
             conn.set_autocommit(False)
-
-            def run(sql: str) -> None:
-                stmt = adbc.AdbcStatement(conn)
-                try:
-                    stmt.set_sql_query(sql)
-                    stmt.execute_update()
-                finally:
-                    stmt.close()
-
-            run("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            run(f"SET TRANSACTION SNAPSHOT '{_snapshot_literal(snapshot)}'")
-            stmt = adbc.AdbcStatement(conn)
-            try:
-                stmt.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(batch_bytes)})
-                stmt.set_sql_query(query)
-                stream, _ = stmt.execute_query()
-                reader = pa.RecordBatchReader._import_from_c(stream.address)
-                for batch in reader:
-                    if batch.num_rows:
-                        yield batch.cast(schema)
-            finally:
-                stmt.close()
+            _adbc_execute(conn, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            _adbc_execute(conn, f"SET TRANSACTION SNAPSHOT '{_snapshot_literal(snapshot)}'")
+            yield from _adbc_query_batches(conn, query, batch_bytes)
             conn.rollback()  # read only: nothing to keep
         finally:
             conn.close()
@@ -307,10 +155,52 @@ def iter_adbc_batches(
         db.close()
 
 
-def _snapshot_literal(snapshot: str) -> str:
-    """Return ``snapshot`` if it looks like a PostgreSQL snapshot id (``0000000A-0000001B-1``), else fail."""
-    import re
+def _adbc_execute(conn: Any, sql: str) -> None:
+    """Run one statement without a result set on an ADBC connection.
 
+    :param conn: an ``adbc_driver_manager.AdbcConnection``.
+    :param sql: the statement.
+    """
+    import adbc_driver_manager as adbc
+
+    stmt = adbc.AdbcStatement(conn)
+    try:
+        stmt.set_sql_query(sql)
+        stmt.execute_update()
+    finally:
+        stmt.close()
+
+
+def _adbc_query_batches(conn: Any, query: str, batch_bytes: int) -> Iterator[pa.RecordBatch]:
+    """Run ``query`` on an ADBC connection; yield its non-empty batches cast to :func:`arrow_schema`.
+
+    :param conn: an ``adbc_driver_manager.AdbcConnection`` inside the snapshot's transaction.
+    :param query: the SELECT, values already bound.
+    :param batch_bytes: approximate bytes per Arrow batch.
+    """
+    import adbc_driver_manager as adbc
+    import pyarrow as pa
+
+    schema = arrow_schema()
+    stmt = adbc.AdbcStatement(conn)
+    try:
+        stmt.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(batch_bytes)})
+        stmt.set_sql_query(query)
+        stream, _ = stmt.execute_query()
+        reader = pa.RecordBatchReader._import_from_c(stream.address)
+        for batch in reader:
+            if batch.num_rows:
+                yield batch.cast(schema)
+    finally:
+        stmt.close()
+
+
+def _snapshot_literal(snapshot: str) -> str:
+    """Return ``snapshot`` if it looks like a PostgreSQL snapshot id (``0000000A-0000001B-1``), else fail.
+
+    :param snapshot: the id from ``pg_export_snapshot()``.
+    :raises ValueError: anything else (it is put into SQL text).
+    """
     if not re.fullmatch(r"[0-9A-Fa-f]+(-[0-9A-Fa-f]+)+", snapshot):
         raise ValueError(f"not a PostgreSQL snapshot id: {snapshot!r}")
     return snapshot
@@ -334,73 +224,130 @@ def write_parts(
     :param settings: size bounds (defaults when ``None``).
     :return: the parts in order.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    writer = _PartWriter(workdir, on_part, settings or PartSettings())
+    for batch in batches:
+        writer.add(batch)
+    return writer.finish()
 
-    settings = settings or PartSettings()
-    schema = arrow_schema()
-    parts: list[ExportedFile] = []
-    writer: pq.ParquetWriter | None = None
-    path: Path | None = None
-    part_rows = 0
-    pending: list[pa.RecordBatch] = []
-    pending_rows = 0
 
-    def open_part() -> None:
-        nonlocal writer, path, part_rows
-        path = workdir / part_name(len(parts))
-        writer = pq.ParquetWriter(
-            str(path),
-            schema,
+class _PartWriter:
+    """Gathers record batches into whole row groups and writes them to rolling part files.
+
+    Rows wait in memory until a full row group (``row_group_rows``) is there, so
+    every row group but the last is full size. A part is closed (hashed, handed
+    to ``on_part``, deleted) after the row group that reaches ``part_max_rows``
+    rows or ``part_max_bytes`` bytes.
+
+    :param workdir: the scratch folder of the part being written.
+    :param on_part: receives each closed part (see :func:`write_parts`).
+    :param settings: the size bounds.
+    """
+
+    def __init__(
+        self, workdir: Path, on_part: Callable[[Path, ExportedFile], None], settings: PartSettings
+    ) -> None:
+        self.workdir = workdir
+        self.on_part = on_part
+        self.settings = settings
+        self.schema = arrow_schema()
+        #: the parts closed so far, in order
+        self.parts: list[ExportedFile] = []
+        self._writer: pq.ParquetWriter | None = None
+        self._path: Path | None = None
+        self._part_rows = 0
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_rows = 0
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        """Take one batch; write the row groups it completes.
+
+        :param batch: a record batch of :func:`arrow_schema` (empty ones are skipped).
+        """
+        if batch.num_rows == 0:
+            return
+        self._pending.append(batch)
+        self._pending_rows += batch.num_rows
+        if self._pending_rows >= self.settings.row_group_rows:
+            self._flush(final=False)
+
+    def finish(self) -> list[ExportedFile]:
+        """Write the rows still waiting, close the last part and return every part in order."""
+        self._flush(final=True)
+        if self._writer is not None:
+            self._close_part()
+        return self.parts
+
+    def _flush(self, *, final: bool) -> None:
+        """Write whole row groups from the waiting rows (and the short remainder when ``final``).
+
+        :param final: no more rows will come: write the tail too.
+        """
+        import pyarrow as pa
+
+        if not self._pending_rows:
+            return
+        table = pa.Table.from_batches(self._pending, schema=self.schema)
+        written = self._write_row_groups(table, final=final)
+        rest = table.slice(written)
+        self._pending, self._pending_rows = rest.to_batches(), rest.num_rows
+
+    def _write_row_groups(self, table: pa.Table, *, final: bool) -> int:
+        """Write ``table`` one row group at a time, rolling parts over; return the rows written.
+
+        One row group at a time, so the byte bound is checked after each. A short
+        tail is kept for the next row group unless ``final``.
+
+        :param table: the waiting rows.
+        :param final: write a short tail too.
+        """
+        settings = self.settings
+        offset = 0
+        while offset < table.num_rows:
+            if self._writer is None:
+                self._open_part()
+            left = table.num_rows - offset
+            take = min(left, settings.part_max_rows - self._part_rows, settings.row_group_rows)
+            if take < settings.row_group_rows and take == left and not final:
+                break  # keep a short tail for the next row group
+            self._writer.write_table(table.slice(offset, take), row_group_size=take)
+            self._part_rows += take
+            offset += take
+            if self._part_full():
+                self._close_part()
+        return offset
+
+    def _part_full(self) -> bool:
+        """Tell whether the open part reached its row or byte bound."""
+        assert self._path is not None
+        return (
+            self._part_rows >= self.settings.part_max_rows
+            or self._path.stat().st_size >= self.settings.part_max_bytes
+        )
+
+    def _open_part(self) -> None:
+        """Start the next part file (``part-NNNNN.parquet``, numbered after the closed ones)."""
+        import pyarrow.parquet as pq
+
+        self._path = self.workdir / part_name(len(self.parts))
+        self._writer = pq.ParquetWriter(
+            str(self._path),
+            self.schema,
             compression="zstd",
-            compression_level=settings.compression_level,
+            compression_level=self.settings.compression_level,
             use_dictionary=list(DICTIONARY_COLUMNS),
             write_statistics=True,
         )
-        part_rows = 0
+        self._part_rows = 0
 
-    def close_part() -> None:
-        nonlocal writer, path
-        assert writer is not None and path is not None
-        writer.close()
-        info = ExportedFile(path.name, part_rows, path.stat().st_size, sha256_file(path))
-        parts.append(info)
+    def _close_part(self) -> None:
+        """Close the open part, describe it, hand it to ``on_part`` and delete the local file."""
+        assert self._writer is not None and self._path is not None
+        path = self._path
+        self._writer.close()
+        info = ExportedFile(path.name, self._part_rows, path.stat().st_size, sha256_file(path))
+        self.parts.append(info)
         try:
-            on_part(path, info)
+            self.on_part(path, info)
         finally:
             path.unlink(missing_ok=True)
-        writer, path = None, None
-
-    def flush(final: bool = False) -> None:
-        """Write whole row groups from ``pending`` (and the remainder when ``final``)."""
-        nonlocal pending, pending_rows, part_rows
-        if not pending_rows:
-            return
-        table = pa.Table.from_batches(pending, schema=schema)
-        offset = 0
-        while offset < table.num_rows:
-            if writer is None:
-                open_part()
-            # one row group at a time, so the byte bound is checked after each
-            take = min(table.num_rows - offset, settings.part_max_rows - part_rows, settings.row_group_rows)
-            if take < settings.row_group_rows and take == table.num_rows - offset and not final:
-                break  # keep a short tail for the next row group
-            writer.write_table(table.slice(offset, take), row_group_size=take)
-            part_rows += take
-            offset += take
-            if part_rows >= settings.part_max_rows or path.stat().st_size >= settings.part_max_bytes:
-                close_part()
-        rest = table.slice(offset)
-        pending, pending_rows = rest.to_batches(), rest.num_rows
-
-    for batch in batches:
-        if batch.num_rows == 0:
-            continue
-        pending.append(batch)
-        pending_rows += batch.num_rows
-        if pending_rows >= settings.row_group_rows:
-            flush()
-    flush(final=True)
-    if writer is not None:
-        close_part()
-    return parts
+        self._writer, self._path = None, None

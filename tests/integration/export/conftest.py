@@ -1,4 +1,4 @@
-"""Fixtures and helpers of the export tests: clients, events inserted directly, export readers.
+"""Fixtures and helpers of the export tests: clients, events inserted directly, reading exports back.
 
 Events are inserted with COPY and explicit ``created_at`` / ``client_id`` (the
 export does not depend on the ingest code).

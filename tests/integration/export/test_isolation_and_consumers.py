@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 
 from tests.conftest import task_states
 from tests.integration.export.conftest import (
@@ -123,15 +122,11 @@ def _db_rows(db) -> list[dict]:
     return out
 
 
-@pytest.mark.parametrize("reader", ["adbc", "csv"])
-def test_consumers_read_back_every_field(export_env, db, run_dag, tmp_path, monkeypatch, reader):
+def test_consumers_read_back_every_field(export_env, db, run_dag, tmp_path):
     import json
 
     import duckdb
 
-    if reader == "adbc":
-        pytest.importorskip("adbc_driver_postgresql")
-    monkeypatch.setenv("AIRFLOW_VAR_EVENTS_EXPORT_READER", reader)  # both readers give the same files
     s3 = export_env
     add_client(db, "acme", "client-acme", "acme")
     rows = make_rows("acme", spread(HOUR, 30), seed=4)
@@ -180,19 +175,3 @@ def test_consumers_read_back_every_field(export_env, db, run_dag, tmp_path, monk
         assert d[6] == exp["timestamp"] and d[7] == exp["created_at"]
     assert duck[2][6] == datetime(2026, 1, 31, 23, 59, 59, 999999, tzinfo=UTC)
     assert manifest["interval_end"] == f"{HOUR + timedelta(hours=1):%Y-%m-%dT%H:%M:%S}Z"
-
-
-def test_an_event_larger_than_the_csv_block_fails_naming_the_setting(export_env, db, run_dag, monkeypatch):
-    s3 = export_env
-    add_client(db, "acme", "client-acme", "acme")
-    rows = make_rows("acme", spread(HOUR, 3), seed=1)
-    rows[1]["url"] = "https://acme.com/" + "x" * 4000
-    insert_rows(db, rows)
-    monkeypatch.setenv("AIRFLOW_VAR_EVENTS_EXPORT_READER", "csv")  # the ADBC reader has no such limit
-    monkeypatch.setenv("AIRFLOW_VAR_EVENTS_EXPORT_CSV_BLOCK_BYTES", "2048")
-    assert run_hour(run_dag, HOUR).state == "failed"
-    error = db.execute("SELECT error FROM export_runs").fetchone()[0]
-    assert "events_export_csv_block_bytes" in error and "client=acme" in error
-    monkeypatch.delenv("AIRFLOW_VAR_EVENTS_EXPORT_CSV_BLOCK_BYTES")
-    assert run_hour(run_dag, HOUR).state == "success"  # the claimed rows export once fixed
-    assert read_hour(s3, "client-acme", folder("acme", HOUR))[1].num_rows == 3

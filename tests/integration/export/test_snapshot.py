@@ -139,13 +139,7 @@ def test_failure_after_commit_before_manifest_then_retry(export_env, db, monkeyp
     assert db.execute("SELECT status, row_count FROM export_runs").fetchone() == ("succeeded", 13)
 
 
-@pytest.mark.parametrize("reader", ["adbc", "csv"])
-def test_row_committed_during_the_export_goes_to_the_next_hour(
-    export_env, db, migrated_db, monkeypatch, reader
-):
-    if reader == "adbc":
-        pytest.importorskip("adbc_driver_postgresql")
-    monkeypatch.setenv("AIRFLOW_VAR_EVENTS_EXPORT_READER", reader)
+def test_row_committed_during_the_export_goes_to_the_next_hour(export_env, db, migrated_db, monkeypatch):
     s3 = export_env
     add_client(db, "acme", "client-acme", ACME)
     insert_rows(db, make_rows("acme", spread(H0, 12), seed=1))
@@ -175,28 +169,33 @@ def test_row_committed_during_the_export_goes_to_the_next_hour(
 def test_row_deleted_during_the_export_fails_the_attempt_and_the_retry_omits_it(
     export_env, db, migrated_db, monkeypatch
 ):
-    """CSV reader: the marking runs after the read, so the DELETE surely comes first. (With the
-    ADBC reader the marking runs during the read: a DELETE either comes first - the same
-    failure - or waits for the export's commit and then deletes an exported row, which is
-    erasure's normal case.)"""
-    monkeypatch.setenv("AIRFLOW_VAR_EVENTS_EXPORT_READER", "csv")
+    """The DELETE commits after the export's snapshot, before its marking UPDATE. (The marking
+    runs during the read: a DELETE either comes first - this failure - or waits for the
+    export's commit and then deletes an exported row, which is erasure's normal case. The
+    hook below makes it come first.)"""
     s3 = export_env
     add_client(db, "acme", "client-acme", ACME)
     rows = make_rows("acme", spread(H0, 12), seed=1)
     insert_rows(db, rows)
     erased = rows[4]["event_id"]
 
-    def erase() -> None:  # what a GDPR erasure does while the export is uploading
+    def erase() -> None:  # what a GDPR erasure does while the export runs
         with psycopg.connect(migrated_db.dsn("events"), autocommit=True) as other:
             other.execute("DELETE FROM events_log WHERE event_id = %s", (erased,))
 
-    real_upload = exporting._Uploader.upload_file
-    _on_first_upload(monkeypatch, erase)
+    real_mark = exporting._mark_rows
+
+    def erase_then_mark(conn, params, *, published):
+        erase()
+        return real_mark(conn, params, published=published)
+
+    monkeypatch.setattr(exporting, "_mark_rows", erase_then_mark)
     with pytest.raises(ExportError, match="changed or deleted by another transaction"):
         _export(H0)
     assert _states(db) == [("pending", True, True, 11)]  # nothing marked
+    assert list_keys(s3, "client-acme") == []  # the attempt's parts removed
 
-    monkeypatch.setattr(exporting._Uploader, "upload_file", real_upload)
+    monkeypatch.setattr(exporting, "_mark_rows", real_mark)
     assert _export(H0)["rows"] == 11
     for bucket, prefix in (("client-acme", ACME), ("test-backup", "acme")):
         _, table = read_hour(s3, bucket, folder(prefix, H0))
@@ -216,13 +215,9 @@ def test_rows_claimed_by_an_earlier_version_are_exported_and_marked(export_env, 
     assert _states(db) == [("exported", False, False, 9)]
 
 
-@pytest.mark.parametrize("reader", ["adbc", "csv"])
-def test_a_failed_upload_stops_the_reader_and_leaves_no_open_transaction(export_env, db, monkeypatch, reader):
+def test_a_failed_upload_stops_the_reader_and_leaves_no_open_transaction(export_env, db, monkeypatch):
     import threading
 
-    if reader == "adbc":
-        pytest.importorskip("adbc_driver_postgresql")
-    monkeypatch.setenv("AIRFLOW_VAR_EVENTS_EXPORT_READER", reader)
     monkeypatch.setenv("AIRFLOW_VAR_EVENTS_EXPORT_PART_MAX_ROWS", "5")
     monkeypatch.setenv("AIRFLOW_VAR_EVENTS_EXPORT_ROW_GROUP_ROWS", "5")
     s3 = export_env

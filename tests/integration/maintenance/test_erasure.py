@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from events_pipeline.erasure.requests import run_erasure
+from events_pipeline.export.manifest import manifest_bytes
 
 from .conftest import add_client, count, event, insert_events
 
@@ -101,7 +102,12 @@ def test_erasure_across_hours(maint_db, partitions_back, s3, run_dag):
     g1 = _put_hour(s3, "globex", h1, {"part-0.parquet": _rows(h1, ["bob"], "globex")}, relative_keys=True)
     untouched = {
         k: s3.get_object(Bucket=BACKUP, Key=k)["ETag"]
-        for k in (f"{f3}/part-0.parquet", f"{g1}/part-0.parquet")
+        for k in (
+            f"{f3}/part-0.parquet",
+            f"{f3}/_manifest.json",
+            f"{g1}/part-0.parquet",
+            f"{g1}/_manifest.json",
+        )
     }
     insert_events(db, [event(h1, client_id="acme", visitor_id="bob", status="exported") for _ in range(3)])
     insert_events(db, [event(h2, client_id="acme", visitor_id="amy", status="exported")])
@@ -137,6 +143,10 @@ def test_erasure_across_hours(maint_db, partitions_back, s3, run_dag):
             assert entry["bytes"] == len(body)
             assert entry["sha256"] == hashlib.sha256(body).hexdigest()
     assert m1["generated_at"] == "2026-11-20T00:00:00+00:00"
+    for folder in (f1, f2):  # written back as the export writes manifests, every other field as it was
+        body = s3.get_object(Bucket=BACKUP, Key=f"{folder}/_manifest.json")
+        assert body["ContentType"] == "application/json"
+        assert body["Body"].read() == manifest_bytes(_manifest(s3, folder))
     # The request's audit trail.
     status, rows_deleted, objects, client_objects, processed_at = db.execute(
         "SELECT status, rows_deleted, objects_rewritten, client_objects, processed_at "

@@ -1,29 +1,18 @@
-"""Pure parts of erasure: manifest key resolution and Parquet filtering."""
+"""Pure parts of erasure: Parquet filtering, and where the client-bucket twins of backup objects are."""
 
 from __future__ import annotations
 
 import io
+from datetime import UTC, datetime
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from events_pipeline.erasure.requests import filter_parquet, resolve_key
-
-MANIFEST = "acme/dt=2026-11-20/hour=05/_manifest.json"
-
-
-@pytest.mark.parametrize(
-    ("file_key", "expected"),
-    [
-        ("part-0.parquet", "acme/dt=2026-11-20/hour=05/part-0.parquet"),
-        ("acme/dt=2026-11-20/hour=05/part-0.parquet", "acme/dt=2026-11-20/hour=05/part-0.parquet"),
-        ("s3://test-backup/acme/dt=2026-11-20/hour=05/p.parquet", "acme/dt=2026-11-20/hour=05/p.parquet"),
-        ("sub/part-0.parquet", "acme/dt=2026-11-20/hour=05/sub/part-0.parquet"),
-    ],
-)
-def test_resolve_key(file_key, expected):
-    assert resolve_key(MANIFEST, file_key) == expected
+from events_pipeline.common.intervals import HourInterval
+from events_pipeline.erasure.requests import _BackupPurge, filter_parquet
+from events_pipeline.export.keys import MANIFEST_NAME, backup_location, client_location
 
 
 def _parquet(visitors):
@@ -49,3 +38,61 @@ def test_filter_parquet_removes_only_the_visitors():
 def test_filter_parquet_no_match_returns_none():
     data, _ = _parquet(["a", "b"])
     assert filter_parquet(data, {"zz"}) is None
+
+
+class _Cursor:
+    """What ``conn.execute(client_config.sql)`` returns: one ``clients`` row, or none."""
+
+    def __init__(self, row: tuple[Any, ...] | None) -> None:
+        self.description = [
+            (n,) for n in ("client_id", "active", "export_bucket", "export_prefix", "export_conn_id")
+        ]
+        self.row = row
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        return self.row
+
+
+class _Conn:
+    def __init__(self, row: tuple[Any, ...] | None) -> None:
+        self.row = row
+
+    def execute(self, sql: str, params: Any = None) -> _Cursor:
+        assert "FROM clients" in sql and params == {"client_id": "acme"}
+        return _Cursor(self.row)
+
+
+def _purge(row: tuple[Any, ...] | None) -> _BackupPurge:
+    return _BackupPurge(_Conn(row), s3=None, bucket="test-backup", client_id="acme", requests=[])
+
+
+H = HourInterval(datetime(2026, 12, 31, 23, tzinfo=UTC))
+
+
+@pytest.mark.parametrize("name", ["part-00000.parquet", "part-0.parquet", MANIFEST_NAME])
+def test_client_twins_are_where_the_export_puts_the_same_hour(name):
+    purge = _purge(("acme", True, "acme-exports", "events/acme", None))
+    folder = backup_location("acme", "test-backup", H).folder
+    expected = client_location("acme", "acme-exports", "events/acme", H).uri(name)
+    assert expected == f"s3://acme-exports/events/acme/dt=2026-12-31/hour=23/{name}"
+    assert purge._client_uri(folder, name) == expected
+
+
+@pytest.mark.parametrize(
+    "folder",
+    [
+        "acme/misc",  # not an hour's folder
+        "acme/x/dt=2026-12-31/hour=23",  # an hour, but not where the export puts the client's backups
+        "acme/dt=2026-12-31/hour=23/sub",
+    ],
+)
+def test_folders_outside_the_layout_have_no_client_twin(folder):
+    purge = _purge(("acme", True, "acme-exports", "events/acme", None))
+    assert purge._client_uri(folder, "p.parquet") is None
+
+
+def test_no_client_twin_without_a_client_or_with_a_prefix_the_export_refuses():
+    folder = backup_location("acme", "test-backup", H).folder
+    assert _purge(None)._client_uri(folder, "part-00000.parquet") is None
+    refused = _purge(("acme", True, "acme-exports", "events/../x", None))
+    assert refused._client_uri(folder, "p.parquet") is None

@@ -13,8 +13,10 @@ from events_pipeline.export.keys import (
     ExportLocation,
     TenantIsolationError,
     backup_location,
+    backup_prefix,
     check_no_overlap,
     client_location,
+    hour_of_folder,
     part_name,
     validate_bucket,
     validate_client_id,
@@ -151,3 +153,43 @@ def test_disjoint_spaces_are_accepted(client_id, bucket, prefix):
 def test_the_backup_bucket_is_never_a_client_bucket():
     with pytest.raises(TenantIsolationError, match="backup bucket"):
         check_no_overlap("acme", "backup-bucket", "acme", [], "backup-bucket")
+
+
+def test_the_backup_prefix_holds_every_hour_of_the_client():
+    assert backup_prefix("acme") == "acme/"
+    assert backup_location("acme", "events-backup", H).folder.startswith(backup_prefix("acme"))
+    with pytest.raises(TenantIsolationError, match="client_id"):
+        backup_prefix("acme/dt=2026-11-27")
+
+
+@pytest.mark.parametrize(
+    "hour",
+    [
+        H,
+        HourInterval(datetime(2026, 12, 31, 23, tzinfo=UTC)),
+        HourInterval(datetime(2028, 2, 29, 0, tzinfo=UTC)),
+    ],
+)
+def test_hour_of_folder_reads_back_both_layouts(hour):
+    assert hour_of_folder(client_location("acme", "acme-exports", "events/v1", hour).folder) == hour
+    assert hour_of_folder(backup_location("acme", "events-backup", hour).folder) == hour
+    assert hour_of_folder(hour.partition_path) == hour
+
+
+@pytest.mark.parametrize(
+    "folder",
+    [
+        "acme",
+        "",
+        "acme/dt=2026-11-27",
+        "acme/dt=2026-11-27/hour=03/sub",
+        "acme/dt=2026-11-27/hour=3",
+        "acme/dt=2026-11-27/hour=24",
+        "acme/dt=2026-02-30/hour=03",
+        "acme/xdt=2026-11-27/hour=03",
+        "acme/dt=2026-11-27/hour=03/",
+    ],
+)
+def test_hour_of_folder_refuses_other_folders(folder):
+    with pytest.raises(ValueError, match="not an export hour's folder"):
+        hour_of_folder(folder)

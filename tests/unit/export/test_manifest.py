@@ -9,12 +9,16 @@ import pytest
 
 from events_pipeline.common.intervals import HourInterval
 from events_pipeline.export.manifest import (
+    CONTENT_TYPE,
     ExportedFile,
     ManifestError,
     build_manifest,
     dump_manifest,
+    file_entries,
+    manifest_bytes,
     read_manifest,
     resolve_key,
+    update_file_entry,
 )
 
 H = HourInterval(datetime(2026, 12, 31, 23, tzinfo=UTC))
@@ -83,8 +87,86 @@ def test_not_json():
         read_manifest(b"[]")
 
 
+@pytest.mark.parametrize(
+    ("file_key", "expected"),
+    [
+        ("part-0.parquet", "acme/dt=2026-11-20/hour=05/part-0.parquet"),
+        ("acme/dt=2026-11-20/hour=05/part-0.parquet", "acme/dt=2026-11-20/hour=05/part-0.parquet"),
+        ("s3://test-backup/acme/dt=2026-11-20/hour=05/p.parquet", "acme/dt=2026-11-20/hour=05/p.parquet"),
+        ("sub/part-0.parquet", "acme/dt=2026-11-20/hour=05/sub/part-0.parquet"),
+    ],
+)
+def test_resolve_key_accepts_relative_absolute_and_uri_keys(file_key, expected):
+    assert resolve_key("acme/dt=2026-11-20/hour=05/_manifest.json", file_key) == expected
+
+
 def test_resolve_key_is_relative_to_the_manifest_folder():
     assert resolve_key("acme/dt=2026-12-31/hour=23/_manifest.json", "part-00000.parquet") == (
         "acme/dt=2026-12-31/hour=23/part-00000.parquet"
     )
     assert resolve_key("_manifest.json", "part-00000.parquet") == "part-00000.parquet"
+
+
+def test_manifest_bytes_is_the_serialisation_of_dump_manifest():
+    m = build_manifest("acme", H, FILES, generated_at=datetime(2027, 1, 1, tzinfo=UTC))
+    assert manifest_bytes(m) == dump_manifest(m)
+    assert manifest_bytes(m) == (json.dumps(m, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    assert CONTENT_TYPE == "application/json"
+
+
+def test_manifest_bytes_keeps_what_another_writer_wrote():
+    """Older writers: absolute keys, ``+00:00`` times, extra fields; written back as they are."""
+    m = {
+        "format_version": 1,
+        "client_id": "acme",
+        "interval_start": "2026-12-31T23:00:00+00:00",
+        "files": [{"sha256": SHA, "key": "acme/dt=2026-12-31/hour=23/p.parquet", "rows": 3, "bytes": 9}],
+        "row_count": 3,
+        "note": "ü",
+    }
+    with pytest.raises(ManifestError):
+        dump_manifest(m)
+    body = manifest_bytes(m)
+    assert "ü" in body.decode("utf-8") and body.endswith(b"}\n")
+    assert json.loads(body) == m and list(json.loads(body)) == list(m)
+
+
+def test_read_manifest_without_validation_takes_any_object():
+    loose = {"files": [{"key": "acme/dt=2026-12-31/hour=23/p.parquet"}]}
+    assert read_manifest(json.dumps(loose).encode(), validate=False) == loose
+    with pytest.raises(ManifestError, match="misses"):
+        read_manifest(json.dumps(loose).encode())
+    with pytest.raises(ManifestError, match="not a JSON object"):
+        read_manifest(b"[]", validate=False)
+    with pytest.raises(ManifestError, match="not valid JSON"):
+        read_manifest(b"{nope", validate=False)
+
+
+def test_file_entries_resolve_every_key_form_to_the_same_entries():
+    folder = "acme/dt=2026-12-31/hour=23"
+    m = {
+        "files": [
+            {"key": "part-00000.parquet", "rows": 1},
+            {"key": f"{folder}/part-00001.parquet", "rows": 2},
+            {"key": f"s3://backup/{folder}/part-00002.parquet", "rows": 3},
+        ]
+    }
+    entries = file_entries(m, f"{folder}/_manifest.json")
+    assert list(entries) == [f"{folder}/part-0000{i}.parquet" for i in range(3)]
+    assert all(entries[k] is e for k, e in zip(entries, m["files"], strict=True))  # the entries, not copies
+    assert file_entries({}, f"{folder}/_manifest.json") == {}
+
+
+def test_update_file_entry_changes_only_rows_bytes_sha256_and_the_total():
+    m = read_manifest(dump_manifest(build_manifest("acme", H, FILES)))
+    entry = m["files"][0]
+    entry["extra"] = "kept"
+    new_sha = "cd" * 32
+    assert update_file_entry(m, entry, ExportedFile("ignored-name", 8, 900, new_sha)) is True
+    assert entry == {"key": "part-00000.parquet", "rows": 8, "bytes": 900, "sha256": new_sha, "extra": "kept"}
+    assert m["row_count"] == 13 and m["files"][1]["rows"] == 5
+    # an entry that already describes the object is left alone (rows are not compared)
+    assert update_file_entry(m, entry, ExportedFile("x", 999, 900, new_sha)) is False
+    assert entry["rows"] == 8 and m["row_count"] == 13
+    del entry["extra"]
+    assert read_manifest(dump_manifest(m))["row_count"] == 13
