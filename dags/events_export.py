@@ -28,7 +28,7 @@ record the run in `export_runs`.
   next hour; with more they may land a few hours later, still exactly once).
 - **Inputs**: `events_log`, `clients` (bucket, prefix, `export_conn_id` -> default `aws_default`),
   Variable `events_backup_bucket`, Variables `events_export_part_max_rows`,
-  `events_export_part_max_bytes`, `events_export_row_group_rows`, `events_export_reader`.
+  `events_export_part_max_bytes`, `events_export_row_group_rows`.
 - **Outputs**: Parquet parts + `_manifest.json` in both buckets, `events_log.export_status/processed_at`,
   one `export_runs` row per client and hour.
 - **Exactly once**: a row belongs to the hour that exported it (`events_log.export_hour`);
