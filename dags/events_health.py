@@ -36,6 +36,11 @@ Tasks (each links its runbook entry; thresholds are the Variables named):
   of the hour's lines. [{runbook_link("check_rejected_rate")}]
 - `check_export_runs`: an active client has no succeeded export run for a
   closed hour. [{runbook_link("check_export_runs")}]
+- `check_attribution_sync`: the sync with the pixel management service has an
+  open problem (an answer not applied, or a domain moved between clients; names
+  domain and client ids), or, with connection `pixel_management` defined, no sync
+  without errors for `events_attribution_sync_max_age_minutes`.
+  [{runbook_link("check_attribution_sync")}]
 - `log_monitoring_metrics`: logs the original design's monitoring queries as one table
   (fails only when the database is unreachable). [{runbook_link("log_monitoring_metrics")}]
 
@@ -90,6 +95,13 @@ def events_health() -> None:
         return run_s3_check("check_quarantine")
 
     @task
+    def check_attribution_sync() -> str:
+        """Fail on open attribution sync problems or a sync that has not succeeded lately."""
+        from events_pipeline.health.checks import run_attribution_sync_check
+
+        return run_attribution_sync_check()
+
+    @task
     def log_monitoring_metrics(data_interval_start=None, data_interval_end=None) -> dict:
         """Run the original design's monitoring queries for the interval and log one table."""
         from events_pipeline.health.metrics_report import log_metrics
@@ -98,6 +110,7 @@ def events_health() -> None:
 
     check_incoming_backlog()
     check_quarantine()
+    check_attribution_sync()
     log_monitoring_metrics()
 
 

@@ -7,6 +7,9 @@ real service through the environment):
   (databases ``events`` and ``airflow``), unless ``EVENTS_DB_URI`` is set;
 - moto's S3 server on 127.0.0.1:``EVENTS_S3_PORT`` (9000), unless
   ``EVENTS_S3_ENDPOINT`` is set (MinIO, real S3 through ``AWS_*`` credentials);
+- a demo pixel management service on 127.0.0.1:``EVENTS_PIXEL_PORT`` (a free
+  port by default) for ``AIRFLOW_CONN_PIXEL_MANAGEMENT``, unless that is set;
+  the demo then leaves ``initech.io`` out of ``client_domains`` so the sync maps it;
 
 then creates the buckets, applies migrations, seeds the demo clients and drops
 demo landing files, and runs ``airflow standalone`` with every DAG unpaused.
@@ -31,7 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "plugins"), str(REPO)]
 
-from devtools import demo_data, devstack  # noqa: E402
+from devtools import demo_data, devstack, pixel_management_server  # noqa: E402
 
 log = logging.getLogger("run_local")
 
@@ -41,6 +44,7 @@ BACKUP = os.environ.get("AIRFLOW_VAR_EVENTS_BACKUP_BUCKET", "events-backup")
 API_HOST = os.environ.get("AIRFLOW__API__HOST", "127.0.0.1")
 API_PORT = int(os.environ.get("AIRFLOW__API__PORT", "8080"))
 S3_PORT = int(os.environ.get("EVENTS_S3_PORT", "9000"))
+PIXEL_PORT = int(os.environ.get("EVENTS_PIXEL_PORT", "0"))
 
 
 def main() -> int:
@@ -52,9 +56,13 @@ def main() -> int:
     try:
         events_dsn, airflow_sql_conn, events_conn_uri = _databases(stack)
         s3_endpoint = _s3(stack)
+        pixel_conn = _pixel_management(stack)
         env = _airflow_env(events_conn_uri, airflow_sql_conn, s3_endpoint)
+        if pixel_conn:
+            env["AIRFLOW_CONN_PIXEL_MANAGEMENT"] = pixel_conn
         os.environ.update(env)
-        _prepare_data(events_dsn, s3_endpoint)
+        service_only = pixel_management_server.SERVICE_ONLY_DOMAINS if pixel_conn else ()
+        _prepare_data(events_dsn, s3_endpoint, service_only)
         return _run_airflow(env)
     finally:
         for thing in reversed(stack):
@@ -100,6 +108,17 @@ def _s3(stack: list[object]) -> str:
     return s3.endpoint_url
 
 
+def _pixel_management(stack: list[object]) -> str | None:
+    """Start the demo pixel management service; return its connection (None: the user's own)."""
+    if os.environ.get("AIRFLOW_CONN_PIXEL_MANAGEMENT"):
+        log.info("pixel management service: AIRFLOW_CONN_PIXEL_MANAGEMENT")
+        return None
+    server = pixel_management_server.start(PIXEL_PORT)
+    stack.append(server)
+    log.info("pixel management service: demo server at %s", server.url)
+    return server.connection_json()
+
+
 def _ip_hash_secret() -> str:
     path = LOCAL / "ip_hash_secret"
     if not path.exists():
@@ -143,7 +162,7 @@ def _airflow_env(events_conn_uri: str, airflow_sql_conn: str, s3_endpoint: str) 
     return {k: os.environ.get(k, v) for k, v in env.items()}
 
 
-def _prepare_data(events_dsn: str, s3_endpoint: str) -> None:
+def _prepare_data(events_dsn: str, s3_endpoint: str, service_only: tuple[str, ...] = ()) -> None:
     import boto3
     import psycopg
 
@@ -154,7 +173,7 @@ def _prepare_data(events_dsn: str, s3_endpoint: str) -> None:
         applied = apply_migrations(conn)
         ensure_partitions_around(conn)
         log.info("migrations: %s", ", ".join(applied) or "none pending")
-        _seed_clients(conn)
+        _seed_clients(conn, service_only)
     buckets = [LANDING, BACKUP] + [f"{c.client_id}-analytics" for c in demo_data.DEMO_CLIENTS]
     devstack.create_buckets(s3_endpoint, buckets)
     s3 = boto3.client("s3", endpoint_url=s3_endpoint)
@@ -174,7 +193,7 @@ def _prepare_data(events_dsn: str, s3_endpoint: str) -> None:
     log.info("demo landing files in s3://%s/: %s", LANDING, ", ".join(keys))
 
 
-def _seed_clients(conn: object) -> None:
+def _seed_clients(conn: object, service_only: tuple[str, ...] = ()) -> None:
     for c in demo_data.DEMO_CLIENTS:
         conn.execute(  # type: ignore[attr-defined]
             "INSERT INTO clients (client_id, name, privacy_level, export_bucket, export_prefix) "
@@ -182,6 +201,8 @@ def _seed_clients(conn: object) -> None:
             (c.client_id, c.name, c.privacy_level, f"{c.client_id}-analytics", f"events/{c.client_id}"),
         )
         for domain in c.domains:
+            if domain in service_only:  # left to events_attribution_sync and the demo service
+                continue
             conn.execute(  # type: ignore[attr-defined]
                 "INSERT INTO client_domains (domain, client_id) VALUES (%s, %s) ON CONFLICT DO NOTHING",
                 (domain, c.client_id),

@@ -360,6 +360,7 @@ CHECK_NAMES = (
     "check_quarantine",
     "check_rejected_rate",
     "check_export_runs",
+    "check_attribution_sync",
 )
 
 
@@ -507,6 +508,21 @@ def error_reason(raw: bytes | str | None) -> str:
     return " ".join(json.dumps(doc).split())[:200]
 
 
+def quarantined_files(objects: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Return the quarantined data files of a ``quarantine/`` listing, without their companions.
+
+    A key ending in ``.error.json`` is a companion unless it has a companion of its
+    own: a landing file that was itself named ``*.error.json`` is quarantined as
+    ``quarantine/x.error.json`` next to ``quarantine/x.error.json.error.json``, and is
+    reported like any other file.
+
+    :param objects: S3 listing entries under ``quarantine/``.
+    """
+    objs = list(objects)
+    keys = {o["Key"] for o in objs}
+    return [o for o in objs if not o["Key"].endswith(ERROR_SUFFIX) or o["Key"] + ERROR_SUFFIX in keys]
+
+
 def evaluate_quarantine(
     objects: Iterable[Mapping[str, Any]], *, bucket: str, reasons: Mapping[str, str] | None = None
 ) -> CheckOutcome:
@@ -519,7 +535,7 @@ def evaluate_quarantine(
     """
     name = "check_quarantine"
     reasons = reasons or {}
-    objs = [o for o in objects if not o["Key"].endswith(ERROR_SUFFIX)]
+    objs = quarantined_files(objects)
     if not objs:
         return CheckOutcome(name, True, with_runbook(name, f"s3://{bucket}/{QUARANTINE_PREFIX} is empty"))
     objs.sort(key=lambda o: (o["LastModified"], o["Key"]))
@@ -578,7 +594,7 @@ def check_quarantine(conn_id: str | None = None) -> CheckOutcome:
     client, bucket = _landing(conn_id)
     objs = _objects(client, bucket, QUARANTINE_PREFIX)
     keys = {o["Key"] for o in objs}
-    data = sorted((o for o in objs if not o["Key"].endswith(ERROR_SUFFIX)), key=lambda o: o["LastModified"])
+    data = sorted(quarantined_files(objs), key=lambda o: o["LastModified"])
     reasons: dict[str, str] = {}
     for o in data[:MAX_LISTED]:
         error_key = o["Key"] + ERROR_SUFFIX
@@ -607,6 +623,139 @@ def run_s3_check(name: str, conn_id: str | None = None) -> str:
         "check_quarantine": check_quarantine,
     }
     outcome = checks[name](conn_id)
+    if not outcome.ok:
+        raise AirflowFailException(outcome.message)
+    log.info("OK %s", outcome.message)
+    return outcome.message
+
+
+# --- attribution sync check ------------------------------------------------------
+
+
+def _problem_text(p: Mapping[str, Any]) -> str:
+    """One problem of ``attribution_sync_problems`` as message text (domain and both client ids).
+
+    :param p: the problem row (as jsonb gives it).
+    """
+    domain, old, new = p["domain"], p.get("current_client_id"), p.get("answered_client_id")
+    when = f"since {fmt_ts(p['detected_at'])}, {p['occurrences']}x"
+    if p["kind"] == "move" and p["applied"]:
+        return (
+            f"domain {domain} moved from client {old} to client {new} (applied at {fmt_ts(p['applied_at'])}; "
+            f"{p['rows_released']} unexported row(s) handed over, exported rows untouched)"
+        )
+    if p["kind"] == "move":
+        return f"domain {domain}: service says client {new}, manual mapping to client {old} kept ({when})"
+    if p["kind"] == "unknown_client":
+        return (
+            f"domain {domain}: service answered client {new}, unknown in clients "
+            f"(mapped: {old or 'none'}; not applied; {when})"
+        )
+    if p["kind"] == "withdrawn":
+        return f"domain {domain}: service no longer knows it (404), still mapped to client {old} ({when})"
+    return f"domain {domain}: malformed answer, not applied ({when}): {p.get('detail') or ''}"[:300]
+
+
+def evaluate_attribution_sync(
+    row: Mapping[str, Any], *, configured: bool, conn_id: str, max_age_minutes: int
+) -> CheckOutcome:
+    """Judge the attribution sync's state (one row of ``health/attribution_sync.sql``).
+
+    Fails when an open problem exists (an answer not applied, or a move applied:
+    named with domain and client ids), or, with the connection defined, when the
+    last sync run without errors is older than ``max_age_minutes`` (or none ran).
+
+    :param row: the query's row.
+    :param configured: whether the service's connection exists (without it the sync is off).
+    :param conn_id: the connection id, for the message.
+    :param max_age_minutes: the value of ``events_attribution_sync_max_age_minutes``.
+    """
+    name = "check_attribution_sync"
+    problems = row["problems"] or []
+    last = row["last_run"] or None
+    now = row["checked_at"]
+    waiting = f"{last['sites_waiting']} site(s) waiting" if last and last["sites_waiting"] is not None else ""
+    faults: list[str] = []
+    if problems:
+        parts = [_problem_text(p) for p in problems[:MAX_LISTED]]
+        faults.append(
+            f"{row['open_problem_count']} open attribution problem(s) (acknowledge in "
+            "attribution_sync_problems once handled): " + "; ".join(parts) + _more(problems, len(parts))
+        )
+    last_ok = row["last_ok_at"]
+    if configured:
+        if last is None:
+            faults.append(
+                f"Airflow connection {conn_id!r} is defined but no attribution sync run is recorded: "
+                "is events_attribution_sync paused?"
+            )
+        elif last_ok is None or (now - last_ok).total_seconds() > max_age_minutes * 60:
+            ago = (
+                f"{fmt_ts(last_ok)} ({(now - last_ok).total_seconds() / 60:.0f} min ago)"
+                if last_ok
+                else "never"
+            )
+            detail = f"{last['errors']} site error(s)"
+            if last.get("error"):
+                detail = f"error: {last['error']}"
+            elif last.get("error_sample"):
+                detail += f", e.g. {last['error_sample']}"
+            faults.append(
+                f"last attribution sync without errors: {ago}, older than "
+                f"events_attribution_sync_max_age_minutes = {max_age_minutes}; "
+                f"{row['recent_runs_with_errors']} of {row['recent_runs']} run(s) in that time had errors; "
+                f"last run #{last['sync_run_id']} at {fmt_ts(last['finished_at'])}: "
+                f"{last['status']}, {detail}; {waiting or 'sites waiting unknown'}"
+            )
+    if faults:
+        return CheckOutcome(name, False, with_runbook(name, " | ".join(faults)))
+    if not configured:
+        return CheckOutcome(
+            name,
+            True,
+            with_runbook(name, f"connection {conn_id!r} not defined: attribution sync off, no open problem"),
+        )
+    return CheckOutcome(
+        name,
+        True,
+        with_runbook(
+            name,
+            f"last attribution sync without errors at {fmt_ts(last_ok)}; last run #{last['sync_run_id']} "
+            f"{last['status']}, {last['sites_asked']} site(s) asked; {waiting}; no open problem",
+        ),
+    )
+
+
+def check_attribution_sync() -> CheckOutcome:
+    """Read the attribution sync's state from the events database and judge it."""
+    from events_pipeline.attribution.pixel_management import PIXEL_CONN_ID, load_config
+    from events_pipeline.attribution.sync import SYNC_MAX_AGE_MINUTES
+    from events_pipeline.common.db import connect, load_sql
+
+    max_age = int(get_setting(SYNC_MAX_AGE_MINUTES.name))
+    configured = load_config(PIXEL_CONN_ID) is not None
+    with connect() as conn:
+        cur = conn.execute(load_sql("health/attribution_sync.sql"), {"max_age_minutes": max_age})
+        row = as_dict(cur)
+    assert row is not None  # the query always returns one row
+    return evaluate_attribution_sync(
+        row, configured=configured, conn_id=PIXEL_CONN_ID, max_age_minutes=max_age
+    )
+
+
+def run_attribution_sync_check() -> str:
+    """Run ``check_attribution_sync``; raise ``AirflowFailException`` with its message when it fails.
+
+    A bad connection or Variable fails at once too (naming it): retrying cannot fix either.
+    """
+    from airflow.sdk.exceptions import AirflowFailException
+
+    try:
+        outcome = check_attribution_sync()
+    except SettingError as exc:
+        raise AirflowFailException(
+            f"check_attribution_sync [runbook: {runbook_link('check_attribution_sync')}]: {exc}"
+        ) from exc
     if not outcome.ok:
         raise AirflowFailException(outcome.message)
     log.info("OK %s", outcome.message)

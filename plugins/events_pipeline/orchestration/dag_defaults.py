@@ -18,7 +18,7 @@ log = logging.getLogger("events_pipeline.oncall")
 OWNER = "data-platform"
 #: Tags a DAG may carry (the integrity test enforces the allow-list).
 ALLOWED_TAGS = frozenset(
-    {"events", "ingest", "export", "maintenance", "privacy", "billing", "health", "schema"}
+    {"events", "ingest", "export", "maintenance", "privacy", "billing", "health", "schema", "attribution"}
 )
 #: Environment variable that moves the start date (read at parse time: no I/O).
 START_DATE_ENV = "EVENTS_PIPELINE_START_DATE"
@@ -62,6 +62,7 @@ DAG_IDS = (
     "events_gdpr_erasure",
     "events_billing",
     "events_health",
+    "events_attribution_sync",
 )
 
 

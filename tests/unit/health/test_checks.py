@@ -114,6 +114,19 @@ def test_quarantine_verdicts_ignore_error_files():
     assert "; and 3 more" in health.evaluate_quarantine(many, bucket="land").message
 
 
+def test_quarantine_reports_a_landing_file_that_was_named_like_a_companion():
+    objs = [
+        {"Key": "quarantine/c1/x.error.json", "LastModified": NOW},
+        {"Key": "quarantine/c1/x.error.json.error.json", "LastModified": NOW},
+    ]
+    out = health.evaluate_quarantine(
+        objs, bucket="land", reasons={"quarantine/c1/x.error.json": "bad suffix"}
+    )
+    assert not out.ok
+    assert "1 file(s)" in out.message and "quarantine/c1/x.error.json since" in out.message
+    assert [o["Key"] for o in health.quarantined_files(objs)] == ["quarantine/c1/x.error.json"]
+
+
 @pytest.mark.parametrize(
     ("raw", "reason"),
     [
