@@ -32,7 +32,7 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
-from events_pipeline.common.errors import PipelineError, SettingError
+from events_pipeline.common.errors import SettingError
 
 if TYPE_CHECKING:
     import httpx
@@ -55,8 +55,12 @@ ERROR = "error"
 DEFERRED = "deferred"
 
 
-class ServiceRefusedError(PipelineError):
-    """The service refused the credentials (401/403): no site can be resolved this run."""
+class ServiceRefusedError(SettingError):
+    """The service refused the credentials (401/403): no site can be resolved this run.
+
+    A setting error (the connection's token or headers): the task fails at once,
+    naming the connection, instead of retrying with the same credentials.
+    """
 
 
 @dataclass(frozen=True)

@@ -311,6 +311,9 @@ def test_refused_credentials_fail_the_task_naming_the_connection(sync_env, servi
 
     assert dr.state == "failed"
     assert task_states(dr)["resolve_sites"] == "failed"
+    (ti,) = [t for t in dr.get_task_instances() if t.task_id == "resolve_sites"]
+    assert ti.try_number == 1  # a credentials error is a setting error: not retried
+    assert service.asked("acme.com") == 1
     run = last_run(db)
     assert run["status"] == "aborted"
     assert "connection 'pixel_management'" in run["error"] and "refused the credentials" in run["error"]
