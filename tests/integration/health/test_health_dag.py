@@ -239,7 +239,7 @@ def test_checks_are_independent_tasks_on_hourly_intervals(dagbag):
     from airflow.providers.common.sql.operators.sql import SQLCheckOperator
 
     dag = dagbag.dags["events_health"]
-    assert len(CHECK_NAMES) == 8  # attribution, pending, batches, backlog, quarantine, rejected, exports, sync
+    assert len(CHECK_NAMES) == 8  # seven data checks and the attribution sync
     assert set(dag.task_ids) == CHECKS
     for t in dag.tasks:  # no chaining: a failing check never skips another
         assert not t.upstream_task_ids and not t.downstream_task_ids, t.task_id
