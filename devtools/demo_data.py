@@ -3,6 +3,14 @@
 Events look like what tracking.js sends: several hundred bytes of JSON with
 nested properties, real-looking user agents, IPv4 and IPv6 addresses, sessions
 and visitors that repeat, a mix of event types and sites.
+
+The landing files of ``make run`` (:func:`history_files`, :func:`current_files`)
+are the same bytes for the same hour (seeded by the hour, gzip without a
+timestamp), so a restart within the hour re-creates identical objects with
+identical ETags, which ingest never loads twice. Their traffic mix
+(:data:`DEMO_TRAFFIC`) keeps the unattributed share at 4 %: below the 5 % that
+``check_attribution_rate`` allows, even before ``initech.io`` is resolved by the
+pixel management service.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ import json
 import random
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -135,7 +143,8 @@ def ndjson_bytes(
     body = "".join(json.dumps(e, separators=(",", ":"), ensure_ascii=False) + "\n" for e in events).encode(
         "utf-8"
     )
-    return gzip.compress(body, compresslevel=gzip_level) if gzip_level is not None else body
+    # mtime=0: the same events give the same bytes (and the same S3 ETag) on every call
+    return gzip.compress(body, compresslevel=gzip_level, mtime=0) if gzip_level is not None else body
 
 
 #: A few lines that break contract §2 (docs/contract.md), each for a different reason (demo and tests).
@@ -146,3 +155,130 @@ BAD_LINES = (
     '{"event_type": "click", "timestamp": "2026-11-27T10:00:00Z", "ip_address": "999.1.1.1"}',  # bad IP
     "this is not json",
 )
+
+
+# --------------------------------------------------------------------------- make run's landing files
+
+#: Share (per cent) of each demo host in ``make run``'s landing files. 1 % come from a
+#: site no client owns and 3 % from ``app.initech.io``, which the demo leaves to the
+#: pixel management service: at most 4 % unattributed, under the 5 % that
+#: ``check_attribution_rate`` tolerates, whether or not that service answers.
+DEMO_TRAFFIC: tuple[tuple[str, int], ...] = (
+    ("www.acme.com", 30),
+    ("shop.acme.com", 18),
+    ("globex.de", 28),
+    ("blog.globex-shop.eu", 20),
+    ("app.initech.io", 3),
+    ("unknown.example.org", 1),
+)
+#: Events per demo batch file; the mixed file carries this many good lines.
+DEMO_BATCH_EVENTS = 2_000
+DEMO_MIXED_GOOD_LINES = 400
+#: Closed hours before the first start that get a landing file of their own (see :func:`history_files`).
+DEMO_HISTORY_HOURS = 2
+#: Minute of its hour at which a history file counts as delivered (its rows' ``created_at``).
+HISTORY_DELIVERY_MINUTE = 55
+
+
+@dataclass(frozen=True)
+class DemoFile:
+    """One landing file of the demo.
+
+    :param key: its key in the landing bucket (under ``incoming/``).
+    :param body: its bytes (identical for the same hour).
+    :param delivered_at: for a history file, the instant its load is dated back to
+        (inside a closed hour); ``None`` for a file of the current hour.
+    :param events: events in it (good lines).
+    :param bad_lines: lines that break the contract (rejected by ingest).
+    """
+
+    key: str
+    body: bytes = field(repr=False)
+    delivered_at: datetime | None = None
+    events: int = 0
+    bad_lines: int = 0
+
+
+def traffic_events(count: int, *, start: datetime, span: timedelta, seed: int) -> list[dict[str, Any]]:
+    """Return ``count`` events spread over ``[start, start + span)`` in the :data:`DEMO_TRAFFIC` mix.
+
+    Each host gets exactly its share (rounded; the largest host takes the rest),
+    in a shuffled order: the mix does not depend on the seed's luck.
+
+    :param count: number of events.
+    :param start: the first event's timestamp.
+    :param span: the time the events spread over.
+    :param seed: random seed (same seed, same events).
+    """
+    rng = random.Random(seed)
+    hosts = [host for host, share in DEMO_TRAFFIC for _ in range(count * share // 100)]
+    hosts += [DEMO_TRAFFIC[0][0]] * (count - len(hosts))
+    rng.shuffle(hosts)
+    step = span / max(count, 1)
+    return [make_event(rng, start + i * step, (host,)) for i, host in enumerate(hosts)]
+
+
+def _hour_seed(hour: datetime) -> int:
+    return int(hour.timestamp()) // 3600
+
+
+def history_files(now: datetime, hours: int = DEMO_HISTORY_HOURS) -> list[DemoFile]:
+    """Landing files for the ``hours`` closed hours before ``now``, each dated back into its hour.
+
+    A file for hour ``X`` holds the events of ``[X - 5 min, X + 55 min)`` and counts
+    as delivered at ``X + 55 min`` (:data:`HISTORY_DELIVERY_MINUTE`): loaded then,
+    its rows belong to hour ``X``, which the first export runs (catch-up) deliver.
+
+    :param now: the current time (UTC).
+    :param hours: how many closed hours.
+    """
+    current = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    files = []
+    for back in range(hours, 0, -1):
+        hour = current - timedelta(hours=back)
+        delivered = hour + timedelta(minutes=HISTORY_DELIVERY_MINUTE)
+        events = traffic_events(
+            DEMO_BATCH_EVENTS,
+            start=delivered - timedelta(hours=1),
+            span=timedelta(hours=1),
+            seed=_hour_seed(hour),
+        )
+        key = f"incoming/collector-1/{hour:%Y/%m/%d/%H}/batch-{hour:%H}55.ndjson.gz"
+        files.append(DemoFile(key, ndjson_bytes(events), delivered, len(events)))
+    return files
+
+
+def current_files(now: datetime) -> list[DemoFile]:
+    """The landing files of the current hour: one batch, and one file with a few bad lines.
+
+    Both hold events of the hour before; the second has :data:`BAD_LINES` among
+    :data:`DEMO_MIXED_GOOD_LINES` good lines (0.3 % of the hour's lines rejected,
+    under ``check_rejected_rate``'s 2 %).
+
+    :param now: the current time (UTC).
+    """
+    hour = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    seed = _hour_seed(hour)
+    batch = traffic_events(
+        DEMO_BATCH_EVENTS, start=hour - timedelta(hours=1), span=timedelta(hours=1), seed=seed
+    )
+    good = traffic_events(
+        DEMO_MIXED_GOOD_LINES, start=hour - timedelta(hours=1), span=timedelta(hours=1), seed=seed + 1
+    )
+    half = len(good) // 2
+    lines = [json.dumps(e) for e in good[:half]] + list(BAD_LINES) + [json.dumps(e) for e in good[half:]]
+    return [
+        DemoFile(
+            f"incoming/collector-1/{hour:%Y/%m/%d/%H}/batch-{hour:%H}00.ndjson.gz",
+            ndjson_bytes(batch),
+            None,
+            len(batch),
+        ),
+        DemoFile(
+            f"incoming/collector-2/{hour:%Y/%m/%d}/mixed-{hour:%H}.ndjson",
+            ("\n".join(lines) + "\n").encode(),
+            None,
+            len(good),
+            len(BAD_LINES),
+        ),
+    ]

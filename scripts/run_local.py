@@ -3,8 +3,9 @@
 This is what ``make run`` calls. It starts (each skipped when you point it at a
 real service through the environment):
 
-- an embedded PostgreSQL (pgserver) with data kept in ``.local/pgdata``
-  (databases ``events`` and ``airflow``), unless ``EVENTS_DB_URI`` is set;
+- an embedded PostgreSQL (pgserver) with data kept in ``.local/pg/data``
+  (databases ``events`` and ``airflow``; unix socket only), unless ``EVENTS_DB_URI``
+  and ``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN`` are set;
 - moto's S3 server on 127.0.0.1:``EVENTS_S3_PORT`` (9000), unless
   ``EVENTS_S3_ENDPOINT`` is set (MinIO, real S3 through ``AWS_*`` credentials);
 - a demo pixel management service on 127.0.0.1:``EVENTS_PIXEL_PORT`` (a free
@@ -12,8 +13,19 @@ real service through the environment):
   the demo then leaves ``initech.io`` out of ``client_domains`` so the sync maps it;
 
 then creates the buckets, applies migrations, seeds the demo clients and drops
-demo landing files, and runs ``airflow standalone`` with every DAG unpaused.
+demo landing files (on a first start, also two files of the hours before, loaded
+and dated back so that the first export runs deliver Parquet: see
+``devtools/demo_history.py``), and starts Airflow's components (API server/UI,
+scheduler with LocalExecutor, dag-processor, triggerer; what ``airflow standalone``
+runs, but without the log servers that would listen on every interface) with
+every DAG unpaused. Everything listens on 127.0.0.1. A busy port stops it within
+seconds naming the port and its variable; Airflow not healthy after
+``EVENTS_AIRFLOW_START_TIMEOUT`` seconds (90) is reported with its log files.
 Ctrl-C stops everything it started.
+
+The steps are separate functions (services: :func:`_databases`, :func:`_s3`,
+:func:`_pixel_management`; data: :func:`_prepare_data`; Airflow: :func:`_airflow_env`,
+:func:`_run_airflow`) so another runner (``scripts/run_celery.py``) reuses them.
 """
 
 from __future__ import annotations
@@ -35,6 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "plugins"), str(REPO)]
 
 from devtools import demo_data, devstack, pixel_management_server  # noqa: E402
+from devtools.devstack import FolderAccessError, PortInUseError  # noqa: E402
 
 log = logging.getLogger("run_local")
 
@@ -45,6 +58,25 @@ API_HOST = os.environ.get("AIRFLOW__API__HOST", "127.0.0.1")
 API_PORT = int(os.environ.get("AIRFLOW__API__PORT", "8080"))
 S3_PORT = int(os.environ.get("EVENTS_S3_PORT", "9000"))
 PIXEL_PORT = int(os.environ.get("EVENTS_PIXEL_PORT", "0"))
+#: The S3 endpoint is the local moto server (the only one that gets placeholder credentials).
+S3_LOCAL = not os.environ.get("EVENTS_S3_ENDPOINT")
+#: Seconds after which a not yet healthy Airflow is reported (with its log files).
+START_TIMEOUT = float(os.environ.get("EVENTS_AIRFLOW_START_TIMEOUT", "90"))
+#: Output of Airflow's components (one file each) and of ``airflow db migrate``.
+LOG_DIR = LOCAL / "logs"
+#: Airflow's components for the LocalExecutor (``airflow <args>``). The scheduler and
+#: triggerer skip their log servers: those bind every interface, and the API server
+#: reads the task logs from $AIRFLOW_HOME/logs on this machine anyway.
+COMPONENTS: dict[str, list[str]] = {
+    "api-server": ["api-server", "--host", API_HOST, "--port", str(API_PORT)],
+    "scheduler": ["scheduler", "--skip-serve-logs"],
+    "dag-processor": ["dag-processor"],
+    "triggerer": ["triggerer", "--skip-serve-logs"],
+}
+
+
+class StackError(RuntimeError):
+    """A step of the local stack failed; the message names it and its log file."""
 
 
 def main() -> int:
@@ -54,6 +86,7 @@ def main() -> int:
     LOCAL.mkdir(parents=True, exist_ok=True)
     stack: list[object] = []
     try:
+        _check_ports()
         events_dsn, airflow_sql_conn, events_conn_uri = _databases(stack)
         s3_endpoint = _s3(stack)
         pixel_conn = _pixel_management(stack)
@@ -64,6 +97,9 @@ def main() -> int:
         service_only = pixel_management_server.SERVICE_ONLY_DOMAINS if pixel_conn else ()
         _prepare_data(events_dsn, s3_endpoint, service_only)
         return _run_airflow(env)
+    except (PortInUseError, FolderAccessError, StackError) as exc:
+        log.error("%s", exc)
+        return 1
     finally:
         for thing in reversed(stack):
             try:
@@ -73,12 +109,33 @@ def main() -> int:
         log.info("stopped")
 
 
+def _check_ports() -> None:
+    """Fail within seconds, naming port and variable, when a port the stack needs is taken.
+
+    :raises PortInUseError: the first busy port (UI/API, local S3 server, demo pixel service).
+    """
+    devstack.check_port_free(
+        API_PORT, setting="AIRFLOW__API__PORT", purpose="the Airflow UI and API", host=API_HOST
+    )
+    if S3_LOCAL:
+        devstack.check_port_free(S3_PORT, setting="EVENTS_S3_PORT", purpose="the local S3 server")
+    if not os.environ.get("AIRFLOW_CONN_PIXEL_MANAGEMENT"):
+        devstack.check_port_free(
+            PIXEL_PORT, setting="EVENTS_PIXEL_PORT", purpose="the demo pixel management service"
+        )
+
+
 def _databases(stack: list[object]) -> tuple[str, str, str]:
+    """Start the embedded PostgreSQL unless both databases are given; return the events DSN,
+    Airflow's SQLAlchemy URI and the ``events_db`` connection URI.
+
+    Its data stays in ``$EVENTS_HOME/pg/data``; folder modes change only inside ``$EVENTS_HOME``.
+    """
     events_uri = os.environ.get("EVENTS_DB_URI")
     airflow_conn = os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
     pg = None
     if not events_uri or not airflow_conn:
-        pg = devstack.start_postgres(LOCAL / "pg" / "data")
+        pg = devstack.start_postgres(LOCAL / "pg" / "data", confine_to=LOCAL)
         stack.append(pg)
         for name in ("events", "airflow"):
             pg.create_database(name)
@@ -95,9 +152,14 @@ def _databases(stack: list[object]) -> tuple[str, str, str]:
 
 
 def _s3(stack: list[object]) -> str:
+    """Start the local S3 server unless ``EVENTS_S3_ENDPOINT`` is set; return the endpoint.
+
+    A real endpoint is used with the AWS credential chain (``AWS_ACCESS_KEY_ID`` /
+    ``AWS_SECRET_ACCESS_KEY``, a profile...); placeholder credentials go to the local server only.
+    """
     endpoint = os.environ.get("EVENTS_S3_ENDPOINT")
     if endpoint:
-        log.info("S3: %s (EVENTS_S3_ENDPOINT)", endpoint)
+        log.info("S3: %s (EVENTS_S3_ENDPOINT, credentials from the AWS_* environment)", endpoint)
         return endpoint
     s3 = devstack.start_s3(S3_PORT)
     stack.append(s3)
@@ -150,9 +212,15 @@ def _airflow_env(events_conn_uri: str, airflow_sql_conn: str, s3_endpoint: str) 
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_sql_conn,
         "AIRFLOW__API__HOST": API_HOST,
         "AIRFLOW__API__PORT": str(API_PORT),
+        # tasks reach the execution API here (the default assumes localhost:8080)
+        "AIRFLOW__API__BASE_URL": f"http://{API_HOST}:{API_PORT}",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://{API_HOST}:{API_PORT}/execution/",
+        "AIRFLOW__CORE__AUTH_MANAGER": (
+            "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+        ),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
         "AIRFLOW_CONN_EVENTS_DB": events_conn_uri,
-        "AIRFLOW_CONN_AWS_DEFAULT": devstack.aws_connection_json(s3_endpoint),
+        "AIRFLOW_CONN_AWS_DEFAULT": devstack.aws_connection_json(s3_endpoint, local=S3_LOCAL),
         "AIRFLOW_VAR_EVENTS_LANDING_BUCKET": LANDING,
         "AIRFLOW_VAR_EVENTS_BACKUP_BUCKET": BACKUP,
         "AIRFLOW_VAR_EVENTS_IP_HASH_SECRET": _ip_hash_secret(),
@@ -163,34 +231,109 @@ def _airflow_env(events_conn_uri: str, airflow_sql_conn: str, s3_endpoint: str) 
 
 
 def _prepare_data(events_dsn: str, s3_endpoint: str, service_only: tuple[str, ...] = ()) -> None:
-    import boto3
+    """Migrate, seed the demo clients, create the buckets and drop the demo landing files.
+
+    On an events database without landing files (the first start) the files of
+    the two closed hours before now are loaded first, through the ingest code,
+    and dated back into their hours (``devtools/demo_history.py``): the first
+    export runs then deliver Parquet within minutes instead of an hour later.
+    The current hour's files are the same bytes all hour long and are not
+    uploaded again when the registry already has them: a restart within the
+    hour loads nothing twice.
+
+    Expects the Airflow environment of :func:`_airflow_env` in ``os.environ``.
+
+    :param events_dsn: libpq connection string of the events database.
+    :param s3_endpoint: the S3 endpoint.
+    :param service_only: demo domains left to the pixel management service (its
+        demo server runs): one attribution sync also runs before the first exports.
+    :raises StackError: loading the history failed (names its log file).
+    """
     import psycopg
 
     from events_pipeline.common.migrations import apply_migrations
     from events_pipeline.common.partitions import ensure_partitions_around
 
-    with psycopg.connect(events_dsn) as conn:
+    try:
+        conn = psycopg.connect(events_dsn, connect_timeout=15)
+    except psycopg.OperationalError as exc:
+        source = "EVENTS_DB_URI" if os.environ.get("EVENTS_DB_URI") else "the embedded PostgreSQL"
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        raise StackError(f"cannot connect to the events database ({source}): {first_line}") from exc
+    with conn:
         applied = apply_migrations(conn)
         ensure_partitions_around(conn)
         log.info("migrations: %s", ", ".join(applied) or "none pending")
         _seed_clients(conn, service_only)
+        row = conn.execute("SELECT NOT EXISTS (SELECT 1 FROM landing_files)").fetchone()
+        first_start = bool(row and row[0])
     buckets = [LANDING, BACKUP] + [f"{c.client_id}-analytics" for c in demo_data.DEMO_CLIENTS]
-    devstack.create_buckets(s3_endpoint, buckets)
-    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
-    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-    keys = []
-    for i in range(6):
-        hour = now - timedelta(hours=5 - i)
-        events = list(demo_data.iter_events(2_000, start=hour, seed=i))
-        key = f"incoming/collector-1/{hour:%Y/%m/%d/%H}/batch-{i:03d}.ndjson.gz"
-        s3.put_object(Bucket=LANDING, Key=key, Body=demo_data.ndjson_bytes(events))
-        keys.append(key)
-    good = [json.dumps(e) for e in demo_data.iter_events(200, start=now, seed=99)]
-    mixed = "\n".join(good[:100] + list(demo_data.BAD_LINES) + good[100:]) + "\n"
-    key = f"incoming/collector-2/{now:%Y/%m/%d}/mixed-{now:%H}.ndjson"
-    s3.put_object(Bucket=LANDING, Key=key, Body=mixed.encode())
-    keys.append(key)
-    log.info("demo landing files in s3://%s/: %s", LANDING, ", ".join(keys))
+    devstack.create_buckets(s3_endpoint, buckets, local=S3_LOCAL)
+    s3 = devstack.s3_client(s3_endpoint, local=S3_LOCAL)
+    now = datetime.now(UTC)
+    if first_start:
+        _load_history(s3, demo_data.history_files(now), sync_attribution=bool(service_only))
+    files = demo_data.current_files(now)
+    landed = _registered_keys(events_dsn, [f.key for f in files])
+    for f in files:
+        if f.key not in landed:
+            s3.put_object(Bucket=LANDING, Key=f.key, Body=f.body)
+    if landed:
+        log.info(
+            "demo files of this hour already loaded (restart within the hour): %s", ", ".join(sorted(landed))
+        )
+    fresh = [f.key for f in files if f.key not in landed]
+    if fresh:
+        log.info("demo landing files for events_ingest in s3://%s/: %s", LANDING, ", ".join(fresh))
+
+
+def _registered_keys(events_dsn: str, keys: list[str]) -> set[str]:
+    """The ``keys`` that the ingest registry (``landing_files``) already knows in the landing bucket."""
+    import psycopg
+
+    with psycopg.connect(events_dsn) as conn:
+        rows = conn.execute(
+            "SELECT key FROM landing_files WHERE bucket = %s AND key = ANY(%s)", (LANDING, keys)
+        ).fetchall()
+    return {r[0] for r in rows}
+
+
+def _load_history(s3: object, files: list[demo_data.DemoFile], *, sync_attribution: bool) -> None:
+    """Upload the history files, load them with the ingest code and date them back (own process).
+
+    :param s3: a boto3 S3 client.
+    :param files: :func:`demo_data.history_files`.
+    :param sync_attribution: run one attribution sync before dating back.
+    :raises StackError: the loader failed or took over 5 minutes (names its log file).
+    """
+    for f in files:
+        s3.put_object(Bucket=LANDING, Key=f.key, Body=f.body)  # type: ignore[attr-defined]
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    log_path = LOG_DIR / "demo-history.log"
+    argv = [sys.executable, "-m", "devtools.demo_history"]
+    argv += [f"{f.key}={f.delivered_at.isoformat()}" for f in files if f.delivered_at]
+    if sync_attribution:
+        argv.append("--sync-attribution")
+    result_path = LOG_DIR / "demo-history.json"
+    argv += ["--result", str(result_path)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "plugins"), str(REPO)])}
+    started = time.monotonic()
+    with log_path.open("ab") as err:
+        try:
+            result = subprocess.run(
+                argv, env=env, cwd=REPO, stdout=err, stderr=subprocess.STDOUT, timeout=300, check=False
+            )
+        except subprocess.TimeoutExpired:
+            raise StackError(f"loading the demo history took over 300 s; see {log_path}") from None
+    if result.returncode != 0:
+        raise StackError(f"loading the demo history failed (exit code {result.returncode}); see {log_path}")
+    moved = json.loads(result_path.read_text())
+    log.info(
+        "demo history: %s loaded and dated back into their hours in %.0f s (%s rows)",
+        ", ".join(f"{f.key} -> {f.delivered_at:%H:%M}" for f in files if f.delivered_at),
+        time.monotonic() - started,
+        sum(moved.values()),
+    )
 
 
 def _seed_clients(conn: object, service_only: tuple[str, ...] = ()) -> None:
@@ -212,46 +355,184 @@ def _seed_clients(conn: object, service_only: tuple[str, ...] = ()) -> None:
 
 
 def _run_airflow(env: dict[str, str]) -> int:
-    run_env = dict(os.environ)
-    run_env.update(env)
+    """Migrate Airflow's database, start its components, report when healthy, run until Ctrl-C.
+
+    :param env: the Airflow environment (:func:`_airflow_env`).
+    :return: 0 after Ctrl-C / SIGTERM, 1 when a component stopped by itself.
+    :raises StackError: ``airflow db migrate`` failed, or a component died while starting.
+    """
+    run_env = {**os.environ, **env}
+    # components start `airflow` by name (the scheduler's task processes too)
     run_env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{run_env.get('PATH', '')}"
-    logfile = LOCAL / "airflow" / "standalone.log"
-    log.info("starting airflow standalone (output in %s)", logfile)
-    with logfile.open("ab") as out:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "airflow"), "standalone"],
-            env=run_env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
     stop = {"asked": False}
 
     def _stop(signum: int, _frame: object) -> None:
         if not stop["asked"]:
             log.info("stopping airflow (signal %d), this takes ~10-30 s...", signum)
         stop["asked"] = True
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGINT)
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
-    url = f"http://{API_HOST}:{API_PORT}"
-    if _wait_healthy(url, proc):
-        _print_banner(url, env)
-    while proc.poll() is None and not stop["asked"]:
+    _migrate_airflow(run_env)
+    if stop["asked"]:
+        return 0
+    procs = _start_airflow(run_env)
+    try:
+        url = f"http://{API_HOST}:{API_PORT}"
+        if _wait_ready(url, procs, stop):
+            _print_banner(url, env)
+        return _supervise(procs, stop)
+    finally:
+        _stop_airflow(procs)
+
+
+def _migrate_airflow(env: dict[str, str]) -> None:
+    """``airflow db migrate`` once, before the components start (they share its ``airflow.cfg``).
+
+    :raises StackError: it failed or took longer than 5 minutes (names its log file).
+    """
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    log_path = LOG_DIR / "airflow-db-migrate.log"
+    log.info("airflow db migrate (output in %s)", log_path)
+    with log_path.open("ab") as out:
+        try:
+            code = subprocess.run(
+                [_airflow_bin(), "db", "migrate"],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                timeout=300,
+                check=False,
+            ).returncode
+        except subprocess.TimeoutExpired:
+            raise StackError(f"airflow db migrate took over 300 s; see {log_path}") from None
+    if code != 0:
+        raise StackError(f"airflow db migrate exited with code {code}; see {log_path}:\n{_tail(log_path)}")
+
+
+def _airflow_bin() -> str:
+    return str(Path(sys.executable).parent / "airflow")
+
+
+def _start_airflow(env: dict[str, str]) -> dict[str, subprocess.Popen[bytes]]:
+    """Start every component of :data:`COMPONENTS`, each in its own process group, output to ``LOG_DIR``.
+
+    :param env: the environment of the components.
+    :return: component name -> process.
+    """
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    for name, args in COMPONENTS.items():
+        log_path = _component_log(name)
+        with log_path.open("ab") as out:
+            procs[name] = subprocess.Popen(
+                [_airflow_bin(), *args],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+    log.info("started airflow %s (output in %s/airflow-*.log)", ", ".join(procs), LOG_DIR)
+    return procs
+
+
+def _component_log(name: str) -> Path:
+    return LOG_DIR / f"airflow-{name}.log"
+
+
+def _tail(path: Path, lines: int = 8) -> str:
+    """The last ``lines`` lines of ``path``, indented (empty when unreadable)."""
+    try:
+        text = path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return ""
+    return "\n".join(f"    {line}" for line in text)
+
+
+def _dead(procs: dict[str, subprocess.Popen[bytes]]) -> str | None:
+    """A message for the first component that exited, or None while all run."""
+    for name, proc in procs.items():
+        if proc.poll() is not None:
+            log_path = _component_log(name)
+            return f"airflow {name} exited with code {proc.returncode}; see {log_path}:\n{_tail(log_path)}"
+    return None
+
+
+def _health(url: str) -> dict[str, str]:
+    """Component -> status from ``/api/v2/monitor/health`` (empty while the API server does not answer)."""
+    try:
+        with urllib.request.urlopen(f"{url}/api/v2/monitor/health", timeout=2) as resp:  # noqa: S310
+            body = json.loads(resp.read())
+    except (OSError, ValueError):
+        return {}
+    return {name: str((part or {}).get("status")) for name, part in body.items() if isinstance(part, dict)}
+
+
+def _wait_ready(url: str, procs: dict[str, subprocess.Popen[bytes]], stop: dict[str, bool]) -> bool:
+    """Wait until the API server answers and reports a healthy scheduler and dag-processor.
+
+    After :data:`START_TIMEOUT` seconds (and again every as many), says which part
+    is not up yet and where its log is, instead of waiting silently.
+
+    :return: True when ready, False when stopped first.
+    :raises StackError: a component exited meanwhile (names it, its exit code and log).
+    """
+    started = time.monotonic()
+    next_warning = START_TIMEOUT
+    while not stop["asked"]:
+        problem = _dead(procs)
+        if problem:
+            raise StackError(problem)
+        health = _health(url)
+        if health and all(health.get(k) == "healthy" for k in ("metadatabase", "scheduler", "dag_processor")):
+            log.info("airflow healthy after %.0f s", time.monotonic() - started)
+            return True
+        waited = time.monotonic() - started
+        if waited >= next_warning:
+            waiting = {"api-server": f"no answer at {url}/api/v2/monitor/health"} if not health else {}
+            for part, name in (("scheduler", "scheduler"), ("dag_processor", "dag-processor")):
+                if health and health.get(part) != "healthy":
+                    waiting[name] = f"{part} {health.get(part)}"
+            log.warning(
+                "airflow is not up after %.0f s (EVENTS_AIRFLOW_START_TIMEOUT=%.0f), still waiting: %s",
+                waited,
+                START_TIMEOUT,
+                "; ".join(f"{what}, log {_component_log(name)}" for name, what in waiting.items()),
+            )
+            next_warning += START_TIMEOUT
+        time.sleep(1)
+    return False
+
+
+def _supervise(procs: dict[str, subprocess.Popen[bytes]], stop: dict[str, bool]) -> int:
+    """Block until a signal (0) or until a component exits by itself (1, logged with its log file)."""
+    while not stop["asked"]:
+        problem = _dead(procs)
+        if problem:
+            log.error("%s", problem)
+            return 1
         time.sleep(0.5)
-    _stop_process_group(proc)
-    if not stop["asked"]:
-        log.error("airflow standalone exited with code %s; see %s", proc.returncode, logfile)
-        return proc.returncode or 1
     return 0
 
 
-def _stop_process_group(proc: subprocess.Popen[bytes]) -> None:
-    """Stop standalone and every process it started (scheduler, workers, dag-processor).
+def _stop_airflow(procs: dict[str, subprocess.Popen[bytes]]) -> None:
+    """Stop the components: scheduler, dag-processor and triggerer first (in parallel), the API
+    server last (running tasks report their end to it); each with its whole process group."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    SIGINT to standalone first (its own clean shutdown), then SIGTERM and finally
+    first = [p for name, p in procs.items() if name != "api-server"]
+    last = [p for name, p in procs.items() if name == "api-server"]
+    for group in (first, last):
+        if group:
+            with ThreadPoolExecutor(max_workers=len(group)) as pool:
+                list(pool.map(_stop_process_group, group))
+
+
+def _stop_process_group(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a component and every process it started (task processes, API server workers...).
+
+    SIGINT to the component first (its own clean shutdown), then SIGTERM and finally
     SIGKILL to its whole process group, so no orphan survives Ctrl-C.
     """
     for sig, grace in ((signal.SIGINT, 20.0), (signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
@@ -297,9 +578,15 @@ def _print_banner(url: str, env: dict[str, str]) -> None:
     password = "see " + str(pw_file)
     with contextlib.suppress(OSError, ValueError):
         password = json.loads(pw_file.read_text()).get(users, password)
+    client_buckets = ", ".join(f"{c.client_id}-analytics" for c in demo_data.DEMO_CLIENTS)
     print(
         f"\n  Airflow UI: {url}\n  login: {users} / {password}\n"
         f"  landing bucket: s3://{LANDING}/incoming/  (S3 endpoint in connection aws_default)\n"
+        f"  client buckets: {client_buckets}; backup: {BACKUP}\n"
+        "  next minutes: events_ingest loads this hour's demo files, events_export catches up the\n"
+        "  hours since the start date (Parquet in the client buckets), events_health checks the\n"
+        "  last hour (README: 'The first hour of make run')\n"
+        f"  logs: {LOG_DIR}/airflow-*.log, task logs under {Path(env['AIRFLOW_HOME']) / 'logs'}\n"
         "  Ctrl-C stops Airflow, the S3 server and PostgreSQL.\n",
         flush=True,
     )

@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import urllib.parse
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +142,34 @@ def test_missing_ip_hash_secret_fails_fast(docker_config: Path, env_file: Path, 
     assert "AIRFLOW_VAR_EVENTS_IP_HASH_SECRET" in result.stderr, result.stderr
 
 
+def test_init_env_starts_the_dags_at_the_current_hour(env_file: Path) -> None:
+    """No flood of catch-up runs: the DAGs of a new deployment start at the hour of init."""
+    from events_pipeline.orchestration.dag_defaults import start_date_from_env
+
+    value = _read_env_file(env_file)["EVENTS_PIPELINE_START_DATE"]
+    start = datetime.fromisoformat(value)
+    assert start.utcoffset() == timedelta(0), value
+    assert (start.minute, start.second, start.microsecond) == (0, 0, 0), value
+    now = datetime.now(UTC)
+    # At most the one run of the hour init-env.sh ran in (two if this test straddles an hour).
+    assert now - timedelta(hours=2) < start <= now, value
+    assert start_date_from_env(value) == start
+    assert "EVENTS_PIPELINE_START_DATE=" in ENV_EXAMPLE.read_text(encoding="utf-8")
+    assert "EVENTS_PIPELINE_START_DATE" in (REPO / "docs" / "docker.md").read_text(encoding="utf-8")
+
+
+def test_missing_start_date_fails_fast_naming_it(docker_config: Path, env_file: Path, tmp_path: Path) -> None:
+    """An old .env without the line must not fall back to a past default (a flood of export runs)."""
+    lines = env_file.read_text(encoding="utf-8").splitlines()
+    without = [line for line in lines if not line.startswith("EVENTS_PIPELINE_START_DATE=")]
+    assert len(without) == len(lines) - 1
+    env = tmp_path / "no-start-date.env"
+    env.write_text("\n".join(without) + "\n", encoding="utf-8")
+    result = _compose(docker_config, env, "config", "-q")
+    assert result.returncode == 1
+    assert "EVENTS_PIPELINE_START_DATE" in result.stderr and "init-env.sh" in result.stderr, result.stderr
+
+
 def test_resolved_connections_and_variables_come_from_env(docker_config: Path, env_file: Path) -> None:
     values = _read_env_file(env_file)
     config = _resolved(docker_config, env_file)
@@ -152,6 +181,8 @@ def test_resolved_connections_and_variables_come_from_env(docker_config: Path, e
         assert env["AIRFLOW_VAR_EVENTS_BACKUP_BUCKET"] == "events-backup"
         assert env["AIRFLOW__CORE__FERNET_KEY"] == values["AIRFLOW__CORE__FERNET_KEY"]
         assert env["AIRFLOW__API_AUTH__JWT_SECRET"] == values["AIRFLOW__API_AUTH__JWT_SECRET"]
+
+        assert env["EVENTS_PIPELINE_START_DATE"] == values["EVENTS_PIPELINE_START_DATE"], name
 
     env = config["services"]["airflow-scheduler"]["environment"]
     aws = urllib.parse.urlsplit(env["AIRFLOW_CONN_AWS_DEFAULT"])
@@ -322,7 +353,11 @@ def test_init_env_never_overwrites(env_file: Path) -> None:
     assert "already exists" in result.stderr
     assert env_file.read_text(encoding="utf-8") == before
     values = _read_env_file(env_file)
-    secrets = [values[k] for k, v in _read_env_file(ENV_EXAMPLE).items() if v == ""]
+    secrets = [
+        values[k]
+        for k, v in _read_env_file(ENV_EXAMPLE).items()
+        if v == "" and k != "EVENTS_PIPELINE_START_DATE"  # the current hour, not a secret
+    ]
     assert all(len(s) >= 32 for s in secrets) and len(set(secrets)) == len(secrets)
     assert oct(env_file.stat().st_mode & 0o777) == "0o600"
 

@@ -65,3 +65,120 @@ def test_migrate_dag_without_events_db_fails_with_one_clear_line(run_dag, monkey
     lines = [r.getMessage() for r in caplog.records if "FAILED dag=events_db_migrate" in r.getMessage()]
     assert lines, [r.getMessage() for r in caplog.records][-10:]
     assert "SettingError" in lines[-1] and "'events_db' is not defined" in lines[-1]
+
+
+# ------------------------------------------- through whole DAG runs: fail on try 1, name it
+
+#: A logical date whose intervals fall inside the test run's partitions and start date.
+LOGICAL_DATE = datetime(2026, 11, 27, 5, tzinfo=UTC)
+
+
+def _failed_tries(dag_run: object) -> dict[str, int]:
+    """Map each failed task (``task[map_index]``) to the try it failed on."""
+    return {
+        f"{ti.task_id}[{ti.map_index}]": ti.try_number
+        for ti in dag_run.get_task_instances()  # type: ignore[attr-defined]
+        if str(ti.state) == "failed"
+    }
+
+
+def _oncall_lines(caplog: pytest.LogCaptureFixture, dag_id: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if f"FAILED dag={dag_id} " in r.getMessage()]
+
+
+def _assert_fails_once_naming(dag_run: object, lines: list[str], *names: str) -> None:
+    """The run failed, every failed task on its first try, each on-call line naming ``names``."""
+    assert dag_run.state == "failed", task_states(dag_run)  # type: ignore[attr-defined]
+    failed = _failed_tries(dag_run)
+    assert failed, task_states(dag_run)
+    assert set(failed.values()) == {1}, f"retried instead of failing at once: {failed}"
+    assert lines, "no on-call FAILED line was logged"
+    for line in lines:
+        assert "try=1 " in line, line
+        for name in names:
+            assert name in line, line
+
+
+@pytest.mark.parametrize(
+    "dag_id",
+    [
+        "events_db_migrate",
+        "events_ingest",
+        "events_export",
+        "events_billing",
+        "events_maintenance",
+        "events_gdpr_erasure",
+        "events_health",
+    ],
+)
+def test_dag_run_without_events_db_fails_on_first_try_naming_it(
+    dag_id: str, run_dag, s3, monkeypatch, caplog
+) -> None:
+    monkeypatch.delenv("AIRFLOW_CONN_EVENTS_DB", raising=False)
+    with caplog.at_level(logging.ERROR):
+        dr = run_dag(dag_id, logical_date=LOGICAL_DATE)
+    _assert_fails_once_naming(
+        dr, _oncall_lines(caplog, dag_id), "'events_db' is not defined", "AIRFLOW_CONN_EVENTS_DB"
+    )
+
+
+@pytest.mark.parametrize(
+    ("dag_id", "variable"),
+    [
+        ("events_ingest", "events_landing_bucket"),
+        ("events_gdpr_erasure", "events_backup_bucket"),
+    ],
+)
+def test_dag_run_without_a_required_variable_fails_on_first_try_naming_it(
+    dag_id: str, variable: str, run_dag, s3, monkeypatch, caplog
+) -> None:
+    monkeypatch.delenv(f"AIRFLOW_VAR_{variable.upper()}", raising=False)
+    with caplog.at_level(logging.ERROR):
+        dr = run_dag(dag_id, logical_date=LOGICAL_DATE)
+    _assert_fails_once_naming(
+        dr,
+        _oncall_lines(caplog, dag_id),
+        f"Variable {variable!r} is not set",
+        f"AIRFLOW_VAR_{variable.upper()}",
+    )
+
+
+def test_dag_run_without_aws_default_fails_on_first_try_naming_it(run_dag, s3, monkeypatch, caplog) -> None:
+    """Without the check the AWS hook would silently use real AWS and retry for minutes."""
+    monkeypatch.delenv("AIRFLOW_CONN_AWS_DEFAULT", raising=False)
+    with caplog.at_level(logging.ERROR):
+        dr = run_dag("events_ingest", logical_date=LOGICAL_DATE)
+    _assert_fails_once_naming(
+        dr, _oncall_lines(caplog, "events_ingest"), "'aws_default' is not defined", "AIRFLOW_CONN_AWS_DEFAULT"
+    )
+
+
+def test_client_export_connection_missing_fails_on_first_try_naming_it(
+    run_dag, s3, db, clean_tables, caplog
+) -> None:
+    s3.create_bucket(Bucket="acme-analytics")
+    db.execute(
+        "INSERT INTO clients (client_id, name, export_bucket, export_prefix, export_conn_id) "
+        "VALUES ('acme', 'Acme', 'acme-analytics', 'events/acme', 'acme_bucket')"
+    )
+    with caplog.at_level(logging.ERROR):
+        dr = run_dag("events_export", logical_date=LOGICAL_DATE)
+    _assert_fails_once_naming(
+        dr, _oncall_lines(caplog, "events_export"), "'acme_bucket' is not defined", "AIRFLOW_CONN_ACME_BUCKET"
+    )
+
+
+def test_migration_refused_fails_the_migrate_dag_on_first_try(run_dag, migrated_db, db, caplog) -> None:
+    """An applied migration whose recorded checksum no longer matches: MigrationError, not retried."""
+    (version, checksum) = db.execute(
+        "SELECT version, checksum FROM schema_migrations ORDER BY version LIMIT 1"
+    ).fetchone()
+    db.execute("UPDATE schema_migrations SET checksum = 'edited' WHERE version = %s", (version,))
+    try:
+        with caplog.at_level(logging.ERROR):
+            dr = run_dag("events_db_migrate", logical_date=LOGICAL_DATE)
+    finally:
+        db.execute("UPDATE schema_migrations SET checksum = %s WHERE version = %s", (checksum, version))
+    _assert_fails_once_naming(
+        dr, _oncall_lines(caplog, "events_db_migrate"), "MigrationError", f"{version}.sql was edited"
+    )

@@ -9,12 +9,15 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from events_pipeline.common.errors import ServiceUnreachableError, SettingError
-from events_pipeline.common.settings import EVENTS_DB_CONN_ID, SQL_ROOT
+from events_pipeline.common.settings import EVENTS_DB_CONN_ID, SQL_ROOT, missing_connection
 
 if TYPE_CHECKING:
     import psycopg
 
 log = logging.getLogger(__name__)
+
+#: How a PostgreSQL connection is written in ``AIRFLOW_CONN_<ID>`` (for error messages).
+POSTGRES_CONN_HOW = "a postgres:// URI (postgres://user:password@host:5432/database)"
 
 
 @cache
@@ -56,10 +59,7 @@ def connect(conn_id: str = EVENTS_DB_CONN_ID, *, autocommit: bool = False) -> It
         hook = _hook(conn_id)
         conn = hook.get_conn()
     except AirflowNotFoundException as exc:
-        raise SettingError(
-            f"Airflow connection {conn_id!r} is not defined: create it (Admin > Connections) "
-            f"or set AIRFLOW_CONN_{conn_id.upper()} to a postgres:// URI"
-        ) from exc
+        raise missing_connection(conn_id, POSTGRES_CONN_HOW) from exc
     except psycopg.OperationalError as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
         raise ServiceUnreachableError(

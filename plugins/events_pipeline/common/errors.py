@@ -9,7 +9,14 @@ class PipelineError(Exception):
     """Base class of every error raised by this package."""
 
 
-class SettingError(PipelineError, AirflowFailException):
+class PermanentError(PipelineError, AirflowFailException):
+    """Retrying cannot help: the task fails on its first try, the message naming the cause.
+
+    An ``AirflowFailException``, so Airflow skips the task's retries.
+    """
+
+
+class SettingError(PermanentError):
     """A connection or Variable is missing or invalid; retrying will not help.
 
     An ``AirflowFailException``: the task fails at once, naming the setting,

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from events_pipeline.common.db import advisory_lock
-from events_pipeline.common.errors import PipelineError
+from events_pipeline.common.errors import PermanentError, PipelineError
 from events_pipeline.common.settings import MIGRATIONS_DIR
 
 if TYPE_CHECKING:
@@ -97,8 +97,14 @@ def statement_checksum(text: str) -> str:
     return hashlib.sha256(statements_only(text).encode("utf-8")).hexdigest()
 
 
-class MigrationError(PipelineError):
-    """A migration file is malformed, was edited after being applied, or failed."""
+class MigrationError(PermanentError):
+    """A migration file is malformed, was edited after being applied, or failed.
+
+    Not retried (a :class:`PermanentError`, so an ``AirflowFailException``): the
+    same files fail the same way on every try, and the message already names
+    the file and PostgreSQL's error. An unreachable database is a
+    ``ServiceUnreachableError`` instead, which is retried.
+    """
 
 
 @dataclass(frozen=True)
@@ -156,7 +162,9 @@ def apply_migrations(conn: psycopg.Connection, directory: Path = MIGRATIONS_DIR)
     :param conn: an open psycopg connection (its autocommit mode is changed).
     :param directory: folder of migration files.
     :raises MigrationError: a file was edited after being applied, or failed to
-        apply (naming the file and PostgreSQL's message).
+        apply (naming the file and PostgreSQL's message); not retried.
+    :raises PipelineError: the connection was lost or a lock wait or statement
+        was cancelled while applying a file (retried).
     """
     import psycopg
 
@@ -193,8 +201,15 @@ def apply_migrations(conn: psycopg.Connection, directory: Path = MIGRATIONS_DIR)
                         "INSERT INTO schema_migrations (version, checksum) VALUES (%s, %s)",
                         (migration.version, migration.checksum),
                     )
+            except psycopg.OperationalError as exc:  # connection lost, lock timeout, cancel: may pass later
+                raise PipelineError(
+                    f"migration {migration.path.name} was interrupted and rolled back: {exc}"
+                ) from exc
             except psycopg.Error as exc:
-                raise MigrationError(f"migration {migration.path.name} failed: {exc}") from exc
+                raise MigrationError(
+                    f"migration {migration.path.name} failed and was rolled back (earlier files stay "
+                    f"applied; fix its SQL, see docs/runbook.md#events_db_migrate): {exc}"
+                ) from exc
             done.append(migration.version)
         log.info(
             "migrations: %d applied now, %d already applied, %d on disk",

@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from events_pipeline.common.errors import ServiceUnreachableError, SettingError
-from events_pipeline.common.settings import AWS_CONN_ID
+from events_pipeline.common.settings import AWS_CONN_ID, require_connection
+
+#: How an AWS connection is written in ``AIRFLOW_CONN_<ID>`` (for error messages).
+AWS_CONN_HOW = (
+    'JSON like {"conn_type": "aws", "login": "<access key>", "password": "<secret key>", '
+    '"extra": {"endpoint_url": "http://minio:9000"}} (endpoint_url only for MinIO or another '
+    "S3-compatible server; without login/password the AWS default credential chain is used)"
+)
 
 #: S3 error codes meaning "no such key" (HEAD answers bare HTTP codes, GET named ones).
 NO_SUCH_KEY = frozenset({"NoSuchKey", "404", "NotFound"})
@@ -32,20 +39,19 @@ def s3_client(conn_id: str | None = None) -> Any:
     """Return a boto3 S3 client built from the Airflow connection ``conn_id``.
 
     The connection's ``endpoint_url`` extra (MinIO, a local S3 server) is honoured.
+    The connection must exist: the AWS hook would otherwise fall back to the
+    default credentials and real AWS without a word, and fail later with an
+    error that is retried for minutes (``aws_default`` for the landing and
+    backup buckets, a client's ``clients.export_conn_id`` for its bucket).
 
     :param conn_id: Airflow AWS connection id; ``None`` means ``aws_default``.
-    :raises SettingError: the connection does not exist.
+    :raises SettingError: the connection does not exist (names it and ``AIRFLOW_CONN_<ID>``).
     """
-    from airflow.exceptions import AirflowNotFoundException
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
     conn_id = conn_id or AWS_CONN_ID
-    try:
-        return S3Hook(aws_conn_id=conn_id).get_conn()
-    except AirflowNotFoundException as exc:
-        raise SettingError(
-            f"Airflow connection {conn_id!r} is not defined: create it or set AIRFLOW_CONN_{conn_id.upper()}"
-        ) from exc
+    require_connection(conn_id, AWS_CONN_HOW)
+    return S3Hook(aws_conn_id=conn_id).get_conn()
 
 
 def check_bucket(client: Any, bucket: str, *, what: str, conn_id: str | None = None) -> None:

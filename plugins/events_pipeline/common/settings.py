@@ -67,6 +67,41 @@ def register(setting: Setting) -> Setting:
     return setting
 
 
+def missing_connection(conn_id: str, how: str) -> SettingError:
+    """Return the error for an Airflow connection that is not defined.
+
+    A :class:`SettingError` (an ``AirflowFailException``): the task fails on its
+    first try, naming the connection and how to create it.
+
+    :param conn_id: the connection id.
+    :param how: what the value looks like, e.g. ``"a postgres:// URI"``.
+    """
+    return SettingError(
+        f"Airflow connection {conn_id!r} is not defined: create it (Admin > Connections) "
+        f"or set AIRFLOW_CONN_{conn_id.upper()} to {how}"
+    )
+
+
+def require_connection(conn_id: str, how: str) -> Any:
+    """Return the Airflow connection ``conn_id``, failing at once when it is not defined.
+
+    Use it before a hook that would otherwise fall back silently (the AWS hooks
+    switch to the default credential chain without endpoint when their
+    connection is missing) or fail with an error Airflow retries.
+
+    :param conn_id: the connection id.
+    :param how: what the value looks like, for the message (see :func:`missing_connection`).
+    :raises SettingError: the connection is not defined.
+    """
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        return BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException as exc:
+        raise missing_connection(conn_id, how) from exc
+
+
 def get_setting(name: str, *, required: bool | None = None) -> Any:
     """Read an Airflow Variable by name, falling back to its registered default.
 
