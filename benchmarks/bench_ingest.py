@@ -143,8 +143,15 @@ def _self_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _bench_limits() -> Any:
+    """The pipeline's default per-file settings (what load_batch reads from the Variables)."""
+    from events_pipeline.ingest.pipeline import LoadLimits
+
+    return LoadLimits(datetime(2000, 1, 1, tzinfo=UTC), 24, 20 << 30, 50_000_000)
+
+
 def _bench_secret() -> str:
-    return "bench-secret"
+    return "bench-secret-bench-secret-bench-secret"
 
 
 def run_pipeline(
@@ -168,6 +175,7 @@ def run_pipeline(
 
     client = boto3.client("s3", endpoint_url=endpoint)
     client.list_buckets()
+    limits = _bench_limits()
     if os.environ.get("BENCH_NO_FREEZE") != "1":
         pipeline.prepare_loader_process()  # as load_batch does before its first file
     if go_file:
@@ -192,7 +200,14 @@ def run_pipeline(
         ):
             results.extend(  # as load_batch does: each file's move overlaps the next file's load
                 pipeline.load_claims(
-                    conn, client, BUCKET, claims, lease_minutes=30, max_attempts=5, secret=_bench_secret
+                    conn,
+                    client,
+                    BUCKET,
+                    claims,
+                    lease_minutes=30,
+                    max_attempts=5,
+                    secret=_bench_secret,
+                    limits=limits,
                 )
             )
         pg_cpu = _cpu_seconds(backend) - pg0
@@ -438,13 +453,20 @@ def stages(n_events: int, repeats: int = 3) -> dict[str, float]:
     ``read_gunzip``: gunzip + UTF-8 check into blocks; ``reference``: the per-line
     ``RowBuilder`` over decoded lines (read included); ``fast``: ``FastRowBuilder``
     over byte blocks (read included); ``*_no_gdpr``: the same with every client
-    ``standard`` (GDPR rows are re-serialised per line on both paths).
+    ``standard`` (no GDPR edit of the text). Both builders get the pipeline's default
+    timestamp window, as ``load_batch`` gives them.
     """
+    from datetime import timedelta
+
     from devtools.demo_data import DEMO_CLIENTS, iter_events, ndjson_bytes
     from events_pipeline.attribution.domains import DomainMatcher, Owner
     from events_pipeline.ingest.arrow_row_builder import FastRowBuilder
     from events_pipeline.ingest.file_readers import iter_byte_blocks, iter_line_blocks
     from events_pipeline.ingest.row_builder import RejectSink, RowBuilder
+    from events_pipeline.ingest.validation import TimestampWindow
+
+    # the pipeline's default window (events_ingest_timestamp_min, _max_ahead_hours)
+    window = TimestampWindow(datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(hours=24))
 
     body = ndjson_bytes(list(iter_events(n_events, start=START, seed=7)))
     owners = {d: Owner(c.client_id, c.privacy_level) for c in DEMO_CLIENTS for d in c.domains}
@@ -456,8 +478,9 @@ def stages(n_events: int, repeats: int = 3) -> dict[str, float]:
             file_id=1,
             file_batch_id="b",
             line_id_prefix="bench/k#e",
-            secret=lambda: "bench-secret",
+            secret=_bench_secret,
             rejects=RejectSink(),
+            window=window,
         )
 
     def read() -> None:

@@ -8,7 +8,7 @@ from airflow.sdk import dag, task
 
 from events_pipeline.common.runbook import runbook_link
 from events_pipeline.orchestration.assets import EVENTS_LOG
-from events_pipeline.orchestration.dag_defaults import START_DATE, default_args
+from events_pipeline.orchestration.dag_defaults import START_DATE, dagrun_timeout, default_args
 
 DOC = f"""
 ### Load landing files into `events_log` (every 5 minutes)
@@ -42,7 +42,8 @@ unreadable files to `quarantine/` with an `.error.json`.
     start_date=START_DATE,
     catchup=False,
     max_active_runs=2,
-    default_args=default_args(),
+    dagrun_timeout=dagrun_timeout("events_ingest"),
+    default_args=default_args("events_ingest"),
     tags=["events", "ingest"],
     doc_md=DOC,
 )

@@ -1,6 +1,7 @@
 -- Listed objects whose (key, etag) was already loaded or quarantined and moved:
--- an identical re-upload. They are moved again (nothing is loaded twice).
-SELECT lf.file_id, lf.key, lf.etag, lf.size_bytes, lf.status, lf.attempts
+-- an identical re-upload. They are moved again (nothing is loaded twice), to where
+-- the first upload went (processed_key).
+SELECT lf.file_id, lf.key, lf.etag, lf.size_bytes, lf.status, lf.attempts, lf.processed_key
 FROM landing_files lf
 JOIN unnest(%(keys)s::text[], %(etags)s::text[]) AS o(key, etag)
   ON lf.key = o.key AND lf.etag = o.etag

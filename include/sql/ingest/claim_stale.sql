@@ -2,6 +2,8 @@
 -- final place: a load that crashed ('claimed'), or a move to processed/ or
 -- quarantine/ that did not finish ('loaded' / 'quarantined', moved_at NULL).
 -- SKIP LOCKED: a row a load transaction still holds is not touched.
+-- attempts is NOT counted here: a claim that only waited (a backlog, a batch behind
+-- a file that killed its worker) is no failure; start_load.sql counts loads that start.
 WITH stale AS (
     SELECT file_id
     FROM landing_files
@@ -16,8 +18,7 @@ WITH stale AS (
 UPDATE landing_files lf
 SET claimed_by = %(token)s,
     claimed_at = now(),
-    lease_expires_at = now() + make_interval(mins => %(lease_minutes)s),
-    attempts = lf.attempts + 1
+    lease_expires_at = now() + make_interval(mins => %(lease_minutes)s)
 FROM stale
 WHERE lf.file_id = stale.file_id
 RETURNING lf.file_id, lf.key, lf.etag, lf.size_bytes, lf.status, lf.attempts

@@ -23,10 +23,14 @@ whole block of lines at C speed and sends to the reference per-line path
    nesting orjson accepts;
 3. the chosen rows become COPY text in Arrow (``binary_join_element_wise``),
    with the ORIGINAL line as ``raw_event_data``; a GDPR client's row with an
-   IP gets the text edit of ``gdpr_ingest.IpProtector.protect_text`` (address
+   IP gets the text edit of ``fast_treatment.IpProtector.protect_text`` (address
    truncated in place, pseudonym member added), made with plain splits and
-   joins, each distinct address hashed once; everything else goes through
-   ``RowBuilder.ndjson_line`` - same rows, same rejects, same reasons.
+   joins, each distinct address hashed once - only when that address is the
+   line's one string that may be an IP literal (``IP_VALUE_PATTERN``); a GDPR
+   row with another one (nested, repeated, in an array, escaped) takes the
+   per-line path, which treats every IP of the event (contract §6.3);
+   everything else goes through ``RowBuilder.ndjson_line`` - same rows, same
+   rejects, same reasons.
 
 Differences to the reference path are textual only, never in the stored
 value: ``timestamp`` is sent as written (``...00.000Z``), not as Python's
@@ -52,7 +56,13 @@ import pyarrow.json as pj
 from events_pipeline.attribution.domains import GDPR
 from events_pipeline.ingest.row_builder import NULL, RowBuilder
 from events_pipeline.ingest.validation import MAX_BATCH_ID, MAX_EVENT_TYPE, MAX_ID_LEN, MAX_PATH, MAX_SITE_ID
-from events_pipeline.privacy.fast_treatment import IP_KEY_TEXT, PSEUDONYM_KEY_TEXT, pseudonym_member
+from events_pipeline.privacy.fast_treatment import (
+    IP_KEY_TEXT,
+    IP_VALUE_PATTERN,
+    PSEUDONYM_KEY_TEXT,
+    TWO_IP_VALUES_PATTERN,
+    pseudonym_member,
+)
 
 if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
     # Arrow allocates through the C library's malloc, not pyarrow's default mimalloc: mimalloc
@@ -82,6 +92,8 @@ _PARSE = pj.ParseOptions(
 #: A typed NULL; building it also makes pyarrow do, at import time, the one-off work of its
 #: first Python -> Arrow conversion (it imports pandas: ~1 s of CPU once per process).
 _NULL_TEXT = pa.scalar(None, pa.string())
+#: The type ``timestamp`` texts are read as, to compare them with the plausible window.
+_INSTANT = pa.timestamp("us", tz="UTC")
 # scalars made once (a Python value costs ~6 us of conversion on every compute call)
 _FALSE, _EMPTY, _GDPR = pa.scalar(False), pa.scalar("", pa.string()), pa.scalar(GDPR, pa.string())
 _ZERO, _ONE = pa.scalar(0, pa.int32()), pa.scalar(1, pa.int32())
@@ -170,8 +182,14 @@ class FastRowBuilder(RowBuilder):
         self.slow_lines = 0
         #: set when a block exhausted MAX_REFUSALS: the rest of the file takes the per-line path
         self.arrow_off = False
+        self._skip_sorted: np.ndarray | None = None
         self._file_id_scalar = pa.scalar(self._file_id, pa.string())
         self._batch_scalar = pa.scalar(self._file_batch_id, pa.string())
+        self._window = (
+            None
+            if self.window is None
+            else (pa.scalar(self.window.earliest, _INSTANT), pa.scalar(self.window.latest, _INSTANT))
+        )
 
     def ndjson_bytes_block(self, data: bytes) -> bytes:
         """Convert one block of NDJSON (``iter_byte_blocks``); return the COPY text of its good lines.
@@ -198,12 +216,14 @@ class FastRowBuilder(RowBuilder):
         self.line_no += lines.count
         out: list[bytes | memoryview] = []
         slow: list[int] = []
+        skip = self._skip_in_block(first_no, lines.count)
         if self.arrow_off:
-            slow.extend(range(lines.count))
+            slow.extend(self._count_empty(lines, np.arange(lines.count), skip).tolist())
         else:
-            cand = lines.candidates([n - first_no for n in self.skip_lines] if self.skip_lines else ())
+            cand = lines.candidates(skip)
             if len(cand) < lines.count:
-                slow.extend(np.setdiff1d(np.arange(lines.count), cand, assume_unique=True).tolist())
+                rest = np.setdiff1d(np.arange(lines.count), cand, assume_unique=True)
+                slow.extend(self._count_empty(lines, rest, skip).tolist())
             if len(cand):
                 cand_raw = lines.take(cand)
                 cand, cand_raw = self._screen(cand, cand_raw, slow)
@@ -220,6 +240,41 @@ class FastRowBuilder(RowBuilder):
         if rows:
             out.append("".join(rows).encode("utf-8"))
         return out
+
+    def _skip_in_block(self, first_no: int, count: int) -> list[int]:
+        """Block indexes of the ``skip_lines`` among the block's ``count`` lines from line ``first_no``.
+
+        ``skip_lines`` only grows (a long line found while reading, a line refused): its
+        sorted copy is rebuilt when its size changed, so a replay that leaves many lines
+        out costs a binary search per block, not a pass over all of them.
+
+        :param first_no: the block's first line number.
+        :param count: lines in the block.
+        """
+        if not self.skip_lines:
+            return []
+        if self._skip_sorted is None or len(self._skip_sorted) != len(self.skip_lines):
+            self._skip_sorted = np.sort(np.fromiter(self.skip_lines, np.int64, len(self.skip_lines)))
+        lo, hi = np.searchsorted(self._skip_sorted, [first_no, first_no + count])
+        return (self._skip_sorted[lo:hi] - first_no).tolist()
+
+    def _count_empty(self, lines: _BlockLines, idx: np.ndarray, skip: list[int]) -> np.ndarray:
+        """Count the empty lines among ``idx`` as blank (as the per-line path would); return the others.
+
+        Lines of ``skip_lines`` are never counted here.
+
+        :param lines: the block.
+        :param idx: indexes of lines about to go to the per-line path.
+        :param skip: indexes of the block's ``skip_lines``.
+        """
+        empty = lines.offsets[idx + 1] - lines.offsets[idx] == 1  # the line is only its "\n"
+        if skip:
+            empty &= ~np.isin(idx, skip)
+        found = int(empty.sum())
+        if not found:
+            return idx
+        self.blank += found
+        return idx[~empty]
 
     def _screen(self, cand: np.ndarray, raw: pa.Array, slow: list[int]) -> tuple[np.ndarray, pa.Array]:
         """Send to ``slow`` the candidates one RE2 scan flags; return the others (lines, texts).
@@ -332,8 +387,10 @@ class FastRowBuilder(RowBuilder):
         :param slow: receives the block's line indexes of the rows not sent.
         """
         col = {f: _array(table.column(f)) for f in FIELDS}
-        mask, path = _sure_rows(col, raw)
-        client, privacy, gdpr = self._attribute(col["site_id"], col["ip_address"], mask)
+        mask, path = _sure_rows(col, raw, self._window)
+        client, privacy, gdpr, gdpr_no_ip = self._attribute(col["site_id"], col["ip_address"], mask)
+        if pc.any(gdpr_no_ip).as_py():
+            mask = _without_hidden_ips(mask, gdpr_no_ip, raw)
         n_fast = pc.sum(mask).as_py() or 0
         emit = None  # None: every row; else a numpy mask of the rows to send
         if n_fast < len(group):
@@ -354,14 +411,17 @@ class FastRowBuilder(RowBuilder):
             return
         self._emit_with_gdpr(lines, cols, emit, gdpr, out, slow)
 
-    def _attribute(self, site: pa.Array, ip: pa.Array, mask: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array]:
+    def _attribute(
+        self, site: pa.Array, ip: pa.Array, mask: pa.Array
+    ) -> tuple[pa.Array, pa.Array, pa.Array, pa.Array]:
         """Attribute each row to its client; each distinct site is matched once.
 
         :param site: the rows' ``site_id``.
         :param ip: the rows' ``ip_address``.
         :param mask: the rows sent by the fast path.
-        :return: ``(client_id, privacy_level, gdpr)``: client ids (null: unattributed),
-            privacy levels (null: no site), and which sent rows are a GDPR client's with an IP.
+        :return: ``(client_id, privacy_level, gdpr, gdpr_no_ip)``: client ids (null:
+            unattributed), privacy levels (null: no site), which sent rows are a GDPR
+            client's with an IP, and which a GDPR client's without one.
         """
         encoded = pc.dictionary_encode(site)
         owners = [self._matcher.match(s) for s in encoded.dictionary.to_pylist()]
@@ -369,8 +429,9 @@ class FastRowBuilder(RowBuilder):
         client = pc.take(pa.array([o.client_id or None for o in owners], pa.string()), pos)
         privacy = pc.take(pa.array([o.privacy_level for o in owners], pa.string()), pos)
         # (a row without a site has no owner, so a null privacy level: not a GDPR row)
-        gdpr = pc.fill_null(pc.and_kleene(mask, pc.and_(pc.equal(privacy, _GDPR), pc.is_valid(ip))), _FALSE)
-        return client, privacy, gdpr
+        sent_gdpr = pc.fill_null(pc.and_kleene(mask, pc.equal(privacy, _GDPR)), _FALSE)
+        gdpr = pc.and_(sent_gdpr, pc.is_valid(ip))
+        return client, privacy, gdpr, pc.and_(sent_gdpr, pc.is_null(ip))
 
     def _emit_with_gdpr(
         self,
@@ -448,6 +509,13 @@ class FastRowBuilder(RowBuilder):
         sub = _keep({**sub, "around": around}, pc.equal(pc.list_value_length(around), 2), slow)
         if sub is None:
             return None
+        # the address must be the line's one string that may be an IP literal (the per-line
+        # path treats the others)
+        two = pc.match_substring_regex(sub["raw"], TWO_IP_VALUES_PATTERN)
+        if pc.any(two).as_py():
+            sub = _keep(sub, pc.invert(two), slow)
+            if sub is None:
+                return None
         # editable_text, row by row only when the rows' text taken together could fail it:
         # each row holds the key at least once, so as many keys as rows means once each
         raw = sub["raw"]
@@ -593,7 +661,9 @@ class FastRowBuilder(RowBuilder):
         return _values(joined)
 
 
-def _sure_rows(col: dict[str, pa.Array], raw: pa.Array) -> tuple[pa.Array, pa.Array]:
+def _sure_rows(
+    col: dict[str, pa.Array], raw: pa.Array, window: tuple[pa.Scalar, pa.Scalar] | None
+) -> tuple[pa.Array, pa.Array]:
     """Which parsed rows pass every contract §2 rule AND need no transformation (Kleene logic).
 
     A required field that is missing makes its check null, and the one
@@ -603,6 +673,7 @@ def _sure_rows(col: dict[str, pa.Array], raw: pa.Array) -> tuple[pa.Array, pa.Ar
 
     :param col: the parsed columns (:data:`FIELDS`).
     :param raw: each row's original line, WITH its ``\\n``.
+    :param window: the first and last instant ``timestamp`` may hold (None: any).
     :return: ``(mask, path)``: the sure rows (boolean, no nulls), and the ``path``
         column with the path derived from ``url`` where it is absent
         (``validation.derive_path``).
@@ -616,9 +687,11 @@ def _sure_rows(col: dict[str, pa.Array], raw: pa.Array) -> tuple[pa.Array, pa.Ar
         pc.binary_length(batch),
         _ZERO,
     )
+    timestamp = col["timestamp"]
+    timestamp_ok = pc.match_substring_regex(timestamp, _TIMESTAMP)
     checks = [
         pc.match_substring_regex(col["event_id"], _UUID),
-        pc.match_substring_regex(col["timestamp"], _TIMESTAMP),
+        timestamp_ok,
         pc.greater_equal(et_len, _ONE),
         pc.less_equal(et_len, _MAX_EVENT_TYPE),
         pc.match_substring_regex(site, _SITE),  # ASCII: bytes are characters
@@ -627,6 +700,11 @@ def _sure_rows(col: dict[str, pa.Array], raw: pa.Array) -> tuple[pa.Array, pa.Ar
         pc.less_equal(pc.max_element_wise(pc.binary_length(path), _ZERO), _MAX_PATH),
         pc.or_kleene(pc.is_null(ip), pc.match_substring_regex(ip, _IP)),
     ]
+    if window is not None:
+        # the instant, for the rows whose text is a timestamp of the pattern (the others are
+        # not sure anyway); Arrow reads the offset as Python's fromisoformat does
+        instant = pc.cast(pc.if_else(pc.fill_null(timestamp_ok, _FALSE), timestamp, _NULL_TEXT), _INSTANT)
+        checks.append(pc.and_kleene(pc.greater_equal(instant, window[0]), pc.less_equal(instant, window[1])))
     long_line = pc.greater_equal(pc.binary_length(raw), _LONG_LINE)
     if pc.any(long_line).as_py():
         deep = pc.greater_equal(
@@ -692,6 +770,27 @@ class _BlockLines:
     def text(self, i: int) -> str:
         """Line ``i``, decoded, without its ``\\n``."""
         return self.data[self.offsets[i] : self.offsets[i + 1] - 1].decode("utf-8")
+
+
+def _without_hidden_ips(mask: pa.Array, gdpr_no_ip: pa.Array, raw: pa.Array) -> pa.Array:
+    """``mask`` without the GDPR rows that have no top-level IP but may hold one elsewhere.
+
+    Such a row (a string that may be an IP literal, or an escape that could spell one)
+    takes the per-line path, which treats it (contract §6.3).
+
+    :param mask: the rows sent by the fast path.
+    :param gdpr_no_ip: which of them are a GDPR client's without a top-level IP.
+    :param raw: each row's original line.
+    """
+    at = np.flatnonzero(gdpr_no_ip.to_numpy(zero_copy_only=False))
+    texts = raw.take(pa.array(at))
+    hidden = pc.or_(pc.match_substring_regex(texts, IP_VALUE_PATTERN), pc.match_substring(texts, "\\"))
+    hidden_at = at[hidden.to_numpy(zero_copy_only=False)]
+    if not len(hidden_at):
+        return mask
+    keep = np.ones(len(mask), bool)
+    keep[hidden_at] = False
+    return pc.and_(mask, pa.array(keep))
 
 
 def _keep(cols: dict[str, pa.Array], mask: pa.Array, slow: list[int]) -> dict[str, pa.Array] | None:

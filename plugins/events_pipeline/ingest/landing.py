@@ -1,10 +1,16 @@
 """The landing bucket and its registry: list, claim, read and move landing objects.
 
-Key layout (contract §2 (docs/contract.md)), for ``incoming/<sub-path>/<name>``:
+Key layout (contract §2.1 (docs/contract.md)), for ``incoming/<sub-path>/<name>``
+registered as ``file_id`` N, where ``<name>`` is ``<stem><suffix>`` and ``<suffix>``
+the format ending (``.ndjson.gz``...):
 
-- loaded:      ``processed/<sub-path>/<name>``
-- bad lines:   ``rejected/<sub-path>/<name>.rejected.ndjson``
+- loaded:      ``processed/<sub-path>/<stem>.fN<suffix>``
+- bad lines:   ``rejected/<sub-path>/<stem>.fN<suffix>.rejected.ndjson``
 - unreadable:  ``quarantine/<sub-path>/<name>`` + ``quarantine/<sub-path>/<name>.error.json``
+
+Each version of a key (each registry row) gets its own ``processed/`` and
+``rejected/`` objects. Replays (``ingest.replay``) are landing objects under
+``replay/``; theirs go to ``processed/replay/...`` and so on.
 
 The registry table ``landing_files`` (one row per bucket/key/ETag) is the
 source of truth; see docs/decisions/ingest-exactly-once.md for the claim design.
@@ -21,6 +27,7 @@ from typing import IO, TYPE_CHECKING, Any
 from events_pipeline.common import failpoints
 from events_pipeline.common.db import load_sql
 from events_pipeline.common.s3 import NO_SUCH_KEY, PRECONDITION_FAILED, error_code
+from events_pipeline.ingest.file_readers import LANDING_SUFFIXES
 
 if TYPE_CHECKING:
     import psycopg
@@ -31,6 +38,15 @@ INCOMING = "incoming/"
 PROCESSED = "processed/"
 REJECTED = "rejected/"
 QUARANTINE = "quarantine/"
+#: Where ``events_replay`` puts the files it feeds back (never listed by ``events_ingest``).
+REPLAY = "replay/"
+#: Objects of at least this size are moved with S3's multipart copy (UploadPartCopy): a
+#: single CopyObject is limited to 5 GiB. Parts of MULTIPART_COPY_PART_BYTES (S3: 5 MiB to
+#: 5 GiB each, at most 10,000 parts; larger parts are chosen for huge objects).
+MULTIPART_COPY_THRESHOLD = 1 << 30
+MULTIPART_COPY_PART_BYTES = 256 << 20
+#: Parallel part copies of one multipart move.
+MULTIPART_COPY_THREADS = 4
 
 
 @dataclass(frozen=True)
@@ -64,6 +80,7 @@ class Claim:
     :param token: the claim token (``claimed_by``) proving the lease.
     :param reupload: the version was already processed or quarantined; the
         object in ``incoming/`` is an identical re-upload to move out, not load.
+    :param dest_key: where the first upload of a re-upload went (``landing_files.processed_key``).
     """
 
     file_id: int
@@ -74,6 +91,7 @@ class Claim:
     attempts: int
     token: str
     reupload: bool = False
+    dest_key: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Return the claim as a JSON-serialisable dict (XCom)."""
@@ -86,6 +104,7 @@ class Claim:
             "attempts": self.attempts,
             "token": self.token,
             "reupload": self.reupload,
+            "dest_key": self.dest_key,
         }
 
     @classmethod
@@ -98,36 +117,58 @@ class Claim:
 
 
 def sub_path(key: str) -> str:
-    """Return the part of ``key`` below ``incoming/``.
+    """Return the part of ``key`` below ``incoming/`` (a replay's key keeps its ``replay/``).
 
-    :param key: an object key under ``incoming/``.
-    :raises ValueError: the key is not under ``incoming/``.
+    :param key: an object key under ``incoming/`` or ``replay/``.
+    :raises ValueError: the key is under neither.
     """
-    if not key.startswith(INCOMING):
-        raise ValueError(f"landing key {key!r} is not under {INCOMING}")
-    return key[len(INCOMING) :]
+    if key.startswith(INCOMING):
+        return key[len(INCOMING) :]
+    if key.startswith(REPLAY):
+        return key
+    raise ValueError(f"landing key {key!r} is not under {INCOMING} (nor {REPLAY})")
 
 
-def processed_key(key: str) -> str:
-    """``incoming/a/b.ndjson`` -> ``processed/a/b.ndjson``.
+def versioned(path: str, file_id: int) -> str:
+    """``a/b.ndjson.gz``, 17 -> ``a/b.f17.ndjson.gz``: the name of one version of a landing object.
 
-    :param key: an object key under ``incoming/``.
+    The registry id goes before the format ending (``.ndjson.gz``, ``.parquet``...) so the
+    name keeps it; a name without one gets ``.f17`` at its end.
+
+    :param path: a sub-path (``<folders>/<name>``).
+    :param file_id: the version's registry id.
     """
-    return PROCESSED + sub_path(key)
+    head, slash, name = path.rpartition("/")
+    lower = name.lower()
+    for suffix in LANDING_SUFFIXES:
+        if lower.endswith(suffix):
+            cut = len(name) - len(suffix)
+            return f"{head}{slash}{name[:cut]}.f{file_id}{name[cut:]}"
+    return f"{path}.f{file_id}"
 
 
-def rejected_key(key: str) -> str:
-    """``incoming/a/b.ndjson`` -> ``rejected/a/b.ndjson.rejected.ndjson``.
+def processed_key(key: str, file_id: int) -> str:
+    """``incoming/a/b.ndjson``, 17 -> ``processed/a/b.f17.ndjson``.
 
-    :param key: an object key under ``incoming/``.
+    :param key: an object key under ``incoming/`` (or ``replay/``).
+    :param file_id: the version's registry id (each version keeps its own object).
     """
-    return REJECTED + sub_path(key) + ".rejected.ndjson"
+    return PROCESSED + versioned(sub_path(key), file_id)
+
+
+def rejected_key(key: str, file_id: int) -> str:
+    """``incoming/a/b.ndjson``, 17 -> ``rejected/a/b.f17.ndjson.rejected.ndjson``.
+
+    :param key: an object key under ``incoming/`` (or ``replay/``).
+    :param file_id: the version's registry id (each version keeps its own object).
+    """
+    return REJECTED + versioned(sub_path(key), file_id) + ".rejected.ndjson"
 
 
 def quarantine_key(key: str) -> str:
     """``incoming/a/b.ndjson`` -> ``quarantine/a/b.ndjson``.
 
-    :param key: an object key under ``incoming/``.
+    :param key: an object key under ``incoming/`` (or ``replay/``).
     """
     return QUARANTINE + sub_path(key)
 
@@ -135,7 +176,7 @@ def quarantine_key(key: str) -> str:
 def error_key(key: str) -> str:
     """``incoming/a/b.ndjson`` -> ``quarantine/a/b.ndjson.error.json``.
 
-    :param key: an object key under ``incoming/``.
+    :param key: an object key under ``incoming/`` (or ``replay/``).
     """
     return quarantine_key(key) + ".error.json"
 
@@ -230,7 +271,7 @@ def already_done(
             load_sql("ingest/already_done.sql"),
             {"bucket": bucket, "keys": [o.key for o in objects], "etags": [o.etag for o in objects]},
         ).fetchall()
-    return [Claim(*row, token=token, reupload=True) for row in rows]
+    return [Claim(*row[:6], token=token, reupload=True, dest_key=row[6]) for row in rows]
 
 
 def open_object(client: Any, bucket: str, key: str, etag: str) -> IO[bytes] | None:
@@ -274,27 +315,35 @@ def download_object(client: Any, bucket: str, key: str, etag: str, fileobj: IO[b
     return True
 
 
-def move_object(client: Any, bucket: str, src: str, dest: str, etag: str | None) -> str:
+def move_object(
+    client: Any, bucket: str, src: str, dest: str, etag: str | None, size_bytes: int | None = None
+) -> str:
     """Move ``src`` to ``dest`` in ``bucket`` by copy-then-delete (idempotent).
 
-    The copy only happens while ``src`` still is version ``etag`` (a newer
-    upload under the same key is never moved away unloaded). Re-running after a
-    crash anywhere in between converges: a missing ``src`` with ``dest``
-    present means the move already happened.
+    Both steps are conditional on the version ``etag``: the copy happens only while
+    ``src`` still is that version, and the delete only removes that version, so a
+    newer upload under the same key is never moved away unloaded nor deleted. An
+    object of :data:`MULTIPART_COPY_THRESHOLD` bytes or more is copied part by part
+    (S3's ``CopyObject`` stops at 5 GiB). Re-running after a crash anywhere in
+    between converges: a missing ``src`` with ``dest`` present means the move
+    already happened.
 
     :param client: a boto3 S3 client.
     :param bucket: the bucket.
     :param src: source key.
     :param dest: destination key.
     :param etag: the source version that may be moved (None: any).
-    :return: ``moved``, ``already_moved`` or ``replaced`` (src now holds another
-        version, which is left in place).
+    :param size_bytes: the source's size, when known (chooses the copy; None: asked).
+    :return: ``moved``; ``already_moved``; ``already_moved_missing_dest`` (neither
+        is there); ``replaced`` (src holds another version, nothing copied); or
+        ``copied_newer_left`` (this version was copied, but src was overwritten
+        before the delete: the newer version stays in place).
     """
     from botocore.exceptions import ClientError
 
-    extra = {"CopySourceIfMatch": f'"{etag}"'} if etag else {}
     try:
-        client.copy_object(Bucket=bucket, Key=dest, CopySource={"Bucket": bucket, "Key": src}, **extra)
+        if not _copy_version(client, bucket, src, dest, etag, size_bytes):
+            return "replaced"
     except ClientError as exc:
         code = error_code(exc)
         if code in NO_SUCH_KEY:
@@ -305,8 +354,74 @@ def move_object(client: Any, bucket: str, src: str, dest: str, etag: str | None)
             return "replaced"
         raise
     failpoints.checkpoint("during_move", src)
-    client.delete_object(Bucket=bucket, Key=src)
+    condition = {"IfMatch": f'"{etag}"'} if etag else {}
+    try:
+        client.delete_object(Bucket=bucket, Key=src, **condition)
+    except ClientError as exc:
+        code = error_code(exc)
+        if code in PRECONDITION_FAILED:
+            return "copied_newer_left"
+        if code not in NO_SUCH_KEY:
+            raise
     return "moved"
+
+
+def copy_object(
+    client: Any, bucket: str, src: str, dest: str, etag: str | None, size_bytes: int | None = None
+) -> bool:
+    """Copy version ``etag`` of ``src`` to ``dest`` (multipart from :data:`MULTIPART_COPY_THRESHOLD` bytes).
+
+    :param client: a boto3 S3 client.
+    :param bucket: the bucket.
+    :param src: source key.
+    :param dest: destination key.
+    :param etag: the version to copy (None: whatever is there).
+    :param size_bytes: the source's size, when known.
+    :return: False when ``src`` holds another version (nothing is left at ``dest``).
+    :raises botocore.exceptions.ClientError: ``NoSuchKey`` / ``404`` when ``src`` is gone.
+    """
+    from botocore.exceptions import ClientError
+
+    try:
+        return _copy_version(client, bucket, src, dest, etag, size_bytes)
+    except ClientError as exc:
+        if error_code(exc) in PRECONDITION_FAILED:
+            return False
+        raise
+
+
+def _copy_version(
+    client: Any, bucket: str, src: str, dest: str, etag: str | None, size_bytes: int | None
+) -> bool:
+    """The copy of :func:`move_object`; False when the server copied another version (undone).
+
+    A server that ignores ``x-amz-copy-source-if-match`` (some S3 emulations) is caught
+    where it can be: a single-part object's copy keeps its ETag, so another ETag
+    means another version was copied, and that copy is deleted again.
+    """
+    condition = {"CopySourceIfMatch": f'"{etag}"'} if etag else {}
+    source = {"Bucket": bucket, "Key": src}
+    if size_bytes is None:
+        head = client.head_object(Bucket=bucket, Key=src, **({"IfMatch": f'"{etag}"'} if etag else {}))
+        size_bytes = int(head["ContentLength"])
+    if size_bytes >= MULTIPART_COPY_THRESHOLD:
+        from boto3.s3.transfer import TransferConfig
+
+        config = TransferConfig(
+            multipart_threshold=MULTIPART_COPY_THRESHOLD,
+            multipart_chunksize=MULTIPART_COPY_PART_BYTES,
+            max_concurrency=MULTIPART_COPY_THREADS,
+        )
+        # boto3's managed copy: HEAD (IfMatch), then UploadPartCopy of each part with
+        # x-amz-copy-source-if-match, then CompleteMultipartUpload
+        client.copy(source, bucket, dest, ExtraArgs=condition, Config=config)
+        return True
+    copied = client.copy_object(Bucket=bucket, Key=dest, CopySource=source, **condition)
+    new_etag = str(copied.get("CopyObjectResult", {}).get("ETag", "")).strip('"')
+    if etag and "-" not in etag and new_etag and new_etag != etag:
+        client.delete_object(Bucket=bucket, Key=dest)
+        return False
+    return True
 
 
 def put_bytes(client: Any, bucket: str, key: str, body: bytes | IO[bytes], content_type: str) -> None:

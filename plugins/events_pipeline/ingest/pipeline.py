@@ -24,8 +24,9 @@ import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -37,7 +38,7 @@ from events_pipeline.common import failpoints
 from events_pipeline.common.background import BackgroundCall
 from events_pipeline.common.compat import copy_error_line
 from events_pipeline.common.db import as_dict, connect, load_sql
-from events_pipeline.common.errors import PipelineError
+from events_pipeline.common.errors import PipelineError, SettingError
 from events_pipeline.common.settings import (
     VAR_IP_HASH_SECRET,
     VAR_LANDING_BUCKET,
@@ -45,16 +46,24 @@ from events_pipeline.common.settings import (
     get_setting,
     register,
 )
-from events_pipeline.ingest import copy_load, landing
+from events_pipeline.ingest import copy_load, file_readers, landing
 from events_pipeline.ingest.file_readers import (
     PARQUET,
+    VAR_MAX_FILE_BYTES,
     UnreadableFileError,
     file_format,
     iter_byte_blocks,
     iter_parquet_batches,
+    parquet_rows,
 )
 from events_pipeline.ingest.landing import Claim
 from events_pipeline.ingest.row_builder import RejectSink
+from events_pipeline.ingest.validation import (
+    VAR_TIMESTAMP_MAX_AHEAD_HOURS,
+    VAR_TIMESTAMP_MIN,
+    TimestampWindow,
+)
+from events_pipeline.privacy.ip_treatment import check_secret
 
 if TYPE_CHECKING:
     import psycopg
@@ -80,7 +89,38 @@ MAX_ATTEMPTS = register(
     Setting(
         "events_ingest_max_attempts",
         5,
-        "claims of one landing file before it is quarantined as failing repeatedly",
+        "loads of one landing file that may start and not finish before it is quarantined "
+        "as failing repeatedly (claims that only waited do not count)",
+    )
+)
+MAX_FILE_BYTES = register(
+    Setting(
+        VAR_MAX_FILE_BYTES,
+        20 << 30,
+        "most bytes one landing file may hold once decompressed (one file is one transaction); "
+        "a larger file is quarantined as too_large",
+    )
+)
+MAX_FILE_ROWS = register(
+    Setting(
+        "events_ingest_max_file_rows",
+        50_000_000,
+        "most lines (Parquet: rows) one landing file may hold; a file with more is quarantined "
+        "as too_many_rows",
+    )
+)
+TIMESTAMP_MIN = register(
+    Setting(
+        VAR_TIMESTAMP_MIN,
+        "2000-01-01T00:00:00Z",
+        "earliest event timestamp accepted (ISO-8601 with offset); earlier ones are rejected",
+    )
+)
+TIMESTAMP_MAX_AHEAD_HOURS = register(
+    Setting(
+        VAR_TIMESTAMP_MAX_AHEAD_HOURS,
+        24,
+        "hours after the load's start an event timestamp may be; later ones are rejected",
     )
 )
 #: Lines PostgreSQL may refuse in one file (each costs a re-read) before it is quarantined.
@@ -159,6 +199,7 @@ def claim_files(
     max_files = max_files or get_setting(MAX_FILES_PER_RUN.name)
     files_per_task = files_per_task or get_setting(FILES_PER_TASK.name)
     lease = get_setting(LEASE_MINUTES.name)
+    check_settings()
     client = s3_client()
     check_bucket(client, bucket, what=f"Variable {VAR_LANDING_BUCKET}")
     token = new_token(run_id)
@@ -169,15 +210,89 @@ def claim_files(
         claims = claim_available(conn, client, bucket, token, max_files=max_files, lease_minutes=lease)
     batches = make_batches(claims, files_per_task)
     log.info(
-        "claimed %d file(s) in s3://%s/%s as %s (%d by expired claim or move-only); %d batch(es)",
+        "claimed %d file(s) in s3://%s/%s as %s (%d to move only, %d whose load started before); "
+        "%d batch(es)",
         len(claims),
         bucket,
         landing.INCOMING,
         token,
-        sum(1 for c in claims if c.status != "claimed" or c.attempts > 1),
+        sum(1 for c in claims if c.status != "claimed" or c.reupload),
+        sum(1 for c in claims if c.status == "claimed" and c.attempts > 0),
         len(batches),
     )
     return [[c.as_dict() for c in batch] for batch in batches]
+
+
+def check_settings() -> None:
+    """Fail at once (no retry, nothing claimed) when a setting every load needs is wrong.
+
+    The IP pseudonym key (``events_ip_hash_secret``: set, and at least 32 bytes), the
+    caps and the timestamp window; each error names its Variable. Called at the start
+    of ``claim_files`` and of every ``load_batch``, so a configuration error never
+    reaches a file (no file is quarantined because of one).
+
+    :raises SettingError: naming the Variable at fault (an ``AirflowFailException``).
+    """
+    check_secret(get_setting(VAR_IP_HASH_SECRET))
+    timestamp_window()
+    for setting in (MAX_FILE_BYTES, MAX_FILE_ROWS):
+        if get_setting(setting.name) < 1:
+            raise SettingError(f"Airflow Variable {setting.name!r} must be at least 1 ({setting.help})")
+
+
+def timestamp_window(now: datetime | None = None) -> TimestampWindow:
+    """The plausible window of event timestamps: ``events_ingest_timestamp_min`` to now + the margin.
+
+    :param now: the load's start (default: now).
+    :raises SettingError: a Variable is not a valid value, naming it.
+    """
+    raw = str(get_setting(TIMESTAMP_MIN.name))
+    try:
+        earliest = datetime.fromisoformat(raw)
+    except ValueError:
+        earliest = None
+    if earliest is None or earliest.tzinfo is None:
+        raise SettingError(
+            f"Airflow Variable {TIMESTAMP_MIN.name!r} = {raw!r} is not an ISO-8601 date-time with an "
+            "offset (e.g. 2000-01-01T00:00:00Z)"
+        )
+    hours = get_setting(TIMESTAMP_MAX_AHEAD_HOURS.name)
+    if hours < 0:
+        raise SettingError(
+            f"Airflow Variable {TIMESTAMP_MAX_AHEAD_HOURS.name!r} = {hours} must not be negative"
+        )
+    return TimestampWindow(earliest, (now or datetime.now(UTC)) + timedelta(hours=hours))
+
+
+@dataclass(frozen=True)
+class LoadLimits:
+    """The per-file settings of a load, read once per task (each Variable read is a call).
+
+    :param earliest: the first accepted event timestamp (``events_ingest_timestamp_min``).
+    :param ahead_hours: how far after a load's start a timestamp may be.
+    :param max_bytes: most (decompressed) bytes of one file.
+    :param max_rows: most lines (rows) of one file.
+    """
+
+    earliest: datetime
+    ahead_hours: int
+    max_bytes: int
+    max_rows: int
+
+    @classmethod
+    def from_settings(cls) -> LoadLimits:
+        """Read the Variables (:func:`check_settings` names a wrong one)."""
+        window = timestamp_window(datetime.now(UTC))
+        return cls(
+            window.earliest,
+            get_setting(TIMESTAMP_MAX_AHEAD_HOURS.name),
+            get_setting(MAX_FILE_BYTES.name),
+            get_setting(MAX_FILE_ROWS.name),
+        )
+
+    def window(self) -> TimestampWindow:
+        """The timestamp window of a load starting now."""
+        return TimestampWindow(self.earliest, datetime.now(UTC) + timedelta(hours=self.ahead_hours))
 
 
 def claim_available(
@@ -267,6 +382,8 @@ def load_batch(claims: list[dict[str, Any]]) -> list[dict[str, Any]]:
     bucket = get_setting(VAR_LANDING_BUCKET)
     lease = get_setting(LEASE_MINUTES.name)
     max_attempts = get_setting(MAX_ATTEMPTS.name)
+    check_settings()
+    limits = LoadLimits.from_settings()
     client = s3_client()
     prepare_loader_process()
     with connect(autocommit=True) as conn:
@@ -277,6 +394,7 @@ def load_batch(claims: list[dict[str, Any]]) -> list[dict[str, Any]]:
             [Claim.from_dict(data) for data in claims],
             lease_minutes=lease,
             max_attempts=max_attempts,
+            limits=limits,
         )
     failures = [f"{r.key} (file_id={r.file_id}): {r.detail}" for r in results if r.outcome == FAILED]
     if failures:
@@ -293,6 +411,7 @@ def load_claims(
     lease_minutes: int,
     max_attempts: int,
     secret: Any = None,
+    limits: LoadLimits | None = None,
 ) -> list[FileResult]:
     """:func:`process_claim` for each claim in turn, each file's move overlapping the next file's load.
 
@@ -314,7 +433,9 @@ def load_claims(
     :param lease_minutes: lease length.
     :param max_attempts: claims after which a file that still fails is quarantined.
     :param secret: callable returning the IP pseudonym key (default: the Variable).
+    :param limits: the per-file settings (default: read from the Variables, once).
     """
+    limits = limits or LoadLimits.from_settings()
     results: list[FileResult] = []
     moving: int | None = None  # index (in claims and results) of the file whose move is running
     try:
@@ -327,6 +448,7 @@ def load_claims(
                 lease_minutes=lease_minutes,
                 max_attempts=max_attempts,
                 secret=secret,
+                limits=limits,
             )
             results.append(result)
             if moving is not None:  # the previous file's move ran while this one loaded
@@ -353,6 +475,7 @@ def _process_or_fail(
     lease_minutes: int,
     max_attempts: int,
     secret: Any,
+    limits: LoadLimits,
 ) -> FileResult:
     """:func:`process_claim` with the move left to :func:`load_claims`; an error makes a ``failed`` result.
 
@@ -363,6 +486,7 @@ def _process_or_fail(
     :param lease_minutes: lease length.
     :param max_attempts: claims after which a file that still fails is quarantined.
     :param secret: callable returning the IP pseudonym key (None: the Variable).
+    :param limits: the per-file settings.
     """
     try:
         return process_claim(
@@ -374,6 +498,7 @@ def _process_or_fail(
             max_attempts=max_attempts,
             secret=secret,
             defer_move=True,
+            limits=limits,
         )
     except Exception as exc:
         log.exception("FAILED s3://%s/%s (file_id=%d): %s", bucket, claim.key, claim.file_id, _describe(exc))
@@ -391,7 +516,9 @@ def _start_background_move(client: Any, bucket: str, claim: Claim, result: FileR
         :func:`~events_pipeline.ingest.landing.move_object` returned.
     """
     assert result.dest_key is not None
-    move = partial(landing.move_object, client, bucket, claim.key, result.dest_key, claim.etag)
+    move = partial(
+        landing.move_object, client, bucket, claim.key, result.dest_key, claim.etag, claim.size_bytes
+    )
     return BackgroundCall(move, name="ingest-move")
 
 
@@ -488,6 +615,7 @@ class _ClaimJob:
     secret: Any
     defer_move: bool
     started: float
+    limits: LoadLimits | None = None
     status: str = ""
     attempts: int = 0
 
@@ -506,6 +634,7 @@ def process_claim(
     max_attempts: int,
     secret: Any = None,
     defer_move: bool = False,
+    limits: LoadLimits | None = None,
 ) -> FileResult:
     """Bring one claimed file to its final place (load if needed, then move).
 
@@ -524,6 +653,7 @@ def process_claim(
         its result is ``loaded`` with ``dest_key`` set while the object is still in
         ``incoming/`` (:func:`load_claims` moves it in the background and records the
         move with :func:`_finish_move`); otherwise the move happens here.
+    :param limits: the per-file settings (default: read from the Variables when a load starts).
     """
     job = _ClaimJob(
         conn,
@@ -535,6 +665,7 @@ def process_claim(
         secret=secret,
         defer_move=defer_move,
         started=time.monotonic(),
+        limits=limits,
     )
     state: ClaimState | None = ClaimState.REUPLOAD if claim.reupload else _renew_claim(job)
     result: FileResult | None = None
@@ -572,11 +703,13 @@ def _move_reupload(job: _ClaimJob, _result: FileResult | None) -> tuple[None, Fi
     :param job: the call's shared state.
     """
     claim = job.claim
-    if claim.status == "processed":
-        dest = landing.processed_key(claim.key)
+    if claim.dest_key:
+        dest = claim.dest_key
+    elif claim.status == "processed":
+        dest = landing.processed_key(claim.key, claim.file_id)
     else:
         dest = landing.quarantine_key(claim.key)
-    how = landing.move_object(job.client, job.bucket, claim.key, dest, claim.etag)
+    how = landing.move_object(job.client, job.bucket, claim.key, dest, claim.etag, claim.size_bytes)
     log.info("moved re-uploaded %s -> %s (%s)", claim.key, dest, how)
     return None, FileResult(
         claim.key, claim.file_id, MOVED_ONLY, dest_key=dest, detail="identical re-upload", bytes=0
@@ -604,7 +737,13 @@ def _load(job: _ClaimJob, _result: FileResult | None) -> tuple[ClaimState | None
     :param job: the call's shared state.
     """
     result = load_claimed_file(
-        job.conn, job.client, job.bucket, job.claim, lease_minutes=job.lease_minutes, secret=job.secret
+        job.conn,
+        job.client,
+        job.bucket,
+        job.claim,
+        lease_minutes=job.lease_minutes,
+        secret=job.secret,
+        limits=job.limits,
     )
     return _state_after(result), result
 
@@ -647,12 +786,12 @@ def _move_loaded(job: _ClaimJob, result: FileResult | None) -> tuple[None, FileR
     :param result: the ``loaded`` result of this call, or None when an earlier run or try loaded it.
     """
     claim = job.claim
-    dest = landing.processed_key(claim.key)
+    dest = landing.processed_key(claim.key, claim.file_id)
     if result is not None and job.defer_move:
         result.dest_key = dest
         result.seconds = round(time.monotonic() - job.started, 3)
         return None, result
-    how = landing.move_object(job.client, job.bucket, claim.key, dest, claim.etag)
+    how = landing.move_object(job.client, job.bucket, claim.key, dest, claim.etag, claim.size_bytes)
     _finish_move(job.conn, claim, result, how)
     if result is None:
         info = _file_row(job.conn, claim.file_id)
@@ -725,6 +864,17 @@ class _VanishedError(PipelineError):
     """The registered version of the object is no longer in incoming/."""
 
 
+class _ReplayConflictError(PipelineError):
+    """Lines of a replay were loaded by another replay meanwhile (the attempt is rolled back).
+
+    :param lines: the original line numbers already loaded.
+    """
+
+    def __init__(self, lines: set[int]) -> None:
+        super().__init__(f"{len(lines)} line(s) already loaded by another replay")
+        self.lines = lines
+
+
 @dataclass(frozen=True)
 class _FileLoad:
     """What every load attempt of one claimed file shares.
@@ -734,6 +884,12 @@ class _FileLoad:
     :param matcher: the domain matcher, read once per file.
     :param secret: returns the IP pseudonym key.
     :param file_batch_id: ``batch_id`` of the file's events that carry none.
+    :param line_id_prefix: ``bucket/key#etag`` the ids of events without one derive from
+        (with the line): the file's own, or for a replay the original file's.
+    :param window: the instants an event's ``timestamp`` may hold.
+    :param max_bytes: most bytes the file may hold decompressed.
+    :param max_rows: most lines (rows) the file may hold.
+    :param replay_of: for a replay (``events_replay``), the original file's ``file_id``.
     """
 
     conn: psycopg.Connection
@@ -746,11 +902,11 @@ class _FileLoad:
     matcher: DomainMatcher
     secret: Callable[[], str]
     file_batch_id: str
-
-    @property
-    def line_id_prefix(self) -> str:
-        """``bucket/key#etag``: the ids of events without one derive from it (and the line)."""
-        return f"{self.bucket}/{self.claim.key}#{self.claim.etag}"
+    line_id_prefix: str
+    window: TimestampWindow
+    max_bytes: int
+    max_rows: int
+    replay_of: int | None = None
 
 
 def load_claimed_file(
@@ -761,12 +917,15 @@ def load_claimed_file(
     *,
     lease_minutes: int,
     secret: Any = None,
+    limits: LoadLimits | None = None,
 ) -> FileResult:
     """Load one claimed file in one transaction (COPY + registry + ingest_counts).
 
     Lines PostgreSQL refuses (a value our validation let through) are mapped
     back to their source line, rejected, and the file is loaded again without
-    them; an unreadable file is marked quarantined instead.
+    them; an unreadable file is marked quarantined instead. A replay
+    (``landing_files.replay_of`` set) leaves out the lines of the original file
+    that a replay already loaded, and records the ones it loads (``replayed_lines``).
 
     :param conn: an autocommit connection.
     :param client: a boto3 S3 client.
@@ -774,15 +933,19 @@ def load_claimed_file(
     :param claim: a claim whose registry status is ``claimed``.
     :param lease_minutes: lease length.
     :param secret: callable returning the IP pseudonym key (default: the Variable).
+    :param limits: the per-file settings (default: read from the Variables).
     :return: ``loaded``, ``quarantined`` or ``skipped`` (another loader won).
     """
     import psycopg
 
+    limits = limits or LoadLimits.from_settings()
     started = time.monotonic()
     try:
         fmt = file_format(claim.key)
     except UnreadableFileError as exc:
         return _quarantine(conn, claim, exc.kind, exc.detail, lease_minutes)
+    origin = conn.execute(load_sql("ingest/replay_origin.sql"), {"file_id": claim.file_id}).fetchone()
+    identity = f"{origin[1]}/{origin[2]}#{origin[3]}" if origin else f"{bucket}/{claim.key}#{claim.etag}"
     load = _FileLoad(
         conn,
         client,
@@ -794,9 +957,17 @@ def load_claimed_file(
         matcher=DomainMatcher(load_domain_map(conn)),
         secret=secret or (lambda: get_setting(VAR_IP_HASH_SECRET)),
         file_batch_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"s3://{bucket}/{claim.key}#{claim.etag}")),
+        line_id_prefix=identity,
+        window=limits.window(),
+        max_bytes=limits.max_bytes,
+        max_rows=limits.max_rows,
+        replay_of=origin[0] if origin else None,
     )
     rejects = RejectSink()
-    skip_lines: dict[int, str] = {}
+    # source line -> reason to reject it (PostgreSQL refused it), or None: leave it out (replayed already)
+    skip_lines: dict[int, str | None] = {}
+    if load.replay_of is not None:
+        skip_lines.update(dict.fromkeys(_replayed_lines(conn, load.replay_of)))
     try:
         while True:
             rejects.reset()
@@ -814,13 +985,17 @@ def load_claimed_file(
                     "loaded; nothing of it was loaded (a newer version is registered on its own)",
                     lease_minutes,
                 )
+            except _ReplayConflictError as exc:
+                log.warning("%s: %s; loading it again without them", claim.key, exc)
+                skip_lines.update(dict.fromkeys(exc.lines))
+                continue
             except (psycopg.errors.DataError, psycopg.errors.CheckViolation) as exc:
                 # a value our rules let through but PostgreSQL refuses (a type or a CHECK)
                 refused = _refused_line(claim, builder, exc)
                 if refused is None:
                     raise
                 skip_lines[refused[0]] = refused[1]
-                if len(skip_lines) > MAX_REFUSED_LINES:
+                if sum(1 for reason in skip_lines.values() if reason is not None) > MAX_REFUSED_LINES:
                     return _quarantine_refused(conn, claim, *refused, lease_minutes)
                 continue
             if outcome is None:
@@ -831,12 +1006,23 @@ def load_claimed_file(
         rejects.close()
 
 
-def _new_builder(load: _FileLoad, rejects: RejectSink, skip_lines: dict[int, str]) -> FastRowBuilder:
+def _replayed_lines(conn: psycopg.Connection, original_file_id: int) -> list[int]:
+    """The lines of ``original_file_id`` that a replay loaded already (``replayed_lines``).
+
+    :param conn: an open connection.
+    :param original_file_id: the original file's registry id.
+    """
+    rows = conn.execute(load_sql("ingest/replayed_lines.sql"), {"original_file_id": original_file_id})
+    return [line for (line,) in rows]
+
+
+def _new_builder(load: _FileLoad, rejects: RejectSink, skip_lines: dict[int, str | None]) -> FastRowBuilder:
     """The row builder of one load attempt: the vectorised fast path, per line where it is not sure.
 
     :param load: the file being loaded.
     :param rejects: the reject sink (reset by the caller before each attempt).
-    :param skip_lines: source lines to reject without parsing (PostgreSQL refused them), with the reason.
+    :param skip_lines: source lines not to convert: the reason to reject them with
+        (PostgreSQL refused them), or None (a replay leaves them out: loaded already).
     """
     from events_pipeline.ingest.arrow_row_builder import FastRowBuilder  # pyarrow: imported by the task only
 
@@ -848,6 +1034,7 @@ def _new_builder(load: _FileLoad, rejects: RejectSink, skip_lines: dict[int, str
         secret=load.secret,
         rejects=rejects,
         skip_lines=dict(skip_lines),
+        window=load.window,
     )
 
 
@@ -897,6 +1084,7 @@ def _load_once(load: _FileLoad, builder: FastRowBuilder) -> FileResult | None:
         (another loader holds or loaded the file).
     :raises UnreadableFileError: the file cannot be read (rolled back).
     :raises _VanishedError: the registered version of the object is gone (rolled back).
+    :raises _ReplayConflictError: a replay's line was loaded by another replay (rolled back).
     :raises psycopg.errors.DataError: PostgreSQL refused a row (rolled back).
     """
     conn, claim = load.conn, load.claim
@@ -905,6 +1093,8 @@ def _load_once(load: _FileLoad, builder: FastRowBuilder) -> FileResult | None:
         if locked is None or locked[0] != "claimed" or locked[1] != claim.token:
             return None
         sent = _copy_file(load, builder)
+        if load.replay_of is not None:
+            _record_replayed_lines(load, builder)
         rejected_key = _upload_rejects(load, builder)
         batch_id = _batch_id(builder, load.file_batch_id)
         _mark_loaded(load, builder, batch_id, rejected_key)
@@ -918,16 +1108,23 @@ def _copy_file(load: _FileLoad, builder: FastRowBuilder) -> int:
 
     NDJSON is streamed from S3 in byte blocks through the fast path; Parquet is
     spooled to a local file first (its reader seeks) and goes through the per-line path.
+    A line longer than ``file_readers.MAX_LINE_BYTES`` is rejected on its own; a file
+    over ``events_ingest_max_file_bytes`` / ``events_ingest_max_file_rows`` is unreadable.
 
     :param load: the file being loaded.
     :param builder: the attempt's builder.
     :raises _VanishedError: that version of the object is gone.
+    :raises UnreadableFileError: unreadable, or over a cap (``too_large``, ``too_many_rows``).
     """
     claim = load.claim
     if load.fmt == PARQUET:
+        if (claim.size_bytes or 0) > load.max_bytes:
+            raise UnreadableFileError("too_large", _too_large(claim.size_bytes, load.max_bytes))
         with tempfile.TemporaryFile() as spool:
             if not landing.download_object(load.client, load.bucket, claim.key, claim.etag, spool):
                 raise _VanishedError
+            spool.seek(0)
+            _check_rows(parquet_rows(spool), load.max_rows)
             spool.seek(0)
             return copy_load.copy_events(
                 load.conn, (builder.record_block(rows) for rows in iter_parquet_batches(spool))
@@ -935,13 +1132,80 @@ def _copy_file(load: _FileLoad, builder: FastRowBuilder) -> int:
     body = landing.open_object(load.client, load.bucket, claim.key, claim.etag)
     if body is None:
         raise _VanishedError
-    try:
-        blocks = iter_byte_blocks(body, gzipped=load.fmt.endswith(".gz"))
-        return copy_load.copy_events(
-            load.conn, (part for b in blocks for part in builder.ndjson_bytes_parts(b))
+
+    def long_line(line: int, size: int) -> None:
+        builder.skip_lines.setdefault(
+            line,
+            f"line is {size} bytes long, more than the {file_readers.MAX_LINE_BYTES} allowed "
+            f"(raw holds its first {file_readers.LONG_LINE_RAW_BYTES} bytes)",
         )
+
+    try:
+        blocks = iter_byte_blocks(
+            body, gzipped=load.fmt.endswith(".gz"), on_long_line=long_line, max_bytes=load.max_bytes
+        )
+        return copy_load.copy_events(load.conn, _bounded_parts(builder, blocks, load.max_rows))
     finally:
         body.close()
+
+
+def _bounded_parts(
+    builder: FastRowBuilder, blocks: Iterator[bytes], max_rows: int
+) -> Iterator[bytes | memoryview]:
+    """The COPY text of each block, failing once the file has more than ``max_rows`` lines.
+
+    :param builder: the attempt's builder.
+    :param blocks: the file's NDJSON blocks.
+    :param max_rows: most lines the file may hold.
+    :raises UnreadableFileError: ``too_many_rows`` (the load is rolled back).
+    """
+    for block in blocks:
+        yield from builder.ndjson_bytes_parts(block)
+        _check_rows(builder.line_no, max_rows)
+
+
+def _check_rows(rows: int, max_rows: int) -> None:
+    """Refuse a file of more than ``max_rows`` lines (rows), naming the Variable.
+
+    :param rows: lines (rows) read so far.
+    :param max_rows: the cap.
+    :raises UnreadableFileError: ``too_many_rows``.
+    """
+    if rows > max_rows:
+        raise UnreadableFileError(
+            "too_many_rows",
+            f"the file holds more than {max_rows} lines (rows); Variable {MAX_FILE_ROWS.name} bounds "
+            "one file, which is loaded in one transaction: split it",
+        )
+
+
+def _too_large(size: int | None, max_bytes: int) -> str:
+    return (
+        f"the file holds {size} bytes, more than {max_bytes}; Variable {VAR_MAX_FILE_BYTES} bounds "
+        "one file, which is loaded in one transaction: split it"
+    )
+
+
+def _record_replayed_lines(load: _FileLoad, builder: FastRowBuilder) -> None:
+    """Record the original lines this replay loads (same transaction); refuse lines loaded already.
+
+    ``replayed_lines`` has one row per (original file, line): a line another replay
+    loaded (committed meanwhile, or committing now: the insert waits for it) conflicts,
+    and this attempt is rolled back to be loaded again without it.
+
+    :param load: the replay being loaded.
+    :param builder: the attempt's builder (``copy_line_to_source``: the lines loaded).
+    :raises _ReplayConflictError: naming the lines loaded already.
+    """
+    lines = sorted(set(builder.copy_line_to_source[1:]))
+    if not lines:
+        return
+    inserted = load.conn.execute(
+        load_sql("ingest/record_replayed_lines.sql"),
+        {"original_file_id": load.replay_of, "replay_file_id": load.claim.file_id, "lines": lines},
+    ).fetchall()
+    if len(inserted) != len(lines):
+        raise _ReplayConflictError(set(lines) - {line for (line,) in inserted})
 
 
 def _upload_rejects(load: _FileLoad, builder: FastRowBuilder) -> str | None:
@@ -952,7 +1216,7 @@ def _upload_rejects(load: _FileLoad, builder: FastRowBuilder) -> str | None:
     """
     if not builder.rejects.count:
         return None
-    key = landing.rejected_key(load.claim.key)
+    key = landing.rejected_key(load.claim.key, load.claim.file_id)
     landing.put_bytes(load.client, load.bucket, key, builder.rejects.stream(), "application/x-ndjson")
     return key
 
@@ -1128,9 +1392,9 @@ def _finish_quarantine(
         orjson.dumps(report, option=orjson.OPT_INDENT_2),
         "application/json",
     )
-    how = landing.move_object(client, bucket, claim.key, dest, claim.etag)
+    how = landing.move_object(client, bucket, claim.key, dest, claim.etag, claim.size_bytes)
     note = None
-    if how in ("replaced", "already_moved_missing_dest"):
+    if how in ("replaced", "already_moved_missing_dest", "copied_newer_left"):
         note = orjson.dumps({**error_doc, "move": how}).decode("utf-8")
     _mark_moved(conn, claim, dest, note)
     if result is None:
@@ -1149,10 +1413,15 @@ def _finish_move(conn: psycopg.Connection, claim: Claim, result: FileResult | No
     :param result: the file's result from this run, if it was loaded by it (gets ``dest_key``).
     :param how: what :func:`~events_pipeline.ingest.landing.move_object` returned.
     """
-    dest = landing.processed_key(claim.key)
+    dest = landing.processed_key(claim.key, claim.file_id)
     note = None
     if how == "replaced":
         note = f"not moved: {claim.key} was overwritten by a newer version, which is loaded separately"
+    elif how == "copied_newer_left":
+        note = (
+            f"copied to {dest}; {claim.key} was overwritten by a newer version before the delete: "
+            "that version was left in incoming/ and is loaded separately"
+        )
     elif how == "already_moved_missing_dest":
         note = f"{claim.key} was neither in incoming/ nor in processed/ when moving it"
     _mark_moved(conn, claim, dest, note)

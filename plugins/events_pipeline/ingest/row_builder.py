@@ -1,25 +1,35 @@
-"""The hot path of ingest: decoded lines -> PostgreSQL COPY text rows.
+"""The per-line path of ingest: decoded lines -> PostgreSQL COPY text rows.
 
 :class:`RowBuilder` validates each line (``validation``), attributes it
 (``attribution``), applies the GDPR treatment (``privacy``) and writes one
 COPY text-format row per good line; bad lines go to a :class:`RejectSink`.
-For a clean, non-GDPR line the original JSON text itself becomes
-``raw_event_data`` (escaped for COPY), so nothing is re-serialised and every
-string survives byte for byte.
+The original JSON text itself becomes ``raw_event_data`` (escaped for COPY):
+the GDPR treatment and the NUL replacement are edits of that text, so nothing
+is re-serialised and every string and number survives byte for byte
+(contract §2.4). A rejected line of a GDPR client or of an unknown site is
+written with its IPs treated, and no reason quotes an IP (contract §2.5).
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 from array import array
 from collections.abc import Callable
+from decimal import Decimal
 from typing import IO, Any
 
 import orjson
 
 from events_pipeline.attribution.domains import GDPR, DomainMatcher
-from events_pipeline.ingest.validation import LineRejectedError, replace_nul, validate_event
-from events_pipeline.privacy.fast_treatment import IpProtector
+from events_pipeline.ingest.validation import (
+    LineRejectedError,
+    TimestampWindow,
+    replace_nul_text,
+    site_of,
+    validate_event,
+)
+from events_pipeline.privacy.fast_treatment import IpProtector, protect_rejected_line, scrub_ips
 
 #: Column order of ``include/sql/ingest/copy_events.sql`` (``raw_event_data`` last: the
 #: fast path writes the original line and its ``\\n`` straight from the input buffer).
@@ -42,6 +52,8 @@ COPY_COLUMNS = (
 )
 NULL = "\\N"
 _NUL_ESCAPE = "\\u0000"
+#: orjson's message for a number beyond a double's range (``1e400``): valid JSON all the same.
+_HUGE_NUMBER = "number is infinity"
 
 
 def copy_text(value: str | None) -> str:
@@ -79,8 +91,8 @@ class RejectSink:
         """Record one rejected line.
 
         :param line: 1-based line (or Parquet row) number.
-        :param reason: why, for a person.
-        :param raw: the original line.
+        :param reason: why, for a person (never quoting an IP).
+        :param raw: the line as it goes to ``rejected/`` (IPs already treated where due).
         """
         self._file.write(orjson.dumps({"line": line, "reason": reason, "raw": raw}) + b"\n")
         self.count += 1
@@ -108,10 +120,12 @@ class RowBuilder:
     :param file_id: registry id written to every row.
     :param file_batch_id: ``batch_id`` of events that carry none.
     :param line_id_prefix: ``bucket/key#etag``, to derive ids of events without one.
-    :param secret: returns the IP pseudonym key (read only when a GDPR event has an IP).
+    :param secret: returns the IP pseudonym key (read only when a GDPR event needs it).
     :param rejects: where bad lines go.
-    :param skip_lines: line numbers to reject without parsing (set after
-        PostgreSQL refused them), mapped to the reason.
+    :param skip_lines: line numbers not to parse, mapped to the reason to reject them
+        with (set after PostgreSQL refused them, or when a line is too long), or to None:
+        leave the line out silently (a replayed line already loaded, counted in ``dropped``).
+    :param window: the instants ``timestamp`` may hold (None: any).
     """
 
     def __init__(
@@ -123,7 +137,8 @@ class RowBuilder:
         line_id_prefix: str,
         secret: Callable[[], str],
         rejects: RejectSink,
-        skip_lines: dict[int, str] | None = None,
+        skip_lines: dict[int, str | None] | None = None,
+        window: TimestampWindow | None = None,
     ) -> None:
         self._matcher = matcher
         self._file_id = str(file_id)
@@ -132,12 +147,15 @@ class RowBuilder:
         self._secret_fn = secret
         self._protector: IpProtector | None = None
         self.rejects = rejects
-        self.skip_lines = skip_lines or {}
+        self.skip_lines = skip_lines if skip_lines is not None else {}
+        self.window = window
         self.line_no = 0
         self.rows = 0
         self.rows_with_batch = 0
         self.blank = 0
         self.nul_lines = 0
+        #: lines left out silently (``skip_lines`` mapped to None)
+        self.dropped = 0
         self.per_client: dict[str, int] = {}
         self.batch_ids: set[str] = set()
         #: COPY data row number (1-based) -> source line, to map PostgreSQL errors back.
@@ -171,20 +189,57 @@ class RowBuilder:
         :param n: its 1-based line number.
         """
         if self.skip_lines and n in self.skip_lines:
-            self.rejects.add(n, self.skip_lines[n], line)
+            self._skip(n, line)
             return None
         try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
+            obj = parse_json(line)
+        except ValueError as exc:
             if not line or line.isspace():
                 self.blank += 1
                 return None
-            self.rejects.add(n, f"not valid JSON: {exc}", line)
+            self._reject(n, f"not valid JSON: {exc}", line, _NOT_JSON)
             return None
         return self._row(obj, line, n)
 
+    def _skip(self, n: int, line: str) -> None:
+        """Reject (or drop) a line of ``skip_lines`` without converting it.
+
+        :param n: its line number.
+        :param line: the line (or what stands for it).
+        """
+        reason = self.skip_lines[n]
+        if reason is None:
+            self.dropped += 1
+            return
+        try:
+            obj = parse_json(line)
+        except ValueError:
+            obj = _NOT_JSON
+        self._reject(n, reason, line, obj)
+
+    def _reject(self, n: int, reason: str, raw: str, obj: Any) -> None:
+        """Send a line to the reject sink, its IPs treated unless it is a known standard client's.
+
+        The reason never quotes an IP (:func:`~events_pipeline.privacy.fast_treatment.scrub_ips`).
+        The line keeps every byte when it belongs to a standard client; a GDPR client's,
+        and one whose site is unknown (no site, or one of no client: it may be a GDPR
+        client's), gets ``protect_rejected_line``.
+
+        :param n: the line number.
+        :param reason: why, for a person.
+        :param raw: the line as received.
+        :param obj: the decoded line, or ``_NOT_JSON``.
+        """
+        owner = self._matcher.match(site_of(obj) if obj is not _NOT_JSON else None)
+        if owner.privacy_level == GDPR or not owner.client_id:
+            raw = protect_rejected_line(raw, is_json=obj is not _NOT_JSON)
+        self.rejects.add(n, scrub_ips(reason), raw)
+
     def record_block(self, records: list[dict[str, Any]]) -> bytes:
         """Convert one block of Parquet rows (dicts); return the COPY text of the good ones.
+
+        A row's ``raw_event_data`` is its JSON serialisation (numbers exact: a decimal
+        is written with all its digits).
 
         :param records: rows as dicts with contract §2 (docs/contract.md) field names.
         """
@@ -192,40 +247,33 @@ class RowBuilder:
         for record in records:
             self.line_no += 1
             n = self.line_no
-            raw = orjson.dumps(record, default=str, option=orjson.OPT_NAIVE_UTC).decode("utf-8")
+            raw = orjson.dumps(record, default=_parquet_value, option=orjson.OPT_NAIVE_UTC).decode("utf-8")
             if self.skip_lines and n in self.skip_lines:
-                self.rejects.add(n, self.skip_lines[n], raw)
+                self._skip(n, raw)
                 continue
-            row = self._row(record, raw, n, reserialize=True)
+            row = self._row(record, raw, n)
             if row is not None:
                 out.append(row)
         return "".join(out).encode("utf-8")
 
-    def _row(self, obj: Any, raw: str | None, n: int, *, reserialize: bool = False) -> str | None:
+    def _row(self, obj: Any, raw: str, n: int) -> str | None:
         original = raw
-        if _NUL_ESCAPE in raw:  # type: ignore[operator]
-            obj, replaced = replace_nul(obj)
-            if replaced:
+        if _NUL_ESCAPE in raw:
+            cleaned = replace_nul_text(raw)
+            if cleaned != raw:
+                raw = cleaned
+                obj = parse_json(raw)
                 self.nul_lines += 1
-                reserialize = True
         try:
-            ev = validate_event(obj, line_id=self._line_id_prefix, line_no=n)
+            ev = validate_event(obj, line_id=self._line_id_prefix, line_no=n, window=self.window)
         except LineRejectedError as exc:
-            self.rejects.add(n, str(exc), original)  # type: ignore[arg-type]
+            self._reject(n, str(exc), original, obj)
             return None
         owner = self._matcher.match(ev.site_id)
         ip = ev.ip_address
-        if owner.privacy_level == GDPR and ip is not None:
-            # the IP leaves the text by an edit of its value where that is unambiguous
-            # (gdpr_ingest.editable_text), else by re-serialising the treated event
-            edited = None if reserialize else self._ip_protector().protect_text(raw, ip)  # type: ignore[arg-type]
-            if edited is not None:
-                raw, ip = edited
-            else:
-                obj, ip = self._ip_protector().protect_event(obj, ip)
-                reserialize = True
-        if reserialize:
-            raw = orjson.dumps(obj, default=str, option=orjson.OPT_NAIVE_UTC).decode("utf-8")
+        if owner.privacy_level == GDPR:
+            # every IP of the event leaves its text by an edit (contract §6.3): nothing is re-serialised
+            raw, ip = self._ip_protector().protect_line(raw, ip)
         client_id = owner.client_id
         self.per_client[client_id] = self.per_client.get(client_id, 0) + 1
         batch_id = ev.batch_id
@@ -259,3 +307,42 @@ class RowBuilder:
             f"{client_id if client_id else NULL}\t{batch_text}\t{owner.privacy_level}\t{self._file_id}\t"
             f"{copy_text(raw)}\n"
         )
+
+
+#: Stands for the decoded value of a line that is not valid JSON.
+_NOT_JSON = object()
+
+
+def parse_json(text: str) -> Any:
+    """Decode one line of JSON (``orjson``), also when it holds a number beyond a double's range.
+
+    ``1e400`` or ``-1e400`` are valid JSON that orjson refuses; such a line is decoded
+    by the standard library instead (the number becomes an infinite float: it is kept
+    exactly in ``raw_event_data``, the text, and refused in a contract field).
+
+    :param text: the line.
+    :raises ValueError: not valid JSON (``orjson.JSONDecodeError``), with orjson's reason.
+    """
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        if _HUGE_NUMBER not in str(exc):
+            raise
+        try:
+            value = json.loads(text, parse_constant=_no_constant)
+            json.dumps(value, ensure_ascii=False).encode("utf-8")  # lone surrogates fail, as in orjson
+        except ValueError:  # (UnicodeEncodeError is one)
+            raise exc from None
+        return value
+
+
+def _no_constant(name: str) -> Any:
+    """``NaN`` and ``Infinity`` are not JSON (the standard library accepts them)."""
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _parquet_value(value: Any) -> Any:
+    """What orjson writes for a Parquet value it has no type for: a decimal as a JSON number, else text."""
+    if isinstance(value, Decimal) and value.is_finite():
+        return orjson.Fragment(str(value))
+    return str(value)

@@ -40,6 +40,33 @@ _AF_INET = socket.AF_INET
 _AF_INET6 = socket.AF_INET6
 _pton = socket.inet_pton
 _ntop = socket.inet_ntop
+#: The Variables of the plausible ``timestamp`` window (registered by ``ingest.pipeline``).
+VAR_TIMESTAMP_MIN = "events_ingest_timestamp_min"
+VAR_TIMESTAMP_MAX_AHEAD_HOURS = "events_ingest_timestamp_max_ahead_hours"
+#: A JSON escape (``\\u0000`` or a one-character one such as ``\\\\``), read left to right.
+_ESCAPE_RE = re.compile(r"\\(?:u[0-9a-fA-F]{4}|.)")
+_NUL_ESCAPE_TEXT = "\\u0000"
+_NUL_REPLACEMENT_ESCAPE = "\\ufffd"
+
+
+class TimestampWindow(NamedTuple):
+    """The instants an event's ``timestamp`` may hold (both ends included).
+
+    :param earliest: the first instant accepted (Variable ``events_ingest_timestamp_min``).
+    :param latest: the last instant accepted (the load's start plus
+        ``events_ingest_timestamp_max_ahead_hours``).
+    """
+
+    earliest: datetime
+    latest: datetime
+
+    def describe(self) -> str:
+        """The window for a reason: ``2000-01-01T00:00:00Z .. 2026-11-28T10:00:00Z``."""
+        return f"{_utc_text(self.earliest)} .. {_utc_text(self.latest)}"
+
+
+def _utc_text(ts: datetime) -> str:
+    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 class LineRejectedError(ValueError):
@@ -160,13 +187,34 @@ def parse_ip(value: Any) -> str | None:
     try:
         return _ntop(family, _pton(family, value))
     except (OSError, ValueError):
+        # the value itself is never quoted: it may be a visitor's address in another spelling
         raise LineRejectedError(
-            f"ip_address {value[:60]!r} is not an IPv4 or IPv6 address"
-            + (" (zone ids like %eth0 cannot be stored)" if "%" in value else "")
+            f"ip_address ({len(value)} characters) is not an IPv4 or IPv6 address (strict: no leading "
+            "zeros, no short forms, no spaces"
+            + ("; zone ids like %eth0 cannot be stored)" if "%" in value else ")")
         ) from None
 
 
-def validate_event(obj: Any, *, line_id: str = "", line_no: int | None = None) -> Event:
+def check_window(ts: datetime, raw_ts: Any, window: TimestampWindow) -> None:
+    """Refuse a timestamp outside the plausible window (contract §2.4).
+
+    :param ts: the parsed timestamp (aware).
+    :param raw_ts: the field as sent (for the reason).
+    :param window: the accepted instants.
+    :raises LineRejectedError: naming the field, its value and the window.
+    """
+    if window.earliest <= ts <= window.latest:
+        return
+    shown = raw_ts[:60] if isinstance(raw_ts, str) else raw_ts
+    raise LineRejectedError(
+        f"timestamp {shown!r} ({_utc_text(ts)}) is outside the accepted window {window.describe()} "
+        f"(Variables {VAR_TIMESTAMP_MIN}, {VAR_TIMESTAMP_MAX_AHEAD_HOURS})"
+    )
+
+
+def validate_event(
+    obj: Any, *, line_id: str = "", line_no: int | None = None, window: TimestampWindow | None = None
+) -> Event:
     """Check one decoded event against contract §2 (docs/contract.md) and return its columns.
 
     :param obj: the decoded JSON value of the line.
@@ -174,6 +222,7 @@ def validate_event(obj: Any, *, line_id: str = "", line_no: int | None = None) -
         ``:<line_no>`` when given), used to derive the ``event_id`` of events
         that have none (built only then: this runs once per line).
     :param line_no: the line number appended to ``line_id``.
+    :param window: the instants ``timestamp`` may hold (None: any).
     :raises LineRejectedError: the reason the line breaks the rules.
     """
     if type(obj) is not dict:
@@ -195,6 +244,8 @@ def validate_event(obj: Any, *, line_id: str = "", line_no: int | None = None) -
             ts = parse_timestamp(raw_ts)
     else:
         ts = parse_timestamp(raw_ts)
+    if window is not None and not window.earliest <= ts <= window.latest:
+        check_window(ts, raw_ts, window)
 
     raw_event_id = obj.get("event_id")
     if type(raw_event_id) is str and _UUID_RE.fullmatch(raw_event_id):
@@ -326,6 +377,41 @@ def derive_path(url: str) -> str | None:
         except ValueError:
             return None
     return path[:MAX_PATH] if path else None
+
+
+def replace_nul_text(text: str) -> str:
+    """Replace every ``\\u0000`` escape of a JSON text by ``\\ufffd`` (U+FFFD), keeping every other byte.
+
+    The text-level twin of :func:`replace_nul`: decoding the result gives what
+    :func:`replace_nul` gives for the decoded text (keys and values), and numbers,
+    spacing and every other escape stay as sent. Escapes are read left to right, so
+    ``\\\\u0000`` (an escaped backslash, then ``u0000``) is left alone.
+
+    :param text: a JSON text (a raw NUL byte cannot be in one: JSON refuses control characters).
+    """
+    if _NUL_ESCAPE_TEXT not in text:
+        return text
+    return _ESCAPE_RE.sub(
+        lambda m: _NUL_REPLACEMENT_ESCAPE if m.group() == _NUL_ESCAPE_TEXT else m.group(), text
+    )
+
+
+def site_of(obj: Any) -> str | None:
+    """The normalised site of a decoded line, whatever else is wrong with it (None: none found).
+
+    Used to decide how a REJECTED line is written (contract §2.5): ``site_id`` when it
+    is a non-empty string, else the host of ``url`` when that is a string.
+
+    :param obj: the decoded JSON value of the line.
+    """
+    if type(obj) is not dict:
+        return None
+    site, url = obj.get("site_id"), obj.get("url")
+    if type(site) is str and site:
+        return normalize_site(site)
+    if site in (None, "") and type(url) is str and url:
+        return host_from_url(url)
+    return None
 
 
 def replace_nul(value: Any) -> tuple[Any, int]:

@@ -5,8 +5,9 @@ port and trailing dot ignored) is applied set-based in SQL
 (``include/sql/maintenance/match_domains.sql``) to the distinct unattributed
 sites, then rows are updated in bounded batches through the partial index
 ``events_log_unattributed_idx``. Rows of a GDPR client get the GDPR treatment in
-the same transaction as their client, so no export can ever see such a row
-with its raw IP. ``export_hour`` stays NULL: the next hourly export claims them.
+the same transaction as their client (every IP of the event, nested ones too, as
+an edit of the stored text: contract §6.3), so no export can ever see such a row
+with a raw IP. ``export_hour`` stays NULL: the next hourly export claims them.
 Archived rows are left alone (they are no longer exported).
 """
 
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from events_pipeline.common import heap_ranges
 from events_pipeline.common.db import connect, load_sql
 from events_pipeline.common.settings import VAR_IP_HASH_SECRET, get_setting
+from events_pipeline.privacy.ip_treatment import check_secret
 from events_pipeline.privacy.sweep import SET_ROW_BATCH, treat_and_write
 
 if TYPE_CHECKING:
@@ -42,6 +44,35 @@ def match_sites(conn: psycopg.Connection, sites: list[str]) -> dict[str, tuple[s
     return {site: (client, privacy) for site, client, privacy in rows}
 
 
+def delete_erased(conn: psycopg.Connection, matched: dict[str, tuple[str, str]]) -> dict[str, int]:
+    """Delete the unattributed rows the matched clients had erased, instead of attributing them.
+
+    Rows of a visitor with a tombstone for the client the row's site now maps to
+    (``gdpr_erasure_tombstones``), that existed or happened by the erasure, are the
+    erased visitor's data: they are deleted (and recorded in the request's audit trail)
+    in one transaction, before any row is attributed (contract §6.5).
+
+    :param conn: an autocommit connection.
+    :param matched: ``{site_id: (client_id, privacy_level)}`` from :func:`match_sites`.
+    :return: rows deleted per client.
+    """
+    if not matched:
+        return {}
+    with conn.transaction():
+        rows = conn.execute(
+            load_sql("maintenance/reattribute_erased.sql"),
+            {"sites": list(matched), "clients": [c for c, _ in matched.values()]},
+        ).fetchall()
+    erased = {client_id: int(n) for client_id, n in rows}
+    for client_id, n in sorted(erased.items()):
+        log.info(
+            "re-attribution: client %s: %d row(s) of erased visitors deleted instead of attributed",
+            client_id,
+            n,
+        )
+    return erased
+
+
 def run_reattribution(
     conn: psycopg.Connection, secret: str, *, batch_rows: int = 5000, run_id: str | None = None
 ) -> dict[str, int]:
@@ -58,6 +89,7 @@ def run_reattribution(
     t0 = time.monotonic()
     sites = [r[0] for r in conn.execute(load_sql("maintenance/unattributed_sites.sql"))]
     matched = match_sites(conn, sites)
+    erased = delete_erased(conn, matched)
     per_client: Counter[str] = Counter()
     standard = {s: c for s, (c, p) in matched.items() if p != "gdpr"}
     gdpr = {s: c for s, (c, p) in matched.items() if p == "gdpr"}
@@ -89,10 +121,12 @@ def run_reattribution(
     for client_id, n in sorted(per_client.items()):
         log.info("re-attribution: client %s: %d row(s) attributed", client_id, n)
     log.info(
-        "re-attribution: %d unattributed site(s), %d now matched, %d row(s) attributed in %.2fs",
+        "re-attribution: %d unattributed site(s), %d now matched, %d row(s) attributed, %d row(s) of erased "
+        "visitors deleted in %.2fs",
         len(sites),
         len(matched),
         sum(per_client.values()),
+        sum(erased.values()),
         seconds,
     )
     return dict(per_client)
@@ -103,6 +137,6 @@ def run(run_id: str | None = None) -> dict[str, Any]:
 
     :param run_id: the Airflow run id, for ``maintenance_log``.
     """
-    secret = str(get_setting(VAR_IP_HASH_SECRET))
+    secret = check_secret(str(get_setting(VAR_IP_HASH_SECRET)))
     with connect() as conn:
         return run_reattribution(conn, secret, batch_rows=int(get_setting(SET_ROW_BATCH.name)), run_id=run_id)

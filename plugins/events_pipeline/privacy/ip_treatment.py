@@ -8,7 +8,11 @@ For clients with ``privacy_level='gdpr'`` a raw IP is never stored or exported
 - in ``raw_event_data`` the ``ip_address`` field holds the same truncated value,
   and ``ip_pseudonym`` a keyed HMAC-SHA256 of the full address (secret: the
   Airflow Variable ``events_ip_hash_secret``), so a client can still count
-  distinct addresses without anyone being able to enumerate them back.
+  distinct addresses without anyone being able to enumerate them back;
+- every other string VALUE of the event, at any depth (object members and array
+  elements), that is an IP literal (:func:`ip_literal`: the whole string, surrounding
+  ASCII whitespace aside) is replaced by its truncated address too. Keys, and strings
+  that merely contain an address among other text (a URL, a header list), are kept.
 
 Treatment is idempotent: applying it to an already-treated event changes
 nothing (a truncated address truncates to itself and an existing pseudonym is kept).
@@ -34,6 +38,11 @@ PSEUDONYM_HEX_CHARS = 32
 MIN_SECRET_BYTES = 32
 #: NAT64 well-known prefix 64:ff9b::/96 (RFC 6052): the last 32 bits are the IPv4 address.
 _NAT64_PREFIX = bytes.fromhex("0064ff9b") + b"\x00" * 8
+#: What surrounds an IP literal in a string value and is ignored (JSON whitespace).
+IP_SPACE = " \t\r\n"
+#: A string value longer than this (whitespace included) is never taken for an IP literal
+#: (the longest one, an IPv6 address with a dotted IPv4 tail, has 45 characters).
+MAX_IP_TEXT = 64
 
 
 def check_secret(secret: str | None) -> str:
@@ -77,6 +86,28 @@ def embedded_ipv4(addr: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     return None
 
 
+def ip_literal(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """Return the address a string value spells, when the whole string is an IP literal.
+
+    Strict, as ingest's ``ip_address`` rule: dotted IPv4 without leading zeros, any
+    IPv6 text form (embedded dotted IPv4 included), no zone id (``%eth0``), no prefix
+    length. Surrounding ASCII whitespace (:data:`IP_SPACE`) is ignored; a string of
+    more than :data:`MAX_IP_TEXT` characters is not an IP literal.
+
+    :param value: a decoded JSON string.
+    :return: the address, or None when the string is not (only) an IP literal.
+    """
+    if len(value) > MAX_IP_TEXT:
+        return None
+    text = value.strip(IP_SPACE)
+    if not text or "%" in text:
+        return None
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
 def _canonical(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     addr = ipaddress.ip_address(ip.strip())
     if isinstance(addr, ipaddress.IPv6Address):
@@ -117,21 +148,48 @@ def ip_pseudonym(ip: str, secret: str) -> str:
     :param secret: the key (Variable ``events_ip_hash_secret``).
     :raises SettingError: the secret is missing or too short (:func:`check_secret`).
     """
-    if not secret:  # WIRING-PENDING: check_secret(secret)
-        raise ValueError("events_ip_hash_secret is empty: GDPR pseudonyms need a secret key")
+    check_secret(secret)
     addr = _canonical(ip)
     digest = hmac.new(secret.encode("utf-8"), str(addr).encode("ascii"), hashlib.sha256).hexdigest()
     return digest[:PSEUDONYM_HEX_CHARS]
 
 
+def treat_nested(value: Any) -> Any:
+    """Replace every string value of a decoded JSON value that is an IP literal by its truncated address.
+
+    Object members at any depth and array elements are visited; keys are kept.
+
+    :param value: a decoded JSON value (dicts and lists are changed in place).
+    :return: the treated value (a new string where ``value`` itself was an IP literal).
+    """
+    if isinstance(value, str):
+        return truncate_ip(value.strip(IP_SPACE)) if ip_literal(value) is not None else value
+    if isinstance(value, dict):
+        for key, item in value.items():
+            value[key] = treat_nested(item)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            value[i] = treat_nested(item)
+    return value
+
+
 def protect_event(raw: dict[str, Any], ip: str | None, secret: str) -> tuple[dict[str, Any], str | None]:
-    """Apply the GDPR treatment to one event.
+    """Apply the GDPR treatment to one event (contract §6.3).
+
+    Every string value that is an IP literal, at any depth, is truncated
+    (:func:`treat_nested`); the top-level ``ip_address`` member gets the truncated
+    ``ip`` and ``ip_pseudonym`` the pseudonym of ``ip`` (the column value, else the
+    top-level ``ip_address``).
 
     :param raw: the event object as stored in ``raw_event_data`` (changed in place).
     :param ip: the event's IP address (the column value), or None.
     :param secret: the pseudonym key.
     :return: ``(raw, truncated_ip)``; ``truncated_ip`` is None when there was no IP.
+    :raises ValueError: ``ip`` (or the top-level ``ip_address`` string) is not an IP literal.
     """
+    for key, item in raw.items():
+        if key != RAW_IP_FIELD or not isinstance(item, str):  # a top-level string: the column's rule below
+            raw[key] = treat_nested(item)
     if ip is None:
         raw_ip = raw.get(RAW_IP_FIELD)
         ip = raw_ip if isinstance(raw_ip, str) and raw_ip else None

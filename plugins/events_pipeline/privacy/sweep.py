@@ -1,14 +1,17 @@
 """GDPR sweep: anonymise the rows of GDPR clients that still hold a raw IP.
 
 Rows that predate a client's switch to ``privacy_level='gdpr'`` (or that slipped
-through any other way) get exactly the ingest treatment,
-:func:`events_pipeline.privacy.ip_treatment.protect_event`: ``ip_address`` truncated,
-``raw_event_data.ip_address`` truncated and a keyed ``ip_pseudonym`` added,
-``privacy_level='gdpr'``. PostgreSQL finds the rows (set-based, in id order,
-bounded batches locked ``FOR UPDATE``); Python applies the treatment (the HMAC
-key never goes to the database: pgcrypto is not available anyway); the batch
-is written back through COPY into a temporary table and one UPDATE, in the
-same transaction. Re-running finds nothing left to do.
+through any other way) get exactly the ingest treatment (contract §6.3,
+:func:`events_pipeline.privacy.ip_treatment.protect_event`): ``ip_address`` truncated,
+``raw_event_data.ip_address`` truncated and a keyed ``ip_pseudonym`` added, every
+other IP literal value of ``raw_event_data`` (nested, in arrays, escaped) truncated,
+``privacy_level='gdpr'``. The stored text is edited, not re-serialised
+(``IpProtector.protect_stored``): numbers and every other byte stay as stored.
+PostgreSQL finds the rows (set-based, in id order, bounded batches locked
+``FOR UPDATE``; nested values through ``jsonb_path_query``); Python applies the
+treatment (the HMAC key never goes to the database: pgcrypto is not available
+anyway); the batch is written back through COPY into a temporary table and one
+UPDATE, in the same transaction. Re-running finds nothing left to do.
 """
 
 from __future__ import annotations
@@ -19,12 +22,11 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from events_pipeline.common import heap_ranges as batches
 from events_pipeline.common.db import connect, load_sql
 from events_pipeline.common.settings import VAR_IP_HASH_SECRET, Setting, get_setting, register
-from events_pipeline.privacy.ip_treatment import protect_event
+from events_pipeline.privacy.fast_treatment import IpProtector
+from events_pipeline.privacy.ip_treatment import check_secret
 
 if TYPE_CHECKING:
     import psycopg
@@ -39,27 +41,19 @@ SET_ROW_BATCH = register(
 Row = tuple[int, datetime, str, str | None, str]
 
 
-def treat_row(row: Row, secret: str) -> tuple[int, datetime, str, str | None, str, bool]:
-    """Apply the ingest's GDPR treatment to one row.
+def treat_row(row: Row, secret: str | IpProtector) -> tuple[int, datetime, str, str | None, str, bool]:
+    """Apply the ingest's GDPR treatment to one row (an edit of its stored text).
 
     :param row: ``(id, created_at, client_id, ip, raw_json)``.
-    :param secret: the pseudonym key.
+    :param secret: the pseudonym key, or an :class:`IpProtector` holding it.
     :return: ``(id, created_at, client_id, truncated_ip, raw_json, ip_was_invalid)``.
-        An IP that is not an IP literal (cannot be truncated) is removed, never kept.
+        A top-level ``ip_address`` that is not an IP literal (cannot be truncated) is
+        removed (``null``), never kept.
     """
     rid, created_at, client_id, ip, raw_text = row
-    raw = orjson.loads(raw_text)
-    if not isinstance(raw, dict):
-        raw = {"value": raw}
-    invalid = False
-    try:
-        raw, truncated = protect_event(raw, ip, secret)
-    except ValueError:
-        invalid = True
-        truncated = None
-        if "ip_address" in raw:
-            raw["ip_address"] = None
-    return rid, created_at, client_id, truncated, orjson.dumps(raw).decode("utf-8"), invalid
+    protector = secret if isinstance(secret, IpProtector) else IpProtector(secret)
+    text, truncated, invalid = protector.protect_stored(raw_text, ip)
+    return rid, created_at, client_id, truncated, text, invalid
 
 
 def write_treated(conn: psycopg.Connection, treated: Iterable[tuple[Any, ...]]) -> int:
@@ -92,7 +86,8 @@ def treat_and_write(conn: psycopg.Connection, rows: list[Row], secret: str) -> t
     :param secret: the pseudonym key.
     :return: ``(rows_updated, invalid_ips_removed)``.
     """
-    out = [treat_row(r, secret) for r in rows]
+    protector = IpProtector(secret)
+    out = [treat_row(r, protector) for r in rows]
     invalid = sum(1 for r in out if r[5])
     return write_treated(conn, (r[:5] for r in out)), invalid
 
@@ -158,6 +153,6 @@ def run(run_id: str | None = None) -> dict[str, int]:
 
     :param run_id: the Airflow run id, for ``maintenance_log``.
     """
-    secret = str(get_setting(VAR_IP_HASH_SECRET))
+    secret = check_secret(str(get_setting(VAR_IP_HASH_SECRET)))
     with connect() as conn:
         return run_gdpr_sweep(conn, secret, batch_rows=int(get_setting(SET_ROW_BATCH.name)), run_id=run_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -13,6 +14,9 @@ from psycopg import sql
 
 from events_pipeline.common.db import as_dicts
 from tests.conftest import LANDING_BUCKET
+
+#: The IP pseudonym key of the test run (tests/conftest.py sets the Variable), for direct calls.
+TEST_SECRET = os.environ["AIRFLOW_VAR_EVENTS_IP_HASH_SECRET"]
 
 
 @pytest.fixture

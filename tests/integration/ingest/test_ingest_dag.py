@@ -27,10 +27,16 @@ def test_mixed_good_and_bad_lines_load_and_reject(ingest_env: Any, db: Any, run_
     assert reg["status"] == "processed"
     assert (reg["rows_loaded"], reg["rows_rejected"]) == (20, len(BAD_LINES))
     assert keys(s3, "incoming/") == []
-    assert keys(s3, "processed/") == ["processed/2026/11/27/a.ndjson.gz"]
-    rejected = read_ndjson(s3, "rejected/2026/11/27/a.ndjson.gz.rejected.ndjson")
+    assert keys(s3, "processed/") == [f"processed/2026/11/27/a.f{reg['file_id']}.ndjson.gz"]
+    assert reg["rejected_key"] == f"rejected/2026/11/27/a.f{reg['file_id']}.ndjson.gz.rejected.ndjson"
+    rejected = read_ndjson(s3, reg["rejected_key"])
     assert [r["line"] for r in rejected] == list(range(11, 11 + len(BAD_LINES)))
-    assert [r["raw"] for r in rejected] == list(BAD_LINES)
+    # lines of no known client keep their bytes except their IPs (contract §2.5): the line
+    # without a site has its invalid ip_address removed
+    assert [r["raw"] for r in rejected] == [
+        line.replace('"999.1.1.1"', "null") if "999.1.1.1" in line else line for line in BAD_LINES
+    ]
+    assert not any("999.1.1.1" in r["reason"] for r in rejected)
     reasons = " | ".join(r["reason"] for r in rejected)
     assert "timestamp is missing" in reasons
     assert "event_type must be 1 to 50" in reasons
@@ -104,11 +110,13 @@ def test_empty_files_load_zero_rows_and_move_to_processed(ingest_env: Any, db: A
     assert {(r["status"], r["rows_loaded"], r["rows_rejected"]) for r in registry(db)} == {
         ("processed", 0, 0)
     }
+    ids = {r["key"]: r["file_id"] for r in registry(db)}
     assert keys(s3, "processed/") == [
-        "processed/e/blank-lines.jsonl",
-        "processed/e/empty.ndjson",
-        "processed/e/empty.ndjson.gz",
+        f"processed/e/blank-lines.f{ids['incoming/e/blank-lines.jsonl']}.jsonl",
+        f"processed/e/empty.f{ids['incoming/e/empty.ndjson']}.ndjson",
+        f"processed/e/empty.f{ids['incoming/e/empty.ndjson.gz']}.ndjson.gz",
     ]
+    assert sorted(r["processed_key"] for r in registry(db)) == keys(s3, "processed/")
     assert keys(s3, "rejected/") == []
     assert count(db, "ingest_counts") == 0
 
@@ -251,5 +259,6 @@ def test_parquet_landing_file(ingest_env: Any, db: Any, run_dag: Any) -> None:
         ("click", "globex", "203.0.113.0"),
         ("pageview", "acme", "198.51.100.9"),
     ]
-    rejected = read_ndjson(s3, "rejected/pq/a.parquet.rejected.ndjson")
+    (reg,) = registry(db)
+    rejected = read_ndjson(s3, f"rejected/pq/a.f{reg['file_id']}.parquet.rejected.ndjson")
     assert [r["line"] for r in rejected] == [3]

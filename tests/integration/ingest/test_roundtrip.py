@@ -68,7 +68,7 @@ _props = st.dictionaries(
 
 
 def _load_and_compare(s3: Any, db: Any, run_dag: Any, sent: list[dict[str, Any]], name: str) -> None:
-    db.execute("TRUNCATE events_log, ingest_counts, landing_files")
+    db.execute("TRUNCATE events_log, ingest_counts, replayed_lines, landing_files")
     put(s3, f"rt/{name}.ndjson.gz", ndjson(sent))
     dr = run_dag("events_ingest")
     assert dr.state == "success", task_states(dr)

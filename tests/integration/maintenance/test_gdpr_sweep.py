@@ -10,10 +10,11 @@ from events_pipeline.privacy.sweep import run_gdpr_sweep
 
 from .conftest import add_client, event, insert_events
 
-SECRET = "test-ip-hash-secret"
+SECRET = "test-ip-hash-secret-of-at-least-32-bytes"
 
 
-def test_sweep_after_switch_to_gdpr(maint_db, partitions_back, run_dag):
+def test_sweep_after_switch_to_gdpr(maint_db, partitions_back, run_dag, s3):
+    # (s3: the DAG's landing-expiry step needs the landing bucket to exist)
     db = maint_db
     add_client(db, "acme")
     add_client(db, "initech")

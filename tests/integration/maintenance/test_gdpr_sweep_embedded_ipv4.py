@@ -16,7 +16,7 @@ from events_pipeline.privacy.sweep import run_gdpr_sweep
 
 from .conftest import add_client, event, insert_events
 
-SECRET = "test-ip-hash-secret"
+SECRET = "test-ip-hash-secret-of-at-least-32-bytes"
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from events_pipeline.maintenance.reattribution import match_sites, run_reattribu
 
 from .conftest import add_client, count, event, insert_events
 
-SECRET = "test-ip-hash-secret"
+SECRET = "test-ip-hash-secret-of-at-least-32-bytes"
 
 #: (site_id, expected client) - the same table must hold for ingest's Python rule.
 DOMAIN_CASES = [
@@ -54,7 +54,8 @@ def test_domain_rule_edge_cases(domains):
     assert wrong == []
 
 
-def test_reattribution_then_export_ready(maint_db, partitions_back, run_dag):
+def test_reattribution_then_export_ready(maint_db, partitions_back, run_dag, s3):
+    # (s3: the DAG's landing-expiry step needs the landing bucket to exist)
     db = maint_db
     add_client(db, "acme")
     add_client(db, "globex", privacy_level="gdpr")
@@ -99,4 +100,29 @@ def test_reattribution_then_export_ready(maint_db, partitions_back, run_dag):
     assert json.dumps(rows["g"][5], sort_keys=True) == json.dumps(
         db.execute("SELECT raw_event_data FROM events_log WHERE visitor_id = 'g'").fetchone()[0],
         sort_keys=True,
+    )
+
+
+def test_reattribution_to_a_gdpr_client_treats_every_ip_of_the_event(maint_db, partitions_back):
+    """Contract §6.3: the nested copies too, as an edit of the stored text (numbers kept)."""
+    db = maint_db
+    add_client(db, "globex", privacy_level="gdpr", domains=["globex.de"])
+    row = event(
+        datetime.now(UTC) - timedelta(hours=2), client_id=None, site_id="globex.de", ip="203.0.113.78"
+    )
+    row["raw_event_data"] = (
+        '{"ip_address":"203.0.113.78","ctx":{"ip":"203.0.113.78","all":["198.51.100.7","203\\u002e0.113.78"]},'
+        '"n":18446744073709551616}'
+    )
+    insert_events(db, [row])
+
+    assert run_reattribution(db, SECRET) == {"globex": 1}
+
+    ip, text, level = db.execute(
+        "SELECT host(ip_address), raw_event_data::text, privacy_level FROM events_log"
+    ).fetchone()
+    assert (ip, level) == ("203.0.113.0", "gdpr")
+    assert text.startswith(
+        '{"ip_address":"203.0.113.0","ctx":{"ip":"203.0.113.0","all":["198.51.100.0","203.0.113.0"]},'
+        '"n":18446744073709551616,"ip_pseudonym":"'
     )

@@ -21,6 +21,7 @@ from devtools.demo_data import BAD_LINES, iter_events
 from events_pipeline.attribution.domains import DomainMatcher, Owner
 from events_pipeline.ingest.arrow_row_builder import FastRowBuilder
 from events_pipeline.ingest.row_builder import COPY_COLUMNS, RejectSink, RowBuilder
+from events_pipeline.ingest.validation import TimestampWindow
 from tests.unit.ingest.copy_text import unescape_copy_field
 
 DOMAINS = {
@@ -31,15 +32,18 @@ DOMAINS = {
 }
 
 
-def _builder(cls: type[RowBuilder], skip: dict[int, str] | None = None) -> RowBuilder:
+def _builder(
+    cls: type[RowBuilder], skip: dict[int, str] | None = None, window: TimestampWindow | None = None
+) -> RowBuilder:
     return cls(
         DomainMatcher(DOMAINS),
         file_id=42,
         file_batch_id="file-batch",
         line_id_prefix="bucket/incoming/x.ndjson#etag",
-        secret=lambda: "s3cret",
+        secret=lambda: "s3cret-s3cret-s3cret-s3cret-s3cret",
         rejects=RejectSink(),
         skip_lines=skip,
+        window=window,
     )
 
 
@@ -72,10 +76,12 @@ def _result(b: RowBuilder, data: bytes) -> dict[str, Any]:
     }
 
 
-def _compare(blocks: list[bytes], skip: dict[int, str] | None = None) -> FastRowBuilder:
-    ref = _builder(RowBuilder, skip)
+def _compare(
+    blocks: list[bytes], skip: dict[int, str] | None = None, window: TimestampWindow | None = None
+) -> FastRowBuilder:
+    ref = _builder(RowBuilder, skip, window)
     ref_data = b"".join(ref.ndjson_block(block.decode().split("\n")) for block in blocks)
-    fast = _builder(FastRowBuilder, skip)
+    fast = _builder(FastRowBuilder, skip, window)
     fast_data = b"".join(bytes(fast.ndjson_bytes_block(block)) for block in blocks)
     expected = _result(ref, ref_data)
     got = _result(fast, fast_data)
@@ -228,6 +234,30 @@ EDGE_EVENTS: list[Any] = [
     b'{"site_id":"globex.de","event_type":"pv","timestamp":"2026-11-27T05:00:00Z",'
     b'"ip_address":"2001:0db8:85a3:0000:0000:8a2e:0370:7334"}',
     b'{"site_id":"globex.de","event_type":"pv","timestamp":"2026-11-27T05:00:00Z","ip_address":"0.0.0.0"}',
+    # every IP of a GDPR event is treated (contract §6.3): nested, repeated, in arrays, escaped,
+    # IPv6 and embedded forms - the fast path leaves such lines to the per-line path
+    _ev(site_id="globex.de", context={"ip": "35.148.214.37"}),
+    _ev(site_id="globex.de", ip_address=..., context={"ips": ["203.0.113.9", "2001:db8::1"]}),
+    _ev(site_id="globex.de", ip_address=..., context={"note": "no address here", "v": "1.2.3"}),
+    _ev(site_id="globex.de", extra=["::ffff:203.0.113.77", "2002:cb00:714d::1", "64:ff9b::cb00:714d"]),
+    _ev(site_id="acme.com", context={"ip": "35.148.214.37"}),  # a standard client: kept
+    b'{"site_id":"globex.de","event_type":"pv","timestamp":"2026-11-27T05:00:00Z","ip_address":"203.0.113.78",'
+    b'"c":{"ip":"203\\u002e0.113.78"}}',
+    b'{"site_id":"globex.de","event_type":"pv","timestamp":"2026-11-27T05:00:00Z",'
+    b'"c":{"ip":"\\u0032\\u0030\\u0033.0.113.78"}}',
+    b'{"site_id":"globex.de","event_type":"pv","timestamp":"2026-11-27T05:00:00Z","ip_address":"1.2.3.4",'
+    b'"url2":"http://203.0.113.7/x","k":{"1.2.3.4":true}}',
+    # numbers exactly as sent (contract §2.4), standard and GDPR, fast and per-line
+    b'{"site_id":"acme.com","event_type":"pv","timestamp":"2026-11-27T05:00:00Z","n":18446744073709551616,'
+    b'"f":1.0000000000000000001,"neg":-9223372036854775809,"z":-0.0,"e":1E+2}',
+    b'{"site_id":"acme.com","event_type":"pv","timestamp":"2026-11-27T05:00:00Z","n":-1e400,"m":1e-400}',
+    b'{"site_id":"globex.de","event_type":"pv","timestamp":"2026-11-27T05:00:00Z","ip_address":"1.2.3.4",'
+    b'"n":18446744073709551616,"f":1.0000000000000000001,"big":123456789012345678901234567890}',
+    b'{"site_id":"globex.de","event_type":"pv","timestamp":"2026-11-27T05:00:00Z","ip_address":"1.2.3.4",'
+    b'"c":{"ip":"1.2.3.4"},"n":18446744073709551616,"x":-1e400}',
+    b'{"site_id":"globex.de","event_type":"pv","timestamp":"2026-11-27T05:00:00Z","ip_address":"1.2.3.4",'
+    b'"s":"a\\u0000b","n":18446744073709551616}',
+    b'{"site_id":"acme.com","event_type":"pv","timestamp":-1e400}',
 ]
 
 

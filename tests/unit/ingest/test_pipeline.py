@@ -94,7 +94,9 @@ class _Moves:
         dest = f"processed/f{claim.file_id}"
         return pipeline.FileResult(claim.key, claim.file_id, pipeline.LOADED, dest_key=dest)
 
-    def move_object(self, client: Any, bucket: str, src: str, dest: str, etag: str | None) -> str:
+    def move_object(
+        self, client: Any, bucket: str, src: str, dest: str, etag: str | None, size_bytes: int | None = None
+    ) -> str:
         n = int(src.rsplit("f", 1)[1])
         with self._lock:
             self.running += 1

@@ -32,7 +32,7 @@ def _builder(domains: dict[str, Owner] | None = None) -> RowBuilder:
         file_id=42,
         file_batch_id="file-batch",
         line_id_prefix="bucket/incoming/x.ndjson#etag",
-        secret=lambda: "s3cret",
+        secret=lambda: "s3cret-s3cret-s3cret-s3cret-s3cret",
         rejects=RejectSink(),
     )
 

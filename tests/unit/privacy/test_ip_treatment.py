@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from events_pipeline.common.errors import SettingError
 from events_pipeline.privacy.fast_treatment import IpProtector
 from events_pipeline.privacy.ip_treatment import (
     embedded_ipv4,
@@ -17,7 +18,7 @@ from events_pipeline.privacy.ip_treatment import (
     truncate_ip,
 )
 
-SECRET = "unit-test-secret"
+SECRET = "unit-test-secret-unit-test-secret"
 
 
 @pytest.mark.parametrize(
@@ -46,10 +47,10 @@ def test_truncate_ip_rejects_non_ips() -> None:
 def test_pseudonym_is_keyed_stable_and_canonical() -> None:
     a = ip_pseudonym("1.2.3.4", SECRET)
     assert a == ip_pseudonym("::ffff:1.2.3.4", SECRET) == ip_pseudonym(" 1.2.3.4", SECRET)
-    assert a != ip_pseudonym("1.2.3.4", "other-secret")
+    assert a != ip_pseudonym("1.2.3.4", "other-secret-other-secret-other-secret")
     assert a != ip_pseudonym("1.2.3.5", SECRET)
     assert len(a) == 32 and int(a, 16) >= 0
-    with pytest.raises(ValueError, match="events_ip_hash_secret"):
+    with pytest.raises(SettingError, match="events_ip_hash_secret"):
         ip_pseudonym("1.2.3.4", "")
 
 
@@ -114,7 +115,7 @@ def test_ingest_fast_path_equals_privacy_protect_event(ip: str, has_pseudonym: b
 
 
 def test_fast_path_needs_a_secret() -> None:
-    with pytest.raises(ValueError, match="events_ip_hash_secret"):
+    with pytest.raises(SettingError, match="events_ip_hash_secret"):
         IpProtector("")
 
 
@@ -143,3 +144,15 @@ def test_addresses_that_embed_an_ipv4_are_treated_as_that_ipv4(ip: str) -> None:
 def test_other_ipv6_addresses_keep_their_48_bit_treatment(ip: str) -> None:
     assert embedded_ipv4(ipaddress.IPv6Address(ip)) is None
     assert ipaddress.ip_address(truncate_ip(ip)).version == 6
+
+
+@pytest.mark.parametrize("make", [IpProtector, lambda key: ip_pseudonym("1.2.3.4", key)])
+def test_a_key_shorter_than_32_bytes_fails_naming_the_variable_and_how_to_make_one(make) -> None:
+    with pytest.raises(SettingError) as caught:
+        make("k" * 31)
+    message = str(caught.value)
+    assert "'events_ip_hash_secret' is 31 bytes long" in message
+    assert "at least 32 bytes" in message and "secrets.token_hex(32)" in message
+    assert "AIRFLOW_VAR_EVENTS_IP_HASH_SECRET" in message
+    make("k" * 32)  # 32 bytes are enough
+    make("é" * 16)  # bytes, not characters

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from events_pipeline.privacy.ip_treatment import protect_event
 from events_pipeline.privacy.sweep import treat_row
 
-SECRET = "unit-secret"
+SECRET = "unit-secret-unit-secret-unit-secret"
 T = datetime(2026, 11, 20, tzinfo=UTC)
 
 
