@@ -1,54 +1,122 @@
-"""events_gdpr_erasure: process pending GDPR erasure requests (hourly)."""
+"""events_gdpr_erasure: file erasure requests from the UI form, carry out pending ones (hourly)."""
 
 from __future__ import annotations
 
-from airflow.sdk import CronDataIntervalTimetable, dag, task
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
 from events_pipeline.common.runbook import runbook_link
-from events_pipeline.orchestration.dag_defaults import START_DATE, default_args
+from events_pipeline.export.keys import CLIENT_ID_RE
+from events_pipeline.orchestration.dag_defaults import START_DATE, dagrun_timeout, default_args
 
 DOC = f"""
 ### GDPR erasure requests
 
-For every `pending` row of `gdpr_erasure_requests` (client, visitor): deletes the
-visitor's events from `events_log`, rewrites every Parquet object of that client
-in the backup bucket that contains the visitor (same key, same schema, zstd) and
-updates the folder's `_manifest.json` (file rows/bytes/sha256, `row_count`).
-The request records `status`, `rows_deleted`, `objects_rewritten`,
-`client_objects` (objects in the client's own bucket: listed for the client, never
-modified), `started_at`, `processed_at`, `attempts`, `error`.
+Each request (client, visitor) is carried out on every copy the pipeline keeps:
 
-- **Schedule**: hourly at :30 UTC (off the exports' :00), no catch-up (each run takes every pending request).
-- **Inputs**: `events_db`, `aws_default`, Variable `events_backup_bucket`.
-- **Outputs**: rows deleted, backup objects and manifests rewritten, request rows updated.
-- **Re-runs** are safe: a crash midway leaves the request `processing`, the next
-  run finishes it; a request failing 5 times becomes `failed` (its `error` names the object).
-  See [{runbook_link("events_gdpr_erasure")}] and docs/maintenance.md.
+- `events_log`: the visitor's events of the client, attributed to it or not yet
+  attributed on one of its sites (any status); a tombstone keeps re-attribution from
+  handing the client such rows later;
+- the backup bucket: only the export hours that held the visitor (recorded when the
+  rows are deleted): their Parquet / JSON Lines parts are rewritten without the
+  visitor, their `_manifest.json` updated;
+- the landing bucket: `rejected/` and `quarantine/` objects, and the `processed/`
+  objects the visitor's events came from, rewritten without the visitor's lines (or
+  deleted when nothing else is left).
+
+The client's own bucket is the client's: its objects holding the visitor are listed in
+the audit trail (`listed_for_client`), never changed. Every copy touched is one row of
+`gdpr_erasure_audit` (view `gdpr_erasure_audit_trail`), printed in the task log when the
+request is done; then the request keeps a digest of the visitor, not the id.
+
+- **File a request from the UI**: *Trigger DAG* and fill in **Client id**, **Visitor
+  id**, **Requested by** (and **Reference**): the run files it (a wrong or unknown client
+  id, an empty visitor id fail the run at once, naming the field) and carries it out.
+  An empty form carries out the pending requests, as a scheduled run does.
+- **Schedule**: hourly at :30 UTC (off the exports' :00), no catch-up, one run at a time.
+- **Failures**: a request whose pass fails is retried by later runs with a growing
+  delay (`next_attempt_at`; Variables `events_erasure_retry_base_minutes`,
+  `events_erasure_retry_max_minutes`); it becomes `failed` after
+  `events_erasure_max_failures` failures or at once when retrying cannot help (unknown
+  client, unreadable backup object). `check_erasure_requests` (events_health) fails for
+  any `failed` request and any request not done within `events_erasure_deadline_days`.
+- **Inputs**: `events_db`, `aws_default`, Variables `events_backup_bucket`,
+  `events_landing_bucket`. **Outputs**: rows deleted, objects rewritten or deleted,
+  request, audit and tombstone rows.
+- **Re-runs** are safe (every step is idempotent). See [{runbook_link("events_gdpr_erasure")}]
+  and docs/maintenance.md.
 """
 
 
 @dag(
     dag_id="events_gdpr_erasure",
-    description="Hourly: carry out GDPR erasure requests (visitor rows and backup exports)",
+    description="Hourly: GDPR erasure requests on every copy (rows, backups, landing); file one by form",
     schedule=CronDataIntervalTimetable("30 * * * *", timezone="UTC"),
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
-    default_args=default_args(),
+    dagrun_timeout=dagrun_timeout("events_gdpr_erasure"),
+    default_args=default_args("events_gdpr_erasure"),
     tags=["events", "privacy"],
     doc_md=DOC,
+    params={
+        "client_id": Param(
+            None,
+            type=["null", "string"],
+            pattern=CLIENT_ID_RE.pattern,
+            title="Client id",
+            description="The client (clients.client_id) whose visitor is to be erased. Empty: file nothing, "
+            "carry out the pending requests.",
+        ),
+        "visitor_id": Param(
+            None,
+            type=["null", "string"],
+            maxLength=100,
+            title="Visitor id",
+            description="The visitor id exactly as the client's events carry it (visitor_id).",
+        ),
+        "requested_by": Param(
+            None,
+            type=["null", "string"],
+            maxLength=200,
+            title="Requested by",
+            description="Who asked: the person, the client's data protection officer... "
+            "Kept with the request.",
+        ),
+        "reference": Param(
+            None,
+            type=["null", "string"],
+            maxLength=200,
+            title="Reference",
+            description="Optional: the ticket or letter reference of the request.",
+        ),
+        "whole_backup_history": Param(
+            False,
+            type="boolean",
+            title="Search the whole backup history",
+            description="Also read every backup folder of the client (slow: the client's whole history), "
+            "for a visitor whose events may be older than the client's retention_days: by default only "
+            "the hours of the visitor's events still in events_log are purged.",
+        ),
+    },
 )
 def events_gdpr_erasure() -> None:
-    """One task: process the pending requests."""
+    """File the form's request (if any), then carry out every due request."""
+
+    @task
+    def file_request(params=None, run_id=None) -> dict | None:
+        """File the trigger form's request (an empty form files nothing)."""
+        from events_pipeline.erasure import intake
+
+        return intake.run(params, run_id=run_id)
 
     @task
     def process_erasure_requests() -> dict:
-        """Erase the requested visitors from events_log and the backup exports."""
+        """Carry out the due requests on events_log, the backup bucket and the landing bucket."""
         from events_pipeline.erasure import requests as erasure
 
         return erasure.run()
 
-    process_erasure_requests()
+    file_request() >> process_erasure_requests()
 
 
 events_gdpr_erasure()

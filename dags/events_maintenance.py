@@ -1,11 +1,11 @@
-"""events_maintenance: partitions ahead, archival, re-attribution, GDPR sweep, retention (daily)."""
+"""events_maintenance: partitions, archival, re-attribution, GDPR sweep, retention, landing expiry (daily)."""
 
 from __future__ import annotations
 
 from airflow.sdk import CronDataIntervalTimetable, dag, task
 
 from events_pipeline.common.runbook import runbook_link
-from events_pipeline.orchestration.dag_defaults import START_DATE, default_args
+from events_pipeline.orchestration.dag_defaults import START_DATE, dagrun_timeout, default_args
 
 DOC = f"""
 ### Daily maintenance of `events_log`
@@ -23,12 +23,22 @@ can simply be cleared and re-run.
    exactly as at ingest.
 5. **apply_retention** - exported events are deleted `retention_days` (per client)
    after `processed_at`: whole partitions dropped or rebuilt, bounded batches
-   otherwise; only days already billed (`billing_runs`) are touched.
+   otherwise; only days already billed (`billing_runs`) and hours already
+   published (a succeeded `export_runs` row) are touched.
+
+Beside them, on its own (it needs no database step first):
+**expire_landing_objects** - deletes the landing bucket's `processed/`, `rejected/`
+and `quarantine/` objects older than `events_landing_keep_processed_days` (7),
+`events_landing_keep_rejected_days` (30), `events_landing_keep_quarantine_days`
+(30); at most `events_landing_expiry_max_deletes` per prefix and run; counts and
+bytes per prefix in the log and in `maintenance_log`.
 
 - **Schedule**: daily at 03:00 UTC (no catch-up: each run works on "now").
-- **Inputs**: `events_db`; Variables `events_ip_hash_secret` and the optional
-  `events_retention_*`, `events_archive_after_days`, `events_maintenance_batch_blocks`.
-- **Outputs**: `events_log` changes, `maintenance_log` rows (one per step/client/partition).
+- **Inputs**: `events_db`, `aws_default`; Variables `events_ip_hash_secret`,
+  `events_landing_bucket` and the optional `events_retention_*`,
+  `events_archive_after_days`, `events_maintenance_batch_blocks`, `events_landing_keep_*_days`.
+- **Outputs**: `events_log` changes, landing objects deleted, `maintenance_log` rows
+  (one per step/client/partition/prefix).
 - **If it fails**: the log line names the step, partition or client. A retention
   lock timeout means long queries held `events_log`: it retries by itself.
   See [{runbook_link("events_maintenance")}] and docs/maintenance.md.
@@ -37,12 +47,13 @@ can simply be cleared and re-run.
 
 @dag(
     dag_id="events_maintenance",
-    description="Daily: partitions, archival, re-attribution, GDPR IP sweep, retention",
+    description="Daily: partitions, archival, re-attribution, GDPR IP sweep, retention, landing expiry",
     schedule=CronDataIntervalTimetable("0 3 * * *", timezone="UTC"),
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
-    default_args=default_args(),
+    dagrun_timeout=dagrun_timeout("events_maintenance"),
+    default_args=default_args("events_maintenance"),
     tags=["events", "maintenance", "privacy"],
     doc_md=DOC,
 )
@@ -86,6 +97,16 @@ def events_maintenance() -> None:
 
         return retention.run(run_id=run_id)
 
+    @task
+    def expire_landing_objects(run_id: str | None = None) -> dict:
+        """Delete processed/, rejected/ and quarantine/ landing objects older than their keep days."""
+        from events_pipeline.ingest.landing import PROCESSED, QUARANTINE, REJECTED
+        from events_pipeline.maintenance import landing_expiry
+
+        return landing_expiry.run(
+            processed=PROCESSED, rejected=REJECTED, quarantine=QUARANTINE, run_id=run_id
+        )
+
     (
         ensure_partitions()
         >> archive_stale_pending()
@@ -93,6 +114,7 @@ def events_maintenance() -> None:
         >> sweep_gdpr_ips()
         >> apply_retention()
     )
+    expire_landing_objects()
 
 
 events_maintenance()

@@ -1,4 +1,7 @@
 -- Does {partition} hold at least one row retention may delete now? (stops at the first)
+-- A row is deletable when it is exported, expired for its client, created and exported
+-- on billed days, and its export hour is published (a 'succeeded' export_runs row):
+-- rows marked by an export whose manifest never got written stay (contract §6.1).
 SELECT EXISTS (
     SELECT 1
     FROM {partition} AS e
@@ -7,5 +10,11 @@ SELECT EXISTS (
     WHERE e.export_status = 'exported'
       AND e.processed_at < k.cutoff
       AND e.created_at < %(billed_end)s
-      AND coalesce(e.export_hour, e.created_at) < %(billed_end)s
+      AND e.export_hour < %(billed_end)s
+      AND EXISTS (
+          SELECT 1 FROM export_runs AS r
+          WHERE r.client_id = e.client_id
+            AND r.interval_start = e.export_hour
+            AND r.status = 'succeeded'
+      )
 )

@@ -1,5 +1,5 @@
 -- Copy the rows retention keeps (pending, archived, not yet expired, not yet
--- billed, unknown client) from {partition} into {target}.
+-- billed, unknown client, export hour not published) from {partition} into {target}.
 INSERT INTO {target}
 SELECT e.*
 FROM {partition} AS e
@@ -9,5 +9,11 @@ WHERE (
     e.export_status = 'exported'
     AND e.processed_at < k.cutoff
     AND e.created_at < %(billed_end)s
-    AND coalesce(e.export_hour, e.created_at) < %(billed_end)s
+    AND e.export_hour < %(billed_end)s
+    AND EXISTS (
+        SELECT 1 FROM export_runs AS r
+        WHERE r.client_id = e.client_id
+          AND r.interval_start = e.export_hour
+          AND r.status = 'succeeded'
+    )
 ) IS NOT TRUE

@@ -1,582 +1,872 @@
-"""GDPR erasure requests: delete a visitor's events and purge them from the backup exports.
+"""GDPR erasure requests: remove a visitor of a client from every copy the pipeline keeps.
 
-For each client with pending rows in ``gdpr_erasure_requests`` (all its
-visitors at once, so the client's data is read once per run):
+A request (``gdpr_erasure_requests``: client, visitor) is carried out in passes; a
+pass takes the client's due requests under the client's own lock (other clients'
+requests go on in parallel runs) and:
 
-1. the visitors' events are deleted from ``events_log`` (one statement; the
-   counts are added to each request in the same transaction);
-2. every Parquet object under the client's backup prefix
-   (``s3://{backup}/{client_id}/``, :func:`~events_pipeline.export.keys.backup_prefix`)
-   is read (the ``visitor_id`` column first; the whole object only when a visitor
-   is in it), the visitors' rows are filtered out and the object is rewritten
-   under the same key with the same schema (zstd); the folder's ``_manifest.json``
-   gets the new ``rows``/``bytes``/``sha256`` of the file and the new
-   ``row_count`` (the export's manifest code edits and serialises it). Nothing
-   else in either changes;
-3. the request records ``rows_deleted``, ``objects_rewritten`` (backup keys and
-   rows removed), ``client_objects`` (the matching objects in the client's own
-   bucket, located with the export's key layout; they are the client's to act
-   on and are not touched), status and times.
+1. **database** - in one transaction: deletes the visitor's events of the client from
+   ``events_log``, those attributed to it and those not attributed yet on one of its
+   sites (the attribution rule over ``client_domains``), in any status (pending,
+   exported, archived); records the export hours and landing files those rows came
+   from (``gdpr_erasure_hours``, ``gdpr_erasure_files``), the count, the audit row, and
+   a tombstone (client, visitor digest) that re-attribution honours afterwards;
+2. **backup bucket** - purges only the recorded hours' folders
+   (:class:`~events_pipeline.erasure.backup.BackupPurge`): the cost follows the
+   visitor's data, not the client's history; the same hour in the client's own
+   bucket is listed for the client in the audit trail, never changed;
+3. **loads and exports that raced the delete** - a landing file whose load was still
+   running when the delete ran has its rows deleted once the load has committed; an
+   export of a purged hour that was running meanwhile makes that hour purged again;
+4. **landing bucket** (all requests of the run together, under the landing lock: the
+   objects hold every client's events) - every ``rejected/`` and ``quarantine/`` object
+   and the ``processed/`` objects of the recorded files (plus those whose rejected
+   lines held a visitor) are rewritten without the visitor's lines, or deleted when
+   nothing else is left (:mod:`~events_pipeline.erasure.landing_objects`).
 
-Safe to re-run: deletes and filters are idempotent, an object is recorded in
-the request *before* it is rewritten, and a manifest whose entry no longer
-matches its object (a crash between the two writes) is corrected on the next
-run. Requests stay ``processing``/``pending`` until everything is done.
+Then the request is ``done``: its visitor id is cleared (the digest stays) and its
+audit trail (``gdpr_erasure_audit``, one row per copy touched) is printed in the task
+log. A failed pass is retried by later runs with a growing delay (``next_attempt_at``:
+``events_erasure_retry_base_minutes`` doubling, at most
+``events_erasure_retry_max_minutes``); after ``events_erasure_max_failures`` failures,
+or at once when retrying cannot help (no such client, an unreadable backup object),
+the request is ``failed``. Failed requests, and requests not done within
+``events_erasure_deadline_days``, turn ``check_erasure_requests`` red.
+
+Every step is idempotent: deletes and filters find nothing the second time, hours
+and files are recorded in the delete's transaction, objects are recorded in the audit
+trail before they are written, a manifest that disagrees with its object is corrected.
 """
 
 from __future__ import annotations
 
-import io
 import logging
-import posixpath
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
+
+from airflow.sdk.exceptions import AirflowFailException
 
 from events_pipeline.common.db import advisory_lock, as_dict, as_dicts, connect, load_sql
 from events_pipeline.common.errors import PipelineError
-from events_pipeline.common.settings import VAR_BACKUP_BUCKET, get_setting
-from events_pipeline.export.keys import (
-    MANIFEST_NAME,
-    ExportLocation,
-    TenantIsolationError,
-    backup_location,
-    backup_prefix,
-    client_location,
-    hour_of_folder,
+from events_pipeline.common.intervals import HourInterval
+from events_pipeline.common.runbook import runbook_link
+from events_pipeline.common.s3 import error_code
+from events_pipeline.common.settings import (
+    VAR_BACKUP_BUCKET,
+    VAR_LANDING_BUCKET,
+    Setting,
+    get_setting,
+    register,
 )
-from events_pipeline.export.manifest import (
-    CONTENT_TYPE,
-    ManifestError,
-    file_entries,
-    manifest_bytes,
-    read_manifest,
-    update_file_entry,
-)
-from events_pipeline.export.parquet_parts import describe_parquet
+from events_pipeline.erasure.audit import EVENTS_TABLE, AuditTrail, format_trail, trail
+from events_pipeline.erasure.backup import BackupPurge, ErasureError, UnreadableBackupError, list_keys
+from events_pipeline.erasure.landing_objects import LandingPurge, purge_landing_object
+from events_pipeline.erasure.matching import EventMatcher, Wanted, visitor_digest
+from events_pipeline.export.keys import TenantIsolationError
+from events_pipeline.ingest.landing import QUARANTINE, REJECTED
+from events_pipeline.maintenance.landing_expiry import SET_KEEP_PROCESSED_DAYS
 
 if TYPE_CHECKING:
     import psycopg
 
 log = logging.getLogger(__name__)
 
-LOCK_NAME = "events_pipeline.erasure"
-#: After this many attempts a request that keeps failing is marked ``failed``.
-MAX_ATTEMPTS = 5
+SET_RETRY_BASE_MINUTES = register(
+    Setting(
+        "events_erasure_retry_base_minutes",
+        30,
+        "delay before an erasure request that failed is tried again; doubles with each failure",
+    )
+)
+SET_RETRY_MAX_MINUTES = register(
+    Setting("events_erasure_retry_max_minutes", 720, "longest delay between two tries of an erasure request")
+)
+SET_MAX_FAILURES = register(
+    Setting(
+        "events_erasure_max_failures",
+        12,
+        "failed passes after which an erasure request becomes 'failed' (check_erasure_requests turns red)",
+    )
+)
+
+#: A pass holds its requests this long; a pass that dies is taken over after it.
+LEASE_MINUTES = 120
+#: Longest wait for landing files that were loading while the visitor's rows were deleted.
+LOADS_WAIT_SECONDS = 60.0
+#: The lock of the landing-bucket step (its objects hold every client's events).
+LANDING_LOCK = "events_pipeline.erasure.landing"
 
 
-class ErasureError(PipelineError):
-    """A request could not be completed (names the client and the object at fault)."""
+def client_lock_name(client_id: str) -> str:
+    """Return the name of the advisory lock one erasure pass of a client holds.
+
+    :param client_id: the client.
+    """
+    return f"events_pipeline.erasure.client.{client_id}"
+
+
+class UnknownClientError(ErasureError):
+    """The request names a client that is not in ``clients``: retrying cannot help."""
+
+
+class ErasureRunError(PipelineError, AirflowFailException):
+    """Requests failed in this run; each is retried by later runs on its own schedule (not by Airflow)."""
+
+
+#: Failures that retrying cannot fix: the request becomes ``failed`` at once.
+PERMANENT_ERRORS = (UnknownClientError, UnreadableBackupError, TenantIsolationError)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When a failed request is tried again, and when it is given up.
+
+    :param base_minutes: delay after the first failure (doubles with each one).
+    :param max_minutes: longest delay.
+    :param max_failures: failures after which the request is ``failed``.
+    """
+
+    base_minutes: int = 30
+    max_minutes: int = 720
+    max_failures: int = 12
+
+
+@dataclass(frozen=True)
+class LandingLayout:
+    """Where the landing bucket keeps the copies erasure searches (the ingest's key layout).
+
+    :param bucket: the landing bucket.
+    :param rejected: the ``rejected/`` prefix.
+    :param quarantine: the ``quarantine/`` prefix.
+    :param processed_keep_days: days ``processed/`` objects are kept (``events_landing_keep_processed_days``).
+    """
+
+    bucket: str
+    rejected: str = REJECTED
+    quarantine: str = QUARANTINE
+    processed_keep_days: int = SET_KEEP_PROCESSED_DAYS.default
 
 
 @dataclass
-class Request:
-    """One erasure request being processed.
+class ClientPass:
+    """One client's due requests in one run, and what happened to them.
 
-    :param request_id: its id.
     :param client_id: the client.
-    :param visitor_id: the visitor to erase.
-    :param objects: backup objects rewritten for it, by key.
-    :param client_objects: the matching client-bucket objects.
+    :param wanted: the requests (id, client, visitor).
+    :param landing_done: ids of the requests whose landing step was done by an earlier pass.
+    :param whole_backup: ids of the requests still owed a pass over every backup folder of the client.
+    :param deleted_at: when the visitor's rows were deleted (the delete's start).
+    :param rows_deleted: rows deleted in this pass.
+    :param stats: counters of the backup step.
+    :param hold: why the requests stay pending (a race, a load still running), if so.
+    :param error: the error that failed the pass, if any.
+    :param seconds: wall time of the client's steps.
     """
 
-    request_id: int
     client_id: str
-    visitor_id: str
-    objects: dict[str, dict[str, Any]] = field(default_factory=dict)
-    client_objects: dict[str, dict[str, Any]] = field(default_factory=dict)
+    wanted: list[Wanted]
+    landing_done: set[int] = field(default_factory=set)
+    whole_backup: set[int] = field(default_factory=set)
+    deleted_at: datetime | None = None
+    rows_deleted: int = 0
+    stats: Counter[str] = field(default_factory=Counter)
+    hold: str | None = None
+    error: Exception | None = None
+    seconds: float = 0.0
+
+    @property
+    def ids(self) -> list[int]:
+        """The request ids."""
+        return [w.request_id for w in self.wanted]
+
+    @property
+    def visitors(self) -> list[str]:
+        """The distinct visitors, sorted."""
+        return sorted({w.visitor_id for w in self.wanted})
+
+    def first_request(self) -> dict[str, int]:
+        """Map each visitor to its first request (rows are counted there, once)."""
+        first: dict[str, int] = {}
+        for w in sorted(self.wanted, key=lambda w: w.request_id):
+            first.setdefault(w.visitor_id, w.request_id)
+        return first
 
 
-def _list_keys(s3: Any, bucket: str, prefix: str) -> list[str]:
-    """Return every key under ``prefix`` in ``bucket`` (all pages).
+def run_erasure(
+    conn: psycopg.Connection,
+    s3: Any,
+    backup_bucket: str,
+    landing: LandingLayout,
+    *,
+    policy: RetryPolicy | None = None,
+) -> dict[str, Any]:
+    """Carry out every due erasure request (one pass each).
 
-    :param s3: a boto3 S3 client.
-    :param bucket: the bucket.
-    :param prefix: the key prefix.
+    :param conn: an open connection (switched to autocommit; each step commits on its own).
+    :param s3: a boto3 S3 client for the backup and landing buckets.
+    :param backup_bucket: the backup bucket (Variable ``events_backup_bucket``).
+    :param landing: the landing bucket and its layout.
+    :param policy: retry delays and limit (default :class:`RetryPolicy`).
+    :return: per client: requests, status, rows deleted, objects read/rewritten; the landing step's counters.
+    :raises ErasureRunError: some requests failed (named with client, request and object);
+        they are retried by later runs on their own schedule.
     """
-    keys: list[str] = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        keys.extend(o["Key"] for o in page.get("Contents", []))
-    return keys
+    policy = policy or RetryPolicy()
+    conn.autocommit = True
+    passes: list[ClientPass] = []
+    for client_id in [r[0] for r in conn.execute(load_sql("erasure/due_clients.sql"))]:
+        with advisory_lock(conn, client_lock_name(client_id), wait=False) as acquired:
+            if not acquired:
+                log.info("erasure: client %s: another run holds its requests; skipped", client_id)
+                continue
+            one = _claim(conn, client_id)
+            if one is None:
+                continue
+            t0 = time.monotonic()
+            try:
+                _client_steps(conn, s3, backup_bucket, one)
+            except Exception as exc:  # noqa: BLE001 - recorded on the requests, reported below
+                one.error = exc
+            one.seconds = time.monotonic() - t0
+            passes.append(one)
+    landing_stats = _landing_step(conn, s3, landing, passes)
+    failures = [line for one in passes if (line := _finish(conn, one, policy))]
+    summary = {
+        "clients": {one.client_id: _client_summary(one) for one in passes},
+        "landing": dict(landing_stats),
+    }
+    if failures:
+        raise ErasureRunError(
+            "erasure failed for " + "; ".join(failures) + f" ({runbook_link('events_gdpr_erasure')})"
+        )
+    return summary
 
 
-def filter_parquet(data: bytes, visitors: set[str]) -> tuple[bytes, Counter[str], int] | None:
-    """Remove the rows of ``visitors`` from one Parquet object.
-
-    :param data: the object's bytes.
-    :param visitors: visitor ids to remove.
-    :return: ``None`` when no row matches, else ``(new_bytes, removed_per_visitor, rows_left)``.
-        The schema (with its metadata) is kept; compression is zstd.
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    value_set = pa.array(sorted(visitors), type=pa.string())
-    ids = pq.read_table(io.BytesIO(data), columns=["visitor_id"]).column("visitor_id")
-    if ids.type != pa.string():
-        ids = ids.cast(pa.string())
-    hit = pc.fill_null(pc.is_in(ids, value_set=value_set), False)
-    if not pc.any(hit).as_py():
-        return None
-    removed = Counter(str(v) for v in pc.filter(ids, hit).to_pylist())
-    table = pq.read_table(io.BytesIO(data))
-    column = table.column("visitor_id")
-    if column.type != pa.string():
-        column = column.cast(pa.string())
-    kept = table.filter(pc.invert(pc.fill_null(pc.is_in(column, value_set=value_set), False)))
-    out = io.BytesIO()
-    pq.write_table(kept, out, compression="zstd")
-    return out.getvalue(), removed, kept.num_rows
-
-
-def _client_space(conn: psycopg.Connection, client_id: str) -> tuple[str, str] | None:
-    """Return the client's ``(export_bucket, export_prefix)``, or ``None`` when it does not exist.
-
-    :param conn: an open connection.
-    :param client_id: the client.
-    """
-    row = as_dict(conn.execute(load_sql("export/client_config.sql"), {"client_id": client_id}))
-    return (row["export_bucket"], row["export_prefix"]) if row else None
-
-
-def _save(conn: psycopg.Connection, req: Request) -> None:
-    """Store the request's audit lists (sorted by key).
+def _claim(conn: psycopg.Connection, client_id: str) -> ClientPass | None:
+    """Take the client's due requests (the caller holds the client's lock).
 
     :param conn: an autocommit connection.
-    :param req: the request.
+    :param client_id: the client.
     """
-    from psycopg.types.json import Jsonb
+    rows = as_dicts(
+        conn.execute(
+            load_sql("erasure/claim_requests.sql"), {"client_id": client_id, "lease_minutes": LEASE_MINUTES}
+        )
+    )
+    if not rows:
+        return None
+    one = ClientPass(
+        client_id,
+        [Wanted(int(r["request_id"]), r["client_id"], r["visitor_id"]) for r in rows],
+        landing_done={int(r["request_id"]) for r in rows if r["landing_done_at"] is not None},
+        whole_backup={
+            int(r["request_id"]) for r in rows if r["whole_backup"] and r["whole_backup_done_at"] is None
+        },
+    )
+    log.info("erasure: client %s: requests %s taken", client_id, one.ids)
+    return one
 
+
+def _client_steps(conn: psycopg.Connection, s3: Any, backup_bucket: str, one: ClientPass) -> None:
+    """The client's steps of a pass: delete rows, purge the backup hours, settle races.
+
+    :param conn: an autocommit connection.
+    :param s3: a boto3 S3 client.
+    :param backup_bucket: the backup bucket.
+    :param one: the client's pass (filled in).
+    :raises UnknownClientError: the client is not in ``clients``.
+    :raises ErasureError: an S3 step failed (names the object).
+    """
+    if as_dict(conn.execute(load_sql("export/client_config.sql"), {"client_id": one.client_id})) is None:
+        raise UnknownClientError(
+            f"erasure: requests {one.ids}: client_id {one.client_id!r} is not in clients (a typo when the "
+            "request was filed?): correct gdpr_erasure_requests.client_id, then set the requests pending"
+        )
+    sites = _client_sites_of(conn, one)
+    one.deleted_at = datetime.now(UTC)
+    one.rows_deleted += _delete_rows(conn, one, sites, "erasure/delete_visitor_rows.sql", {})
+    scan_started = datetime.now(UTC)
+    _purge_hours(conn, s3, backup_bucket, one)
+    _purge_whole_backup(conn, s3, backup_bucket, one)
+    _settle_loads(conn, s3, backup_bucket, one, sites)
+    _settle_exports(conn, s3, backup_bucket, one, scan_started)
+
+
+def _client_sites_of(conn: psycopg.Connection, one: ClientPass) -> list[str]:
+    """Return the sites of the visitors' unattributed events that belong to the client (attribution rule).
+
+    :param conn: an open connection.
+    :param one: the client's pass.
+    """
+    sites = [
+        r[0] for r in conn.execute(load_sql("erasure/unattributed_sites.sql"), {"visitors": one.visitors})
+    ]
+    if not sites:
+        return []
+    matched = conn.execute(load_sql("maintenance/match_domains.sql"), {"sites": sites}).fetchall()
+    return sorted(site for site, client_id, _ in matched if client_id == one.client_id)
+
+
+def _delete_rows(
+    conn: psycopg.Connection, one: ClientPass, sites: list[str], sql_name: str, extra: dict[str, Any]
+) -> int:
+    """Delete the visitors' rows and record hours, files, counts, audit and tombstones (one transaction).
+
+    :param conn: an autocommit connection.
+    :param one: the client's pass.
+    :param sites: unattributed sites of the client (:func:`_client_sites_of`).
+    :param sql_name: ``delete_visitor_rows.sql`` or its file-restricted variant.
+    :param extra: more parameters of that statement.
+    :return: rows deleted.
+    """
+    first = one.first_request()
+    params = {"client_id": one.client_id, "visitors": one.visitors, "sites": sites, **extra}
+    with conn.transaction():
+        deleted = conn.execute(load_sql(sql_name), params).fetchall()
+        per_request: Counter[int] = Counter()
+        hours: Counter[tuple[int, datetime]] = Counter()
+        files: Counter[tuple[int, int]] = Counter()
+        for visitor, export_hour, file_id in deleted:
+            request_id = first[visitor]
+            per_request[request_id] += 1
+            if export_hour is not None:
+                hours[(request_id, export_hour)] += 1
+            if file_id is not None:
+                files[(request_id, int(file_id))] += 1
+        _record_deletion(conn, one, per_request, hours, files, first)
+    log.info(
+        "erasure: client %s: %d event row(s) deleted for %d visitor(s) "
+        "(%d export hour(s), %d landing file(s))",
+        one.client_id,
+        len(deleted),
+        len(first),
+        len({h for _, h in hours}),
+        len({f for _, f in files}),
+    )
+    return len(deleted)
+
+
+def _record_deletion(
+    conn: psycopg.Connection,
+    one: ClientPass,
+    per_request: Counter[int],
+    hours: Counter[tuple[int, datetime]],
+    files: Counter[tuple[int, int]],
+    first: dict[str, int],
+) -> None:
+    """Inside the delete's transaction: record hours, files, counts, audit rows and tombstones.
+
+    :param conn: a connection inside the transaction.
+    :param one: the client's pass.
+    :param per_request: rows deleted per request.
+    :param hours: rows per (request, export hour).
+    :param files: rows per (request, landing file).
+    :param first: visitor -> its first request.
+    """
+    if hours:
+        keys = sorted(hours)
+        conn.execute(
+            load_sql("erasure/record_hours.sql"),
+            {
+                "request_ids": [k[0] for k in keys],
+                "hours": [k[1] for k in keys],
+                "rows": [hours[k] for k in keys],
+            },
+        )
+    if files:
+        keys_f = sorted(files)
+        conn.execute(
+            load_sql("erasure/record_files.sql"),
+            {
+                "request_ids": [k[0] for k in keys_f],
+                "file_ids": [k[1] for k in keys_f],
+                "rows": [files[k] for k in keys_f],
+            },
+        )
+    for request_id in one.ids:
+        conn.execute(
+            load_sql("erasure/add_rows_deleted.sql"),
+            {"request_id": request_id, "n": per_request.get(request_id, 0)},
+        )
+    if per_request:
+        AuditTrail(conn).record(
+            dict(per_request), bucket=None, key=EVENTS_TABLE, action="rows_deleted", detail=None
+        )
     conn.execute(
-        load_sql("erasure/record_objects.sql"),
+        load_sql("erasure/tombstone.sql"),
         {
-            "request_id": req.request_id,
-            "objects": Jsonb(sorted(req.objects.values(), key=lambda o: o["key"])),
-            "client_objects": Jsonb(sorted(req.client_objects.values(), key=lambda o: o["key"])),
+            "client_id": one.client_id,
+            "digests": [visitor_digest(one.client_id, v) for v in first],
+            "request_ids": list(first.values()),
         },
     )
 
 
-def _load_previous(conn: psycopg.Connection, req: Request) -> None:
-    """Load the audit lists an earlier, interrupted attempt of the request recorded.
+def _purge_hours(conn: psycopg.Connection, s3: Any, backup_bucket: str, one: ClientPass) -> None:
+    """Purge the backup folders of the recorded hours not purged yet; mark each one purged.
 
-    :param conn: an open connection.
-    :param req: the request (its lists are filled).
-    """
-    row = as_dict(conn.execute(load_sql("erasure/previous_objects.sql"), {"request_id": req.request_id}))
-    if row:
-        for o in row["objects_rewritten"] or []:
-            req.objects[o["key"]] = o
-        for o in row["client_objects"] or []:
-            req.client_objects[o["key"]] = o
-
-
-def purge_backup(
-    conn: psycopg.Connection, s3: Any, bucket: str, client_id: str, requests: list[Request]
-) -> dict[str, int]:
-    """Rewrite every backup object of ``client_id`` that holds a requested visitor.
-
-    :param conn: an open autocommit connection (request audit lists are saved as it goes).
+    :param conn: an autocommit connection.
     :param s3: a boto3 S3 client.
-    :param bucket: the backup bucket.
-    :param client_id: the client whose backup prefix (``{client_id}/``) is scanned.
-    :param requests: the client's requests being processed.
-    :return: counters: objects read, objects rewritten, manifests updated, rows removed.
-    :raises ErasureError: a backup object or manifest cannot be read (names it).
+    :param backup_bucket: the backup bucket.
+    :param one: the client's pass.
+    :raises ErasureError: an object could not be read or written (names it and the requests).
     """
-    return _BackupPurge(conn, s3, bucket, client_id, requests).run()
-
-
-class _BackupPurge:
-    """One client's pass over its backup folders, for all its requested visitors at once.
-
-    :param conn: an open autocommit connection.
-    :param s3: a boto3 S3 client.
-    :param bucket: the backup bucket.
-    :param client_id: the client.
-    :param requests: the client's requests being processed.
-    """
-
-    def __init__(
-        self, conn: psycopg.Connection, s3: Any, bucket: str, client_id: str, requests: list[Request]
-    ) -> None:
-        self.conn, self.s3, self.bucket, self.client_id = conn, s3, bucket, client_id
-        self.requests = requests
-        self.by_visitor: dict[str, list[Request]] = defaultdict(list)
-        for r in requests:
-            self.by_visitor[r.visitor_id].append(r)
-        self.visitors = set(self.by_visitor)
-        self.client_space = _client_space(conn, client_id)
-        self.stats: Counter[str] = Counter()
-        self._client_folders: dict[str, ExportLocation | None] = {}
-
-    def run(self) -> dict[str, int]:
-        """Purge every folder of the client's backup prefix; return the counters."""
-        for folder, keys in self._folders():
-            self._purge_folder(folder, keys)
-        return dict(self.stats)
-
-    def _folders(self) -> list[tuple[str, list[str]]]:
-        """Return the client's backup folders with their keys, sorted by folder."""
+    hours = [r[0] for r in conn.execute(load_sql("erasure/hours_to_purge.sql"), {"request_ids": one.ids})]
+    if not hours:
+        return
+    purge = BackupPurge(conn, s3, backup_bucket, one.client_id, one.wanted)
+    for hour in hours:
+        folder = purge.folder_of(HourInterval(hour))
         try:
-            prefix = backup_prefix(self.client_id)
-        except TenantIsolationError as exc:
-            log.warning("erasure: client %r has no backup folder (%s); nothing to purge", self.client_id, exc)
-            return []
-        folders: dict[str, list[str]] = defaultdict(list)
-        for key in _list_keys(self.s3, self.bucket, prefix):
-            folders[posixpath.dirname(key)].append(key)
-        return sorted(folders.items())
-
-    def _purge_folder(self, folder: str, keys: list[str]) -> None:
-        """Filter every Parquet object of one folder; bring its manifest in line with the objects.
-
-        :param folder: the folder (an hour of the client).
-        :param keys: every key in it.
-        """
-        manifest_key = posixpath.join(folder, MANIFEST_NAME)
-        manifest = self._read_manifest(manifest_key) if manifest_key in keys else None
-        entries = file_entries(manifest, manifest_key) if manifest is not None else {}
-        manifest_changed = False
-        for key in sorted(k for k in keys if k.endswith(".parquet")):
-            data, rewritten = self._purge_object(folder, key)
-            entry = entries.get(key)
-            if manifest is not None and entry is not None:
-                manifest_changed |= self._refresh_entry(manifest, manifest_key, entry, key, data, rewritten)
-        if manifest is not None and manifest_changed:
-            self._write_manifest(folder, manifest_key, manifest)
-
-    def _read_manifest(self, manifest_key: str) -> dict[str, Any]:
-        """Read a backup manifest as it is (not validated: older writers' ``files[].key`` are absolute).
-
-        :param manifest_key: its key.
-        :raises ErasureError: not a JSON object (names the object).
-        """
-        body = self.s3.get_object(Bucket=self.bucket, Key=manifest_key)["Body"].read()
-        try:
-            return read_manifest(body, validate=False)
-        except ManifestError as exc:
-            raise ErasureError(
-                f"erasure: client {self.client_id}: cannot read backup manifest "
-                f"s3://{self.bucket}/{manifest_key}: {exc}"
-            ) from exc
-
-    def _purge_object(self, folder: str, key: str) -> tuple[bytes, bool]:
-        """Remove the visitors' rows from one object: record it in the requests, then rewrite it.
-
-        :param folder: the object's folder.
-        :param key: the object's key.
-        :return: ``(the object's bytes now, whether it was rewritten)``.
-        :raises ErasureError: the object is not readable Parquet (names it).
-        """
-        data = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-        self.stats["objects_read"] += 1
-        try:
-            filtered = filter_parquet(data, self.visitors)
+            purge.run([folder])
+        except ErasureError:
+            raise
         except Exception as exc:
             raise ErasureError(
-                f"erasure: client {self.client_id}: cannot read backup object s3://{self.bucket}/{key}: {exc}"
+                f"erasure: client {one.client_id}: requests {one.ids}: backup folder "
+                f"s3://{backup_bucket}/{folder}/: {_describe(exc)}"
             ) from exc
-        if filtered is None:
-            return data, False
-        new_data, removed, rows_left = filtered
-        self._record_removal(folder, key, removed)
-        self.s3.put_object(Bucket=self.bucket, Key=key, Body=new_data)
-        self.stats["objects_rewritten"] += 1
-        self.stats["rows_removed"] += sum(removed.values())
-        log.info(
-            "erasure: client %s: rewrote s3://%s/%s: %d row(s) removed, %d left, %d -> %d bytes",
-            self.client_id,
-            self.bucket,
-            key,
-            sum(removed.values()),
-            rows_left,
-            len(data),
-            len(new_data),
-        )
-        return new_data, True
-
-    def _record_removal(self, folder: str, key: str, removed: Counter[str]) -> None:
-        """Add the object (and its client-bucket twin) to each concerned request, and save it.
-
-        Recorded before the object is rewritten: a crash leaves no unrecorded rewrite.
-
-        :param folder: the object's folder.
-        :param key: the object's key.
-        :param removed: rows removed per visitor.
-        """
-        backup_uri = f"s3://{self.bucket}/{key}"
-        client_uri = self._client_uri(folder, posixpath.basename(key))
-        for visitor, n in removed.items():
-            for req in self.by_visitor.get(visitor, []):
-                prev = req.objects.get(key, {}).get("rows_removed", 0)
-                req.objects[key] = {"key": backup_uri, "rows_removed": prev + n}
-                if client_uri:
-                    req.client_objects[client_uri] = {"key": client_uri, "backup_key": backup_uri}
-                _save(self.conn, req)
-
-    def _refresh_entry(
-        self,
-        manifest: dict[str, Any],
-        manifest_key: str,
-        entry: dict[str, Any],
-        key: str,
-        data: bytes,
-        rewritten: bool,
-    ) -> bool:
-        """Make the manifest entry of an object describe its current bytes; return whether it changed.
-
-        :param manifest: the folder's manifest.
-        :param manifest_key: its key, for the message.
-        :param entry: the object's ``files[]`` entry.
-        :param key: the object's key.
-        :param data: its bytes now.
-        :param rewritten: whether this run rewrote it (else a changed entry was stale).
-        """
-        if not update_file_entry(manifest, entry, describe_parquet(str(entry.get("key", "")), data)):
-            return False
-        if not rewritten:
-            log.warning(
-                "erasure: client %s: manifest s3://%s/%s was stale for %s "
-                "(crash after a rewrite?); corrected",
-                self.client_id,
-                self.bucket,
-                manifest_key,
-                key,
-            )
-        return True
-
-    def _write_manifest(self, folder: str, manifest_key: str, manifest: dict[str, Any]) -> None:
-        """Write the folder's edited manifest back; add its client-bucket twin to the concerned requests.
-
-        :param folder: the folder.
-        :param manifest_key: the manifest's key.
-        :param manifest: the edited manifest (serialised like the export writes it).
-        """
-        self.s3.put_object(
-            Bucket=self.bucket, Key=manifest_key, Body=manifest_bytes(manifest), ContentType=CONTENT_TYPE
-        )
-        self.stats["manifests_updated"] += 1
-        client_uri = self._client_uri(folder, MANIFEST_NAME)
-        if not client_uri:
-            return
-        backup_uri = f"s3://{self.bucket}/{manifest_key}"
-        for req in self.requests:
-            if any(posixpath.dirname(k) == folder for k in req.objects):
-                req.client_objects[client_uri] = {"key": client_uri, "backup_key": backup_uri}
-                _save(self.conn, req)
-
-    def _client_uri(self, folder: str, name: str) -> str | None:
-        """Return the ``s3://`` URI of file ``name`` of the backup ``folder``'s hour in the client's bucket.
-
-        ``None`` when the client no longer exists, or the folder or the client's
-        configuration does not fit the export's layout (logged once per folder).
-
-        :param folder: a backup folder of the client.
-        :param name: a file name in it.
-        """
-        if folder not in self._client_folders:
-            self._client_folders[folder] = self._client_folder(folder)
-        location = self._client_folders[folder]
-        return location.uri(name) if location else None
-
-    def _client_folder(self, folder: str) -> ExportLocation | None:
-        """Return the client-bucket folder of the same hour as backup ``folder`` (see :meth:`_client_uri`).
-
-        :param folder: a backup folder of the client.
-        """
-        if self.client_space is None:
-            return None
-        bucket, prefix = self.client_space
-        try:
-            hour = hour_of_folder(folder)
-            if backup_location(self.client_id, self.bucket, hour).folder != folder:
-                raise ValueError(f"it is not the backup folder of hour {hour}")
-            return client_location(self.client_id, bucket, prefix, hour)
-        except (ValueError, TenantIsolationError) as exc:
-            log.warning(
-                "erasure: client %s: no client-bucket object recorded for backup folder s3://%s/%s: %s",
-                self.client_id,
-                self.bucket,
-                folder,
-                exc,
-            )
-            return None
+        conn.execute(load_sql("erasure/mark_hour_purged.sql"), {"request_ids": one.ids, "export_hour": hour})
+    one.stats.update(purge.stats)
+    one.stats["hours"] += len(hours)
 
 
-def run_erasure(conn: psycopg.Connection, s3: Any, backup_bucket: str) -> dict[str, Any]:
-    """Process every pending erasure request.
+def _purge_whole_backup(conn: psycopg.Connection, s3: Any, backup_bucket: str, one: ClientPass) -> None:
+    """For requests that ask for it: purge every backup folder of the client (the whole history).
 
-    :param conn: an open connection (switched to autocommit).
-    :param s3: a boto3 S3 client for the backup bucket.
-    :param backup_bucket: the backup bucket (Variable ``events_backup_bucket``).
-    :return: per client: requests, rows deleted, objects rewritten, final status.
-    :raises ErasureError: a client's requests failed (the others were processed).
-    """
-    conn.autocommit = True
-    with advisory_lock(conn, LOCK_NAME, wait=False) as acquired:
-        if not acquired:
-            log.warning("erasure: another run holds the erasure lock; nothing done this time")
-            return {}
-        summary: dict[str, Any] = {}
-        failures: list[str] = []
-        for client_id, reqs in sorted(_claim_requests(conn).items()):
-            try:
-                summary[client_id] = _process_client(conn, s3, backup_bucket, client_id, reqs)
-            except Exception as exc:  # noqa: BLE001 - recorded on the requests, re-raised below
-                failures.append(_record_client_failure(conn, client_id, reqs, exc))
-        if failures:
-            raise ErasureError("erasure failed for " + "; ".join(failures))
-        return summary
-
-
-def _claim_requests(conn: psycopg.Connection) -> dict[str, list[Request]]:
-    """Mark every pending (or interrupted) request ``processing``; return them by client.
-
-    :param conn: an autocommit connection.
-    """
-    claimed = as_dicts(conn.execute(load_sql("erasure/claim_requests.sql")))
-    by_client: dict[str, list[Request]] = defaultdict(list)
-    for row in claimed:
-        req = Request(int(row["request_id"]), row["client_id"], row["visitor_id"])
-        _load_previous(conn, req)
-        by_client[req.client_id].append(req)
-    log.info("erasure: %d request(s) for %d client(s)", len(claimed), len(by_client))
-    return by_client
-
-
-def _record_client_failure(
-    conn: psycopg.Connection, client_id: str, reqs: list[Request], exc: Exception
-) -> str:
-    """Record a client's failure on its requests (``failed`` after :data:`MAX_ATTEMPTS`, else ``pending``).
-
-    :param conn: an autocommit connection.
-    :param client_id: the client.
-    :param reqs: its requests.
-    :param exc: the error.
-    :return: one line for the run's error: the client and the error.
-    """
-    message = f"{type(exc).__name__}: {exc}"
-    ids = [r.request_id for r in reqs]
-    attempts = conn.execute(load_sql("erasure/request_attempts.sql"), {"request_ids": ids}).fetchone()[0]  # type: ignore[index]
-    status = "failed" if (attempts or 0) >= MAX_ATTEMPTS else "pending"
-    conn.execute(
-        load_sql("erasure/finish_request.sql"),
-        {"status": status, "error": message[:2000], "request_ids": ids},
-    )
-    log.error("erasure: client %s: %s (requests %s now %s)", client_id, message, ids, status)
-    return f"client {client_id}: {message}"
-
-
-def _process_client(
-    conn: psycopg.Connection, s3: Any, bucket: str, client_id: str, reqs: list[Request]
-) -> dict[str, Any]:
-    """Erase a client's requested visitors: events first, then the backup objects; finish the requests.
+    The recorded hours only cover rows still in ``events_log``; a visitor whose events
+    are older than the client's ``retention_days`` is only found this way (cost: the
+    client's whole backup, as the original design read it on every run).
 
     :param conn: an autocommit connection.
     :param s3: a boto3 S3 client.
-    :param bucket: the backup bucket.
-    :param client_id: the client.
-    :param reqs: its requests.
-    :return: the client's summary (requests, status, rows deleted, purge counters).
+    :param backup_bucket: the backup bucket.
+    :param one: the client's pass.
+    :raises ErasureError: an object could not be read or written (names it and the requests).
     """
-    t0 = time.monotonic()
-    deleted = _delete_events(conn, client_id, reqs)
-    deleted_at = datetime.now(UTC)
-    scan_started = datetime.now(UTC)
-    stats = purge_backup(conn, s3, bucket, client_id, reqs)
-    ids = [r.request_id for r in reqs]
-    status = _finish_requests(conn, client_id, ids, deleted_at=deleted_at, scan_started=scan_started)
+    if not one.whole_backup:
+        return
+    wanted = [w for w in one.wanted if w.request_id in one.whole_backup]
+    purge = BackupPurge(conn, s3, backup_bucket, one.client_id, wanted)
+    try:
+        purge.run(None)
+    except ErasureError:
+        raise
+    except Exception as exc:
+        raise ErasureError(
+            f"erasure: client {one.client_id}: requests {sorted(one.whole_backup)}: whole backup "
+            f"s3://{backup_bucket}/{one.client_id}/: {_describe(exc)}"
+        ) from exc
+    conn.execute(load_sql("erasure/mark_whole_backup_done.sql"), {"request_ids": sorted(one.whole_backup)})
+    one.stats.update(purge.stats)
     log.info(
-        "erasure: client %s: requests %s %s: rows deleted %d, backup objects read %d, rewritten %d, "
-        "manifests updated %d, rows purged from backups %d, %.2fs",
-        client_id,
-        ids,
-        status,
-        sum(deleted.values()),
-        stats.get("objects_read", 0),
-        stats.get("objects_rewritten", 0),
-        stats.get("manifests_updated", 0),
-        stats.get("rows_removed", 0),
-        time.monotonic() - t0,
+        "erasure: client %s: requests %s: whole backup history read (%d folder(s), %d object(s), "
+        "%d rewritten)",
+        one.client_id,
+        sorted(one.whole_backup),
+        purge.stats.get("folders_listed", 0),
+        purge.stats.get("objects_read", 0),
+        purge.stats.get("objects_rewritten", 0),
     )
-    return {"requests": ids, "status": status, "rows_deleted": sum(deleted.values()), **stats}
 
 
-def _delete_events(conn: psycopg.Connection, client_id: str, reqs: list[Request]) -> Counter[str]:
-    """Delete the requested visitors' events of the client; add the counts to the requests (one transaction).
+def _settle_loads(
+    conn: psycopg.Connection, s3: Any, backup_bucket: str, one: ClientPass, sites: list[str]
+) -> None:
+    """Delete the visitors' rows of landing files that were loading while the main delete ran.
 
-    A visitor requested twice is counted on its first request only.
+    Such a load's rows were not visible to the delete. Waits up to
+    :data:`LOADS_WAIT_SECONDS` for those loads to commit, deletes their rows (file by
+    file, newest partitions only) and purges any export hour they were in; a load still
+    running after that leaves the requests pending for the next run.
 
     :param conn: an autocommit connection.
-    :param client_id: the client.
-    :param reqs: its requests.
-    :return: rows deleted per visitor.
+    :param s3: a boto3 S3 client.
+    :param backup_bucket: the backup bucket.
+    :param one: the client's pass.
+    :param sites: unattributed sites of the client.
     """
-    visitors = sorted({r.visitor_id for r in reqs})
-    with conn.transaction():
-        deleted = Counter(
-            r[0]
-            for r in conn.execute(
-                load_sql("erasure/delete_visitor_rows.sql"), {"client_id": client_id, "visitors": visitors}
-            )
+    assert one.deleted_at is not None
+    deadline = time.monotonic() + LOADS_WAIT_SECONDS
+    while True:
+        loads = as_dicts(
+            conn.execute(load_sql("erasure/loads_in_flight.sql"), {"deleted_at": one.deleted_at})
         )
-        seen: set[str] = set()
-        for req in reqs:
-            n = deleted.get(req.visitor_id, 0) if req.visitor_id not in seen else 0
-            seen.add(req.visitor_id)
-            conn.execute(load_sql("erasure/add_rows_deleted.sql"), {"request_id": req.request_id, "n": n})
-    log.info(
-        "erasure: client %s: %d event row(s) deleted for %d visitor(s)",
-        client_id,
-        sum(deleted.values()),
-        len(visitors),
-    )
-    return deleted
+        running = [r for r in loads if r["status"] == "claimed"]
+        if not running or time.monotonic() >= deadline:
+            break
+        time.sleep(2.0)
+    done = [r for r in loads if r["status"] != "claimed"]
+    if done:
+        extra = {
+            "file_ids": [int(r["file_id"]) for r in done],
+            "since": min(r["load_started_at"] for r in done) - timedelta(minutes=1),
+        }
+        found = _delete_rows(conn, one, sites, "erasure/delete_visitor_rows_of_files.sql", extra)
+        one.rows_deleted += found
+        if found:
+            _purge_hours(conn, s3, backup_bucket, one)
+    if running:
+        one.hold = (
+            f"landing file(s) {[int(r['file_id']) for r in running]} were still loading after "
+            f"{LOADS_WAIT_SECONDS:.0f}s; their rows are deleted by the next run"
+        )
 
 
-def _finish_requests(
-    conn: psycopg.Connection,
-    client_id: str,
-    ids: list[int],
-    *,
-    deleted_at: datetime,
-    scan_started: datetime,
-) -> str:
-    """Mark the requests ``done``, or leave them ``pending`` when an export raced the backup scan.
+def _settle_exports(
+    conn: psycopg.Connection, s3: Any, backup_bucket: str, one: ClientPass, scan_started: datetime
+) -> None:
+    """Purge again the hours an export of the client may have written while they were purged.
 
     :param conn: an autocommit connection.
-    :param client_id: the client.
-    :param ids: its request ids.
-    :param deleted_at: when the events were deleted.
-    :param scan_started: when the backup scan began.
-    :return: the status given.
+    :param s3: a boto3 S3 client.
+    :param backup_bucket: the backup bucket.
+    :param one: the client's pass.
+    :param scan_started: when the backup step began.
     """
-    racing = conn.execute(
-        load_sql("erasure/running_exports.sql"),
-        {"client_id": client_id, "deleted_at": deleted_at, "scan_started_at": scan_started},
-    ).fetchone()[0]  # type: ignore[index]
-    if racing:
-        status = "pending"
-        error: str | None = f"an export of client {client_id} ran during the backup scan; re-checked next run"
-        log.warning("erasure: %s (requests %s stay pending)", error, ids)
-    else:
-        status, error = "done", None
-    conn.execute(
-        load_sql("erasure/finish_request.sql"), {"status": status, "error": error, "request_ids": ids}
+    racing = [
+        r[0]
+        for r in conn.execute(
+            load_sql("erasure/running_exports.sql"),
+            {"client_id": one.client_id, "deleted_at": one.deleted_at, "scan_started_at": scan_started},
+        )
+    ]
+    if not racing:
+        return
+    reopened = [
+        r[0]
+        for r in conn.execute(load_sql("erasure/reopen_hours.sql"), {"request_ids": one.ids, "hours": racing})
+    ]
+    if not reopened:
+        return
+    running = [
+        r[0]
+        for r in conn.execute(
+            load_sql("erasure/exports_running.sql"), {"client_id": one.client_id, "hours": reopened}
+        )
+    ]
+    if running:
+        one.hold = (
+            f"an export of client {one.client_id} (hours {sorted(h.isoformat() for h in running)}) was "
+            "running during the backup purge; those hours are purged again by the next run"
+        )
+        return
+    _purge_hours(conn, s3, backup_bucket, one)
+
+
+def _landing_step(
+    conn: psycopg.Connection, s3: Any, landing: LandingLayout, passes: list[ClientPass]
+) -> Counter[str]:
+    """Purge the landing bucket for every request of the run whose client steps succeeded.
+
+    One pass over ``rejected/`` and ``quarantine/`` for all of them, then the
+    ``processed/`` objects of their files. Under the landing lock (objects hold every
+    client's events); when another run holds it, the requests stay pending for the next run.
+
+    :param conn: an autocommit connection.
+    :param s3: a boto3 S3 client.
+    :param landing: the landing bucket and its layout.
+    :param passes: the run's client passes (failures and holds are recorded on them).
+    :return: counters (objects read, rewritten, removed, lines removed).
+    """
+    ready = [one for one in passes if one.error is None]
+    todo = [w for one in ready for w in one.wanted if w.request_id not in one.landing_done]
+    stats: Counter[str] = Counter()
+    if not todo:
+        return stats
+    with advisory_lock(conn, LANDING_LOCK, wait=False) as acquired:
+        if not acquired:
+            for one in ready:
+                one.hold = one.hold or "another run was purging the landing bucket; done by the next run"
+            return stats
+        try:
+            held = _purge_landing(conn, s3, landing, todo, stats, ready)
+        except Exception as exc:  # noqa: BLE001 - recorded on each concerned request by _finish
+            error = exc if isinstance(exc, ErasureError) else ErasureError(f"erasure: {_describe(exc)}")
+            for one in ready:
+                if any(w.request_id not in one.landing_done for w in one.wanted):
+                    one.error = error
+            return stats
+    finished = [w.request_id for w in todo if w.request_id not in held]
+    if finished:
+        conn.execute(load_sql("erasure/mark_landing_done.sql"), {"request_ids": finished})
+    for one in ready:
+        waiting = [i for i in one.ids if i in held]
+        if waiting and not one.hold:
+            one.hold = (
+                f"landing file(s) of requests {waiting} are not in processed/ yet (loaded, move pending); "
+                "their objects are purged by the next run"
+            )
+    return stats
+
+
+def _purge_landing(
+    conn: psycopg.Connection,
+    s3: Any,
+    landing: LandingLayout,
+    todo: list[Wanted],
+    stats: Counter[str],
+    ready: list[ClientPass],
+) -> set[int]:
+    """Purge ``rejected/``, the requests' ``processed/`` objects and ``quarantine/``.
+
+    :param conn: an autocommit connection.
+    :param s3: a boto3 S3 client.
+    :param landing: the landing bucket and its layout.
+    :param todo: the requests to carry out in the landing bucket.
+    :param stats: counters (filled in).
+    :param ready: the client passes (for the clients' retention).
+    :return: ids of requests that must wait: a file of theirs has not been moved to processed/ yet.
+    :raises ErasureError: an object could not be read or written (names it).
+    """
+    from events_pipeline.attribution.domains import load_domain_map
+
+    matcher = EventMatcher(todo, load_domain_map(conn))
+    audit = AuditTrail(conn)
+    bucket = landing.bucket
+    ids = [w.request_id for w in todo]
+    rejected_hits = [
+        key
+        for key in list_keys(s3, bucket, landing.rejected)
+        if (outcome := _purge_one(s3, bucket, key, matcher, audit, stats)) and outcome.action
+    ]
+    held: set[int] = set()
+    processed: set[str] = set()
+    rows = as_dicts(
+        conn.execute(
+            load_sql("erasure/landing_files_of_requests.sql"), {"request_ids": ids, "bucket": bucket}
+        )
     )
-    return status
+    for r in rows:
+        if r["status"] in ("claimed", "loaded") or r["moved_at"] is None:
+            held.add(int(r["request_id"]))
+        elif r["status"] == "processed" and r["processed_key"]:
+            processed.add(r["processed_key"])
+    if rejected_hits:
+        for r in as_dicts(
+            conn.execute(
+                load_sql("erasure/landing_files_of_rejected.sql"), {"bucket": bucket, "keys": rejected_hits}
+            )
+        ):
+            if r["status"] == "processed" and r["processed_key"]:
+                processed.add(r["processed_key"])
+    processed |= _files_past_retention(conn, landing, {w.client_id for w in todo}, ready)
+    for key in sorted(processed):
+        _purge_one(s3, bucket, key, matcher, audit, stats)
+    for key in list_keys(s3, bucket, landing.quarantine):
+        _purge_one(s3, bucket, key, matcher, audit, stats)
+    log.info(
+        "erasure: landing bucket s3://%s for requests %s: %d object(s) read (%d processed/), %d rewritten, "
+        "%d removed, %d line(s) removed",
+        bucket,
+        ids,
+        stats["objects_read"],
+        len(processed),
+        stats["objects_rewritten"],
+        stats["objects_removed"],
+        stats["lines_removed"],
+    )
+    return held
+
+
+def _files_past_retention(
+    conn: psycopg.Connection, landing: LandingLayout, clients: set[str], ready: list[ClientPass]
+) -> set[str]:
+    """``processed/`` keys of files whose rows a short client retention may have deleted already.
+
+    Only for clients whose ``retention_days`` is below the days ``processed/`` objects
+    are kept: their files of that window are read too (their rows, and so their file
+    ids, may be gone while the objects still hold the visitor's lines).
+
+    :param conn: an open connection.
+    :param landing: the landing layout (bucket, processed keep days).
+    :param clients: the clients of the requests.
+    :param ready: the client passes.
+    """
+    keys: set[str] = set()
+    if landing.processed_keep_days < 0:
+        return keys
+    now = datetime.now(UTC)
+    for client_id in sorted(clients):
+        row = conn.execute(load_sql("erasure/client_retention.sql"), {"client_id": client_id}).fetchone()
+        if row is None or int(row[0]) >= landing.processed_keep_days:
+            continue
+        for r in as_dicts(
+            conn.execute(
+                load_sql("erasure/landing_files_past_retention.sql"),
+                {
+                    "bucket": landing.bucket,
+                    "client_id": client_id,
+                    "since": now - timedelta(days=landing.processed_keep_days, hours=1),
+                    "until": now - timedelta(days=int(row[0])) + timedelta(hours=1),
+                },
+            )
+        ):
+            if r["processed_key"]:
+                keys.add(r["processed_key"])
+    return keys
+
+
+def _purge_one(
+    s3: Any, bucket: str, key: str, matcher: EventMatcher, audit: AuditTrail, stats: Counter[str]
+) -> LandingPurge | None:
+    """Purge one landing object, naming it when S3 fails.
+
+    :param s3: a boto3 S3 client.
+    :param bucket: the landing bucket.
+    :param key: the object's key.
+    :param matcher: the requests' visitors.
+    :param audit: the audit trail (the object is recorded before it is written).
+    :param stats: counters (filled in).
+    :raises ErasureError: reading or writing the object failed (names it).
+    """
+    try:
+        outcome = purge_landing_object(s3, bucket, key, matcher, audit=audit)
+    except Exception as exc:
+        raise ErasureError(f"erasure: landing object s3://{bucket}/{key}: {_describe(exc)}") from exc
+    if outcome is None:
+        return None
+    stats["objects_read"] += 1
+    stats["bytes_read"] += outcome.bytes_before
+    if outcome.action == "rewritten":
+        stats["objects_rewritten"] += 1
+    elif outcome.action == "removed":
+        stats["objects_removed"] += 1
+    stats["lines_removed"] += sum(outcome.removed.values())
+    if outcome.action:
+        log.info(
+            "erasure: %s s3://%s/%s: %d line(s) of requests %s removed, %d left%s",
+            outcome.action,
+            bucket,
+            key,
+            sum(outcome.removed.values()),
+            sorted(outcome.removed),
+            outcome.lines_left,
+            f" ({outcome.detail})" if outcome.detail else "",
+        )
+    return outcome
+
+
+def _describe(exc: Exception) -> str:
+    """One line for an exception: its S3 error code when it has one, its type and message.
+
+    :param exc: the exception.
+    """
+    code = error_code(exc)
+    return f"{type(exc).__name__}{f' {code}' if code else ''}: {exc}"
+
+
+def _finish(conn: psycopg.Connection, one: ClientPass, policy: RetryPolicy) -> str | None:
+    """Record the outcome of a client's pass: done, pending again, or a failure with its retry time.
+
+    :param conn: an autocommit connection.
+    :param one: the client's pass.
+    :param policy: retry delays and limit.
+    :return: one line for the run's error when the pass failed, else None.
+    """
+    if one.error is not None:
+        return _record_failure(conn, one, policy)
+    if one.hold is not None:
+        conn.execute(
+            load_sql("erasure/requeue.sql"), {"request_ids": one.ids, "minutes": 0, "note": one.hold}
+        )
+        log.warning("erasure: client %s: requests %s stay pending: %s", one.client_id, one.ids, one.hold)
+        return None
+    conn.execute(load_sql("erasure/finish_done.sql"), {"request_ids": one.ids})
+    log.info(
+        "erasure: client %s: requests %s done: %d event row(s) deleted; backup: %d hour(s), %d object(s) "
+        "read, %d rewritten, %d manifest(s) updated; %.2fs",
+        one.client_id,
+        one.ids,
+        one.rows_deleted,
+        one.stats.get("hours", 0),
+        one.stats.get("objects_read", 0),
+        one.stats.get("objects_rewritten", 0),
+        one.stats.get("manifests_updated", 0),
+        one.seconds,
+    )
+    for request_id in one.ids:
+        log.info("erasure: audit trail of request %d:\n%s", request_id, format_trail(trail(conn, request_id)))
+    return None
+
+
+def _record_failure(conn: psycopg.Connection, one: ClientPass, policy: RetryPolicy) -> str:
+    """Record a failed pass on its requests: ``failed`` when it cannot help or too often, else backoff.
+
+    :param conn: an autocommit connection.
+    :param one: the client's pass (with its error).
+    :param policy: retry delays and limit.
+    :return: one line naming the client, the requests, the error and what happens next.
+    """
+    assert one.error is not None
+    message = _describe(one.error) if not isinstance(one.error, PipelineError) else str(one.error)
+    permanent = isinstance(one.error, PERMANENT_ERRORS)
+    rows = as_dicts(
+        conn.execute(
+            load_sql("erasure/record_failure.sql"),
+            {
+                "request_ids": one.ids,
+                "error": message[:2000],
+                "permanent": permanent,
+                "max_failures": policy.max_failures,
+                "retry_base_minutes": policy.base_minutes,
+                "retry_max_minutes": policy.max_minutes,
+            },
+        )
+    )
+    states = []
+    for r in rows:
+        if r["status"] == "failed":
+            states.append(f"request {r['request_id']} failed after {r['failures']} failure(s)")
+        else:
+            states.append(
+                f"request {r['request_id']} retried from {r['next_attempt_at']:%Y-%m-%dT%H:%M}Z "
+                f"(failure {r['failures']} of {policy.max_failures})"
+            )
+    log.error("erasure: client %s: %s; %s", one.client_id, message, "; ".join(states))
+    return f"client {one.client_id}: {message} [{'; '.join(states)}]"
+
+
+def _client_summary(one: ClientPass) -> dict[str, Any]:
+    """The task's summary of one client's pass (no visitor ids).
+
+    :param one: the client's pass.
+    """
+    status = "failed" if one.error else ("pending" if one.hold else "done")
+    return {"requests": one.ids, "status": status, "rows_deleted": one.rows_deleted, **dict(one.stats)}
+
+
+def retry_policy() -> RetryPolicy:
+    """Return the retry policy from the Airflow Variables (or their defaults)."""
+    return RetryPolicy(
+        base_minutes=int(get_setting(SET_RETRY_BASE_MINUTES.name)),
+        max_minutes=int(get_setting(SET_RETRY_MAX_MINUTES.name)),
+        max_failures=int(get_setting(SET_MAX_FAILURES.name)),
+    )
+
+
+def landing_layout(bucket: str) -> LandingLayout:
+    """Return the landing bucket's layout: the ingest's prefixes, ``processed/``'s keep days.
+
+    :param bucket: the landing bucket (Variable ``events_landing_bucket``).
+    """
+    return LandingLayout(
+        bucket=bucket,
+        rejected=REJECTED,
+        quarantine=QUARANTINE,
+        processed_keep_days=int(get_setting(SET_KEEP_PROCESSED_DAYS.name)),
+    )
 
 
 def run() -> dict[str, Any]:
-    """Task entry point: process pending requests with the backup bucket from Airflow Variables."""
-    from events_pipeline.common.s3 import check_bucket, s3_client
+    """Task entry point: carry out the due requests with the buckets and settings from Airflow Variables."""
+    from events_pipeline.common.s3 import s3_client
 
-    bucket = str(get_setting(VAR_BACKUP_BUCKET))
+    backup_bucket = str(get_setting(VAR_BACKUP_BUCKET))
+    landing = landing_layout(str(get_setting(VAR_LANDING_BUCKET)))
+    policy = retry_policy()
     client = s3_client()
-    check_bucket(client, bucket, what=f"Variable {VAR_BACKUP_BUCKET}")
     with connect() as conn:
-        return run_erasure(conn, client, bucket)
+        return run_erasure(conn, client, backup_bucket, landing, policy=policy)

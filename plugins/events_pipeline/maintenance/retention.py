@@ -34,6 +34,13 @@ work). ``DETACH ... CONCURRENTLY`` is not possible: events_log has a DEFAULT par
 Billing gate: a row is only deleted when both its ``created_at`` day and its
 export hour's day are covered by ``billing_runs`` (contiguously), so retention
 never removes anything billing has not rolled up.
+
+Publication gate: a row is only deleted when its export hour is published, i.e.
+``export_runs`` holds a ``succeeded`` row for ``(client_id, export_hour)``. Rows
+an export marked but whose manifest was never written (the run failed after its
+marking commit) stay until that hour is published; otherwise a later re-run
+would publish the hour without them (contract §6.1). A row marked ``exported``
+without an ``export_hour`` has no published hour and is never deleted.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ COLUMNS = (
     "export_status",
     "privacy_level",
     "export_hour",
+    "file_id",
 )
 
 
@@ -81,7 +82,7 @@ def insert_events(db: Any, rows: Iterable[dict[str, Any]]) -> int:
     n = 0
     with db.cursor() as cur, cur.copy(f"COPY events_log ({', '.join(COLUMNS)}) FROM STDIN") as cp:
         for r in rows:
-            cp.write_row([r[c] for c in COLUMNS])
+            cp.write_row([r.get(c) for c in COLUMNS])  # file_id is optional
             n += 1
     return n
 
@@ -122,6 +123,21 @@ def mark_billed(db: Any, first: date, last: date) -> None:
     )
 
 
+def publish_exported_hours(db: Any) -> int:
+    """Record a 'succeeded' export run for every (client, export_hour) of the exported rows.
+
+    What the export writes when it publishes an hour (finished when its last row was
+    marked); retention only deletes rows of published hours. Returns the runs added.
+    """
+    return db.execute(
+        "INSERT INTO export_runs (client_id, interval_start, interval_end, status, row_count, finished_at) "
+        "SELECT client_id, export_hour, export_hour + interval '1 hour', 'succeeded', count(*), "
+        "max(processed_at) FROM events_log "
+        "WHERE export_status = 'exported' AND export_hour IS NOT NULL AND client_id IS NOT NULL "
+        "GROUP BY client_id, export_hour ON CONFLICT DO NOTHING"
+    ).rowcount
+
+
 def count(db: Any, where: str = "true", params: tuple[Any, ...] = ()) -> int:
     """Count events_log rows matching a WHERE clause (test-only SQL)."""
     query = sql.SQL("SELECT count(*) FROM events_log WHERE {}").format(sql.SQL(where))
@@ -130,10 +146,10 @@ def count(db: Any, where: str = "true", params: tuple[Any, ...] = ()) -> int:
 
 @pytest.fixture
 def maint_db(db: Any, clean_tables: None) -> Any:
-    """The events DB, with the maintenance tables emptied before and after the test."""
-    db.execute("TRUNCATE maintenance_log, billing_runs, partition_maintenance")
+    """The events DB, maintenance tables and erasure tombstones emptied before and after the test."""
+    db.execute("TRUNCATE maintenance_log, billing_runs, partition_maintenance, gdpr_erasure_tombstones")
     yield db
-    db.execute("TRUNCATE maintenance_log, billing_runs, partition_maintenance")
+    db.execute("TRUNCATE maintenance_log, billing_runs, partition_maintenance, gdpr_erasure_tombstones")
 
 
 @pytest.fixture

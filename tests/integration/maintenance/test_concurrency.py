@@ -10,7 +10,7 @@ import psycopg
 
 from events_pipeline.maintenance.retention import run_retention
 
-from .conftest import add_client, count, day_start, event, insert_events, mark_billed
+from .conftest import add_client, count, day_start, event, insert_events, mark_billed, publish_exported_hours
 
 
 def test_retention_backs_off_while_erasure_holds_rows(maint_db, partitions_back, migrated_db):
@@ -20,6 +20,7 @@ def test_retention_backs_off_while_erasure_holds_rows(maint_db, partitions_back,
     insert_events(db, [event(t, client_id="acme", status="exported", visitor_id="keep") for _ in range(20)])
     insert_events(db, [event(t, client_id="acme", status="pending", visitor_id="bob") for _ in range(3)])
     insert_events(db, [event(t, client_id="acme", status="pending", visitor_id="amy") for _ in range(2)])
+    publish_exported_hours(db)
     mark_billed(db, today - timedelta(days=40), today)
 
     # An erasure transaction deletes bob's rows and stays open (locks events_log and its partitions).

@@ -1,4 +1,8 @@
-"""Erasure: a visitor in several exported hours, purged from events_log and the backup bucket."""
+"""Erasure: a visitor in several exported hours, purged from events_log and the backup bucket.
+
+The hours purged are those of the visitor's rows in events_log (recorded when they are
+deleted); other hours are not read.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +14,13 @@ from datetime import UTC, datetime, timedelta
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from events_pipeline.erasure.requests import run_erasure
+from events_pipeline.erasure.requests import LandingLayout, run_erasure
 from events_pipeline.export.manifest import manifest_bytes
 
 from .conftest import add_client, count, event, insert_events
 
 BACKUP = "test-backup"
+LANDING = "test-landing"
 SCHEMA = pa.schema(
     [
         ("event_id", pa.string()),
@@ -110,6 +115,7 @@ def test_erasure_across_hours(maint_db, partitions_back, s3, run_dag):
         )
     }
     insert_events(db, [event(h1, client_id="acme", visitor_id="bob", status="exported") for _ in range(3)])
+    insert_events(db, [event(h2, client_id="acme", visitor_id="bob", status="exported")])
     insert_events(db, [event(h2, client_id="acme", visitor_id="amy", status="exported")])
     insert_events(db, [event(h1, client_id="globex", visitor_id="bob", status="exported")])
     rid = db.execute(
@@ -153,11 +159,16 @@ def test_erasure_across_hours(maint_db, partitions_back, s3, run_dag):
         "FROM gdpr_erasure_requests WHERE request_id = %s",
         (rid,),
     ).fetchone()
-    assert status == "done" and rows_deleted == 3 and processed_at is not None
-    assert sorted((o["key"], o["rows_removed"]) for o in objects) == [
-        (f"s3://{BACKUP}/{f1}/part-0.parquet", 2),
-        (f"s3://{BACKUP}/{f2}/part-1.parquet", 1),
+    assert status == "done" and rows_deleted == 4 and processed_at is not None
+    assert sorted((o["key"], o["action"], o["rows_removed"]) for o in objects) == [
+        (f"s3://{BACKUP}/{f1}/part-0.parquet", "rewritten", 2),
+        (f"s3://{BACKUP}/{f2}/part-1.parquet", "rewritten", 1),
     ]
+    # only the two hours that held bob were read (h3 and globex's folder were not)
+    read = db.execute(
+        "SELECT count(*) FROM gdpr_erasure_hours WHERE request_id = %s AND purged_at IS NOT NULL", (rid,)
+    ).fetchone()[0]
+    assert read == 2
     client_keys = {o["key"] for o in client_objects}
     assert f"s3://acme-exports/events/acme/dt={h1:%Y-%m-%d}/hour={h1:%H}/part-0.parquet" in client_keys
     assert f"s3://acme-exports/events/acme/dt={h1:%Y-%m-%d}/hour={h1:%H}/_manifest.json" in client_keys
@@ -179,18 +190,23 @@ def test_erasure_crash_between_object_and_manifest(maint_db, partitions_back, s3
     add_client(db, "acme")
     h1 = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
     folder = _put_hour(s3, "acme", h1, {"part-0.parquet": _rows(h1, ["bob", "amy"])}, relative_keys=True)
-    # Simulate the crash: the object already lost bob, the manifest still says 2 rows.
+    # Simulate the crash: bob's rows were deleted and their hour recorded (one transaction),
+    # the object already lost bob, the manifest still says 2 rows.
     s3.put_object(Bucket=BACKUP, Key=f"{folder}/part-0.parquet", Body=_parquet(_rows(h1, ["amy"])))
+    rid = db.execute(
+        "INSERT INTO gdpr_erasure_requests (client_id, visitor_id, status, attempts, next_attempt_at) "
+        "VALUES ('acme', 'bob', 'processing', 1, now() - interval '1 minute') RETURNING request_id"
+    ).fetchone()[0]
     db.execute(
-        "INSERT INTO gdpr_erasure_requests (client_id, visitor_id, status, attempts) "
-        "VALUES ('acme', 'bob', 'processing', 1)"
+        "INSERT INTO gdpr_erasure_hours (request_id, export_hour, rows_deleted) VALUES (%s, %s, 1)", (rid, h1)
     )
     import boto3
 
     client = boto3.client("s3", endpoint_url=s3.meta.endpoint_url)
-    run_erasure(db, client, BACKUP)
+    run_erasure(db, client, BACKUP, LandingLayout(bucket=LANDING))
     m = _manifest(s3, folder)
     body = s3.get_object(Bucket=BACKUP, Key=f"{folder}/part-0.parquet")["Body"].read()
     assert m["row_count"] == 1 and m["files"][0]["rows"] == 1
     assert m["files"][0]["sha256"] == hashlib.sha256(body).hexdigest()
     assert db.execute("SELECT status, attempts FROM gdpr_erasure_requests").fetchone() == ("done", 2)
+    assert db.execute("SELECT visitor_id FROM gdpr_erasure_requests").fetchone()[0] is None

@@ -9,7 +9,7 @@ import pytest
 from events_pipeline.common.partitions import existing_partitions
 from events_pipeline.maintenance.retention import run_retention
 
-from .conftest import add_client, count, day_start, event, insert_events, mark_billed
+from .conftest import add_client, count, day_start, event, insert_events, mark_billed, publish_exported_hours
 
 
 def _seed(db, today):
@@ -29,10 +29,12 @@ def _seed(db, today):
     recent = day_start(today - timedelta(days=2))
     rows += [event(recent, client_id="acme", status="exported") for _ in range(5)]
     insert_events(db, rows)
+    publish_exported_hours(db)
     return old, older
 
 
-def test_retention_per_client_and_pending_never_deleted(maint_db, partitions_back, run_dag):
+def test_retention_per_client_and_pending_never_deleted(maint_db, partitions_back, run_dag, s3):
+    # (s3: the DAG's landing-expiry step needs the landing bucket to exist)
     db, today = maint_db, partitions_back
     old, _ = _seed(db, today)
     mark_billed(db, today - timedelta(days=40), today - timedelta(days=1))
@@ -81,6 +83,7 @@ def test_retention_modes_agree(maint_db, partitions_back):
         insert_events(db, [event(t, client_id="acme", status="exported") for _ in range(40)])
         insert_events(db, [event(t, client_id="globex", status="exported") for _ in range(7)])
         insert_events(db, [event(t, client_id="acme", status="pending") for _ in range(3)])
+        publish_exported_hours(db)
         res = run_retention(db, force_mode=mode, batch_blocks=1)
         part = next(p for p in res.partitions if p.partition == f"events_log_p{t:%Y%m%d}")
         assert part.mode == mode
@@ -110,6 +113,7 @@ def test_retention_waits_for_billing(maint_db, partitions_back):
     add_client(db, "acme", retention_days=7)
     t = day_start(today - timedelta(days=10)) + timedelta(hours=2)
     insert_events(db, [event(t, client_id="acme", status="exported") for _ in range(5)])
+    publish_exported_hours(db)
 
     assert run_retention(db).deleted == 0  # nothing billed yet
     mark_billed(db, today - timedelta(days=12), today - timedelta(days=11))
@@ -125,6 +129,7 @@ def test_retention_default_partition_batches(maint_db, partitions_back):
     t = day_start(today - timedelta(days=60)) + timedelta(hours=2)
     insert_events(db, [event(t, client_id="acme", status="exported") for _ in range(4)])
     insert_events(db, [event(t, client_id="acme", status="pending")])
+    publish_exported_hours(db)
     mark_billed(db, today - timedelta(days=70), today)
     res = run_retention(db)
     assert [(p.partition, p.mode, p.deleted) for p in res.partitions if p.mode != "skip"] == [
@@ -142,6 +147,7 @@ def test_partly_expired_day_is_deferred_then_swapped(maint_db, partitions_back):
     created = now - timedelta(days=7, hours=3)
     insert_events(db, [event(created, status="exported", processed_at=created + timedelta(hours=2))] * 2)
     insert_events(db, [event(created, status="exported", processed_at=created + timedelta(hours=5))] * 8)
+    publish_exported_hours(db)
     name = f"events_log_p{created:%Y%m%d}"
 
     first = run_retention(db, now=now)
@@ -211,6 +217,7 @@ def test_crash_between_detach_and_drop_is_finished_by_the_next_run(maint_db, par
     t = day_start(today - timedelta(days=15)) + timedelta(hours=4)
     insert_events(db, [event(t, client_id="acme", status="exported") for _ in range(6)])
     insert_events(db, [event(day_start(today), client_id="acme", status="pending") for _ in range(2)])
+    publish_exported_hours(db)
     name = f"events_log_p{t:%Y%m%d}"
 
     def die(conn, table):
@@ -238,6 +245,7 @@ def test_whole_day_drop_reports_rows_gone_before_files_unlinked(maint_db, partit
     mark_billed(db, today - timedelta(days=40), today - timedelta(days=1))
     t = day_start(today - timedelta(days=15)) + timedelta(hours=4)
     insert_events(db, [event(t, client_id="acme", status="exported") for _ in range(5)])
+    publish_exported_hours(db)
     part = next(p for p in run_retention(db).partitions if p.mode == "drop")
     assert part.bytes_freed > 0
     assert 0 < part.detached_s <= part.seconds
@@ -247,3 +255,53 @@ def test_whole_day_drop_reports_rows_gone_before_files_unlinked(maint_db, partit
         (part.partition,),
     ).fetchone()[0]
     assert details["bytes_freed"] == part.bytes_freed
+
+
+@pytest.mark.parametrize("mode", ["swap", "batch"])
+def test_rows_of_an_hour_whose_export_never_published_survive(maint_db, partitions_back, mode):
+    """Rows marked exported by an hour whose run did not succeed (manifest never written) stay.
+
+    Otherwise retention deletes them and a later re-run of that hour publishes it
+    without them (contract §6.1, §5.3). Once the hour's run succeeds, they go.
+    """
+    db, today = maint_db, partitions_back
+    add_client(db, "acme", retention_days=7)
+    mark_billed(db, today - timedelta(days=40), today - timedelta(days=1))
+    day = day_start(today - timedelta(days=12))
+    published, unpublished = day + timedelta(hours=3), day + timedelta(hours=4)
+    insert_events(db, [event(published + timedelta(minutes=m), status="exported") for m in range(6)])
+    insert_events(db, [event(unpublished + timedelta(minutes=m), status="exported") for m in range(4)])
+    _published(db, "acme", published, published + timedelta(hours=1, minutes=5))
+    db.execute(
+        "INSERT INTO export_runs (client_id, interval_start, interval_end, status, row_count, error) "
+        "VALUES ('acme', %s, %s, 'failed', 4, 'manifest write failed: S3 503')",
+        (unpublished, unpublished + timedelta(hours=1)),
+    )
+
+    first = run_retention(db, force_mode=mode, batch_blocks=1)
+    assert first.deleted == 6
+    assert count(db, "export_hour = %s", (published,)) == 0
+    assert count(db, "export_hour = %s AND export_status = 'exported'", (unpublished,)) == 4
+
+    db.execute(
+        "UPDATE export_runs SET status = 'succeeded', finished_at = now(), error = NULL "
+        "WHERE client_id = 'acme' AND interval_start = %s",
+        (unpublished,),
+    )
+    second = run_retention(db, force_mode=mode, batch_blocks=1)
+    assert second.deleted == 4
+    assert count(db) == 0
+
+
+def test_exported_rows_without_an_export_hour_are_never_deleted(maint_db, partitions_back):
+    """A row marked exported outside the export (no export_hour) has no published hour: kept."""
+    db, today = maint_db, partitions_back
+    add_client(db, "acme", retention_days=7)
+    mark_billed(db, today - timedelta(days=40), today - timedelta(days=1))
+    t = day_start(today - timedelta(days=12)) + timedelta(hours=2)
+    rows = [event(t, status="exported") for _ in range(3)]
+    for r in rows:
+        r["export_hour"] = None
+    insert_events(db, rows)
+    assert run_retention(db).deleted == 0
+    assert count(db) == 3

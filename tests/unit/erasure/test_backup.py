@@ -1,4 +1,4 @@
-"""Pure parts of erasure: Parquet filtering, and where the client-bucket twins of backup objects are."""
+"""Pure parts of erasure's backup step: Parquet filtering, where the client's twins of backup objects are."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from events_pipeline.common.intervals import HourInterval
-from events_pipeline.erasure.requests import _BackupPurge, filter_parquet
+from events_pipeline.erasure.backup import BackupPurge, filter_parquet
 from events_pipeline.export.keys import MANIFEST_NAME, backup_location, client_location
 
 
@@ -62,8 +62,8 @@ class _Conn:
         return _Cursor(self.row)
 
 
-def _purge(row: tuple[Any, ...] | None) -> _BackupPurge:
-    return _BackupPurge(_Conn(row), s3=None, bucket="test-backup", client_id="acme", requests=[])
+def _purge(row: tuple[Any, ...] | None) -> BackupPurge:
+    return BackupPurge(_Conn(row), s3=None, bucket="test-backup", client_id="acme", wanted=[])
 
 
 H = HourInterval(datetime(2026, 12, 31, 23, tzinfo=UTC))
@@ -75,7 +75,7 @@ def test_client_twins_are_where_the_export_puts_the_same_hour(name):
     folder = backup_location("acme", "test-backup", H).folder
     expected = client_location("acme", "acme-exports", "events/acme", H).uri(name)
     assert expected == f"s3://acme-exports/events/acme/dt=2026-12-31/hour=23/{name}"
-    assert purge._client_uri(folder, name) == expected
+    assert purge.client_uri(folder, name) == expected
 
 
 @pytest.mark.parametrize(
@@ -88,11 +88,27 @@ def test_client_twins_are_where_the_export_puts_the_same_hour(name):
 )
 def test_folders_outside_the_layout_have_no_client_twin(folder):
     purge = _purge(("acme", True, "acme-exports", "events/acme", None))
-    assert purge._client_uri(folder, "p.parquet") is None
+    assert purge.client_uri(folder, "p.parquet") is None
 
 
 def test_no_client_twin_without_a_client_or_with_a_prefix_the_export_refuses():
     folder = backup_location("acme", "test-backup", H).folder
-    assert _purge(None)._client_uri(folder, "part-00000.parquet") is None
+    assert _purge(None).client_uri(folder, "part-00000.parquet") is None
     refused = _purge(("acme", True, "acme-exports", "events/../x", None))
-    assert refused._client_uri(folder, "p.parquet") is None
+    assert refused.client_uri(folder, "p.parquet") is None
+
+
+@pytest.mark.parametrize("name", ["part-00000.jsonl", "part-00000.jsonl.gz", "part-00000.jsonl.zst"])
+def test_json_lines_parts_lose_the_visitors_lines_and_keep_their_compression(name):
+    from events_pipeline.erasure.backup import describe_part, filter_jsonl
+    from events_pipeline.export.formats import compress, decompress, file_type_of
+
+    lines = [b'{"event_id":"1","visitor_id":"a"}\n', b'{"event_id":"2","visitor_id":"b"}\n']
+    lines.append(b'{"event_id":"3","visitor_id":null}\n')
+    compression = file_type_of(name)[1] or "none"
+    data = compress(b"".join(lines), compression)
+    new, removed, left = filter_jsonl(name, data, {"a"})
+    assert decompress(new, compression) == lines[1] + lines[2]
+    assert dict(removed) == {"a": 1} and left == 2
+    assert filter_jsonl(name, data, {"zz"}) is None
+    assert describe_part(name, new).rows == 2
