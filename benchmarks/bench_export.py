@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_export.py [--rows 1000000] [--repeat 2]
+    .venv/bin/python benchmarks/bench_export.py [--rows 1000000] [--repeat 2] [--mark-variants]
 
 Starts its own PostgreSQL (pgserver) and S3 server (moto), loads ``--rows``
 events for ONE client in ONE hour (20k realistic events generated in Python,
@@ -29,7 +29,14 @@ discards the bytes: the database's share, a ceiling for any exporter reading thr
 PostgreSQL.
 
 Ratios printed: (a) data path = re-run / SqlToS3Operator; (b) first run /
-SqlToS3Operator; (c) first run / (SqlToS3Operator + mark).
+SqlToS3Operator; (c) first run / (SqlToS3Operator + mark). For every path the WAL it
+wrote and how much the hour's partition grew are measured around it (per million rows):
+the marking's cost beyond its time.
+
+``--mark-variants`` instead measures the marking UPDATE alone (no export) on the same
+rows under table variants: today's indexes; a fillfactor leaving room for same-page
+updates; without ``events_log_export_hour_idx``; without both export indexes (the only
+way the marking can be a HOT update) - time, WAL and growth per million rows, HOT share.
 
 Each path runs in a fresh subprocess; peak memory is that process's ``VmHWM``.
 Prints a table and writes ``benchmarks/results/export.json``.
@@ -86,6 +93,7 @@ def _env(dsn_uri: str, endpoint: str, home: Path) -> dict[str, str]:
             "AIRFLOW_CONN_EVENTS_DB": dsn_uri,
             "AIRFLOW_CONN_AWS_DEFAULT": devstack.aws_connection_json(endpoint),
             "AIRFLOW_VAR_EVENTS_BACKUP_BUCKET": BACKUP_BUCKET,
+            "AIRFLOW_VAR_EVENTS_LANDING_BUCKET": "bench-landing",  # never a destination (contract §5.5)
             "AWS_ACCESS_KEY_ID": devstack.LOCAL_AWS_KEY,
             "AWS_SECRET_ACCESS_KEY": devstack.LOCAL_AWS_SECRET,
             "AWS_DEFAULT_REGION": devstack.LOCAL_REGION,
@@ -304,11 +312,123 @@ def reset_rows(dsn: str) -> None:
         conn.execute("VACUUM ANALYZE events_log")
 
 
+PARTITION = f"events_log_p{HOUR:%Y%m%d}"
+MARK_ALONE_SQL = """
+UPDATE events_log SET export_hour = %(hour_start)s, export_status = 'exported', processed_at = now()
+WHERE client_id = %(client_id)s AND export_status = 'pending' AND export_hour IS NULL
+  AND created_at < %(hour_end)s
+"""
+#: Variants of --mark-variants: (label, fillfactor, keep unclaimed_idx, keep export_hour_idx,
+#: wal_compression of the marking's session).
+MARK_VARIANTS = (
+    ("today: fillfactor 100, both export indexes", 100, True, True, "off"),
+    ("today + wal_compression=pglz (server setting)", 100, True, True, "pglz"),
+    ("fillfactor 50, both export indexes", 50, True, True, "off"),
+    ("fillfactor 100, no export_hour_idx", 100, True, False, "off"),
+    ("fillfactor 50, no export_hour_idx", 50, True, False, "off"),
+    ("fillfactor 50, no export indexes (HOT)", 50, False, False, "off"),
+)
+
+
+def wal_and_size(dsn: str) -> tuple[int, int]:
+    """Return the current WAL position (bytes) and the size of the hour's partition (bytes).
+
+    :param dsn: the benchmark database.
+    """
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        lsn = conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint").fetchone()[0]
+        size = conn.execute("SELECT pg_table_size(%s)", (PARTITION,)).fetchone()[0]
+    return int(lsn), int(size)
+
+
+def mark_variants(dsn: str) -> list[dict]:
+    """Run the marking UPDATE alone under each of :data:`MARK_VARIANTS`; return its measurements.
+
+    Before each: rows reset to unexported, the variant's fillfactor and indexes, the
+    partition rewritten (VACUUM FULL) and a CHECKPOINT, so every variant pays the same
+    full-page images (as a marking an hour after the load does).
+
+    :param dsn: the benchmark database.
+    """
+    import psycopg
+
+    from events_pipeline.common.intervals import HourInterval
+    from events_pipeline.export.client_hour import _params
+
+    out = []
+    params = _params(CLIENT, HourInterval(HOUR))
+    for label, fillfactor, unclaimed, hour_idx, wal_compression in MARK_VARIANTS:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(
+                "UPDATE events_log SET export_hour = NULL, export_status = 'pending', processed_at = NULL "
+                "WHERE export_hour IS NOT NULL"
+            )
+            conn.execute(f"ALTER TABLE {PARTITION} SET (fillfactor = {fillfactor})")
+            conn.execute("DROP INDEX IF EXISTS events_log_unclaimed_idx")
+            conn.execute("DROP INDEX IF EXISTS events_log_export_hour_idx")
+            if unclaimed:
+                conn.execute(
+                    "CREATE INDEX events_log_unclaimed_idx ON events_log (client_id, created_at) "
+                    "WHERE export_hour IS NULL AND client_id IS NOT NULL"
+                )
+            if hour_idx:
+                conn.execute(
+                    "CREATE INDEX events_log_export_hour_idx ON events_log (client_id, export_hour) "
+                    "WHERE export_hour IS NOT NULL"
+                )
+            conn.execute(f"VACUUM FULL {PARTITION}")
+            conn.execute(f"VACUUM ANALYZE {PARTITION}")
+            conn.execute("CHECKPOINT")
+            hot0, upd0 = conn.execute(
+                "SELECT n_tup_hot_upd, n_tup_upd FROM pg_stat_user_tables WHERE relname = %s", (PARTITION,)
+            ).fetchone()
+        wal0, size0 = wal_and_size(dsn)
+        with psycopg.connect(dsn) as conn:  # one transaction, committed on exit
+            conn.execute("SELECT set_config('wal_compression', %s, true)", (wal_compression,))
+            start = time.perf_counter()
+            marked = conn.execute(MARK_ALONE_SQL, params).rowcount
+        seconds = time.perf_counter() - start
+        wal1, size1 = wal_and_size(dsn)
+        time.sleep(1)  # table statistics are flushed with a delay
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            hot1, upd1 = conn.execute(
+                "SELECT n_tup_hot_upd, n_tup_upd FROM pg_stat_user_tables WHERE relname = %s", (PARTITION,)
+            ).fetchone()
+        per_m = 1_000_000 / max(marked, 1)
+        out.append(
+            {
+                "variant": label,
+                "rows": marked,
+                "seconds": seconds,
+                "rows_per_s": marked / seconds,
+                "wal_mb_per_m_rows": (wal1 - wal0) * per_m / 2**20,
+                "table_mb_before": size0 / 2**20,
+                "growth_mb_per_m_rows": (size1 - size0) * per_m / 2**20,
+                "hot_share": (hot1 - hot0) / max(upd1 - upd0, 1),
+            }
+        )
+        r = out[-1]
+        print(
+            f"  {label:<44} {r['seconds']:>7.2f} s {r['rows_per_s']:>9,.0f} rows/s  "
+            f"WAL {r['wal_mb_per_m_rows']:>6,.0f} MB/M rows  "
+            f"growth {r['growth_mb_per_m_rows']:>6,.0f} MB/M rows  HOT {r['hot_share']:.0%}",
+            flush=True,
+        )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="events loaded into the hour")
     parser.add_argument("--repeat", type=int, default=1, help="re-runs of each path after the first run")
     parser.add_argument("--child", choices=["pipeline", "baseline", "baseline_mark", "copy"])
+    parser.add_argument(
+        "--mark-variants",
+        action="store_true",
+        help="measure the marking UPDATE alone under table variants (fillfactor, indexes) instead",
+    )
     args = parser.parse_args()
 
     if args.child:
@@ -347,15 +467,33 @@ def main() -> None:
         env["BENCH_DSN"] = dsn
 
         results: list[dict] = []
+        if args.mark_variants:
+            variants = mark_variants(dsn)
+            out = REPO / "benchmarks" / "results" / "export_mark_variants.json"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            summary = {
+                "rows": args.rows,
+                "when": datetime.now(UTC).isoformat(timespec="seconds"),
+                "machine": {"cpus": os.cpu_count(), "loadavg_at_end": os.getloadavg()},
+                "variants": variants,
+            }
+            out.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+            print(f"\nwrote {out.relative_to(REPO)}")
+            return
 
         def record(name: str, kind: str) -> None:
+            wal0, size0 = wal_and_size(dsn)
             r = run_child(kind, env)
+            wal1, size1 = wal_and_size(dsn)
             r["path"] = name
             r["rows_per_s"] = r["rows"] / r["seconds"]
+            r["wal_mb_per_m_rows"] = (wal1 - wal0) / 2**20 * 1_000_000 / r["rows"]
+            r["growth_mb_per_m_rows"] = (size1 - size0) / 2**20 * 1_000_000 / r["rows"]
             results.append(r)
             print(
                 f"  {name:<26} {r['rows']:>10,} rows {r['seconds']:>8.2f} s {r['rows_per_s']:>10,.0f} rows/s "
-                f"peak {r['peak_rss_mb']:>7.0f} MB",
+                f"peak {r['peak_rss_mb']:>7.0f} MB  WAL {r['wal_mb_per_m_rows']:>6,.0f} MB/M rows  "
+                f"growth {r['growth_mb_per_m_rows']:>6,.0f} MB/M rows",
                 flush=True,
             )
 
@@ -422,6 +560,9 @@ def main() -> None:
             f"\n(c) first run vs op + mark:    {ratios['c_first_run_vs_sqltos3_plus_mark']:.2f}x"
             f"\n    mark UPDATE: pipeline {first.get('mark_seconds', 0):.2f} s, "
             f"operator path {base_mark.get('mark_seconds', 0):.2f} s"
+            f"\n    WAL per million rows: pipeline first run {first['wal_mb_per_m_rows']:,.0f} MB, "
+            f"operator + mark {base_mark['wal_mb_per_m_rows']:,.0f} MB; partition growth per million rows: "
+            f"{first['growth_mb_per_m_rows']:,.0f} MB and {base_mark['growth_mb_per_m_rows']:,.0f} MB"
         )
         out = REPO / "benchmarks" / "results" / "export.json"
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ from datetime import timedelta
 from airflow.sdk import dag, task
 
 from events_pipeline.common.runbook import runbook_link
-from events_pipeline.orchestration.dag_defaults import START_DATE, default_args
+from events_pipeline.orchestration.dag_defaults import START_DATE, dagrun_timeout, default_args
 
 DOC = f"""
 ### Attribution sync with the pixel management service
@@ -56,7 +56,8 @@ give the waiting events their client before the next hourly export.
     catchup=False,
     max_active_runs=1,
     # a run must not hold the next ones: its requests stop after events_attribution_run_budget_seconds
-    default_args=default_args(execution_timeout=timedelta(minutes=10)),
+    dagrun_timeout=dagrun_timeout("events_attribution_sync"),
+    default_args=default_args("events_attribution_sync", execution_timeout=timedelta(minutes=10)),
     tags=["events", "attribution"],
     doc_md=DOC,
 )

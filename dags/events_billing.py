@@ -5,7 +5,7 @@ from __future__ import annotations
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
 from events_pipeline.common.runbook import runbook_link
-from events_pipeline.orchestration.dag_defaults import START_DATE, default_args
+from events_pipeline.orchestration.dag_defaults import START_DATE, dagrun_timeout, default_args
 
 DOC = f"""
 ### Billing rollups
@@ -37,7 +37,8 @@ Then records the day in `billing_runs`: retention only deletes rows of billed da
     start_date=START_DATE,
     catchup=True,
     max_active_runs=4,
-    default_args=default_args(),
+    dagrun_timeout=dagrun_timeout("events_billing"),
+    default_args=default_args("events_billing"),
     tags=["events", "billing"],
     doc_md=DOC,
     description="Daily billing rollups per client; trigger with a date range to recompute it",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from airflow.sdk import dag, task
 
 from events_pipeline.common.runbook import runbook_link
-from events_pipeline.orchestration.dag_defaults import START_DATE, default_args
+from events_pipeline.orchestration.dag_defaults import START_DATE, dagrun_timeout, default_args
 
 DOC = f"""
 ### Apply schema migrations (manual)
@@ -30,7 +30,8 @@ Running it again applies nothing (safe to re-trigger at any time).
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
-    default_args=default_args(),
+    dagrun_timeout=dagrun_timeout("events_db_migrate"),
+    default_args=default_args("events_db_migrate"),
     tags=["events", "schema"],
     doc_md=DOC,
 )

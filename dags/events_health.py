@@ -9,7 +9,7 @@ from airflow.sdk import CronDataIntervalTimetable, dag, task
 from events_pipeline.common.runbook import runbook_link
 from events_pipeline.common.settings import SQL_ROOT
 from events_pipeline.health.checks import HealthSQLCheckOperator
-from events_pipeline.orchestration.dag_defaults import START_DATE, default_args
+from events_pipeline.orchestration.dag_defaults import START_DATE, dagrun_timeout, default_args
 
 DOC = f"""
 ### Pipeline health checks (hourly)
@@ -41,6 +41,9 @@ Tasks (each links its runbook entry; thresholds are the Variables named):
   domain and client ids), or, with connection `pixel_management` defined, no sync
   without errors for `events_attribution_sync_max_age_minutes`.
   [{runbook_link("check_attribution_sync")}]
+- `check_erasure_requests`: a GDPR erasure request is `failed`, or not done
+  `events_erasure_deadline_days` (7) after it was requested; names each request.
+  [{runbook_link("check_erasure_requests")}]
 - `log_monitoring_metrics`: logs the original design's monitoring queries as one table
   (fails only when the database is unreachable). [{runbook_link("log_monitoring_metrics")}]
 
@@ -64,7 +67,8 @@ Tasks (each links its runbook entry; thresholds are the Variables named):
     catchup=False,
     max_active_runs=2,
     # a check never needs long; a hung query must not hold the next hour's run
-    default_args=default_args(execution_timeout=timedelta(minutes=10)),
+    dagrun_timeout=dagrun_timeout("events_health"),
+    default_args=default_args("events_health", execution_timeout=timedelta(minutes=10)),
     template_searchpath=[str(SQL_ROOT)],
     tags=["events", "health"],
     doc_md=DOC,
@@ -77,6 +81,7 @@ def events_health() -> None:
         "check_batch_consistency",
         "check_rejected_rate",
         "check_export_runs",
+        "check_erasure_requests",
     ):
         HealthSQLCheckOperator(check=check, doc_md=f"See {runbook_link(check)}.")
 

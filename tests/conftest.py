@@ -34,7 +34,7 @@ os.environ.update(
         "EVENTS_PIPELINE_START_DATE": "2025-01-01",
         "AIRFLOW_VAR_EVENTS_LANDING_BUCKET": "test-landing",
         "AIRFLOW_VAR_EVENTS_BACKUP_BUCKET": "test-backup",
-        "AIRFLOW_VAR_EVENTS_IP_HASH_SECRET": "test-ip-hash-secret",
+        "AIRFLOW_VAR_EVENTS_IP_HASH_SECRET": "test-ip-hash-secret-of-at-least-32-bytes",
         "AWS_ACCESS_KEY_ID": "local-access-key",
         "AWS_SECRET_ACCESS_KEY": "local-secret-key",
         "AWS_DEFAULT_REGION": "us-east-1",
@@ -123,7 +123,7 @@ def clean_tables(db: object) -> Iterator[None]:
 
 def _truncate(conn: object) -> None:
     conn.execute(  # type: ignore[attr-defined]
-        "TRUNCATE events_log, landing_files, ingest_counts, export_runs, billing_daily, "
+        "TRUNCATE events_log, landing_files, ingest_counts, export_runs, export_spaces, billing_daily, "
         "gdpr_erasure_requests, client_domains, clients RESTART IDENTITY CASCADE"
     )
 

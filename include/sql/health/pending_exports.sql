@@ -4,9 +4,13 @@
 -- interval, per client: how many and the oldest created_at.
 -- Two index-friendly parts instead of a scan of the whole table:
 --   unclaimed: no export hour yet (partial index events_log_unclaimed_idx);
---   claimed:   in an export hour whose export_runs row is not 'succeeded'
---              (index events_log_export_hour_idx). A succeeded hour has
---              its rows marked exported in the same run.
+--   claimed:   events not delivered although marked: in an export hour whose
+--              marking committed (rows exported into it, parts uploaded) but
+--              whose export_runs row never became 'succeeded' (no manifest).
+--              Every such hour, however old, until it is published: from
+--              export_runs_unpublished_idx (few rows), the rows still in the hour
+--              (events_log_export_hour_idx) or, when retention or erasure removed
+--              them, the count the marking recorded (committed_rows, migration 0070).
 -- Parameters: interval_end, max_pending_minutes.
 WITH cutoff AS (
     SELECT %(interval_end)s::timestamptz - make_interval(mins => %(max_pending_minutes)s::int) AS t
@@ -21,18 +25,22 @@ unclaimed AS (
     GROUP BY e.client_id
 ),
 claimed AS (
-    SELECT e.client_id, count(*) AS events, min(e.created_at) AS oldest,
+    SELECT r.client_id,
+           sum(greatest(coalesce(r.committed_rows, 0), m.events)) AS events,
+           min(coalesce(m.oldest, r.interval_start)) AS oldest,
            min(r.interval_start) AS oldest_hour
     FROM export_runs r
     CROSS JOIN cutoff
-    JOIN events_log e
-      ON e.client_id = r.client_id
-     AND e.export_hour = r.interval_start
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS events, min(e.created_at) AS oldest
+        FROM events_log e
+        WHERE e.client_id = r.client_id
+          AND e.export_hour = r.interval_start
+    ) AS m
     WHERE r.status <> 'succeeded'
       AND r.interval_start < cutoff.t
-      AND e.export_status = 'pending'
-      AND e.created_at < cutoff.t
-    GROUP BY e.client_id
+      AND (r.committed_rows > 0 OR m.events > 0)
+    GROUP BY r.client_id
 ),
 per_client AS (
     SELECT client_id,

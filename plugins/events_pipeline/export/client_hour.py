@@ -32,10 +32,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, closing, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.sdk.exceptions import AirflowFailException
 from psycopg import errors as psycopg_errors
@@ -49,22 +49,29 @@ from events_pipeline.common.settings import (
     AWS_CONN_ID,
     EVENTS_DB_CONN_ID,
     VAR_BACKUP_BUCKET,
+    VAR_LANDING_BUCKET,
     Setting,
     get_setting,
     register,
 )
+from events_pipeline.export.formats import ExportOptions
 from events_pipeline.export.keys import (
     MANIFEST_NAME,
     PART_RE,
     ExportLocation,
+    ExportSpace,
     TenantIsolationError,
     backup_location,
-    check_no_overlap,
     client_location,
 )
+from events_pipeline.export.keys import check_destination as check_destination_rules
+from events_pipeline.export.limits import ExportLimits, S3Clients, read_limits
 from events_pipeline.export.manifest import CONTENT_TYPE as MANIFEST_CONTENT_TYPE
 from events_pipeline.export.manifest import ExportedFile, build_manifest, dump_manifest
 from events_pipeline.export.parquet_parts import PartSettings, iter_adbc_batches, write_parts
+
+if TYPE_CHECKING:
+    from events_pipeline.export.gdpr_outbound import Untreated
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +92,6 @@ ROW_GROUP_ROWS = register(
 )
 
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
-#: How long an export waits for another export of the same client (any hour) to finish.
-CLIENT_LOCK_TIMEOUT = "15min"
 #: Arrow batches read ahead of the Parquet encoder (each ~16 MiB).
 PREFETCH_DEPTH = 2
 #: Settings of the export read and marking. No parallel workers: the ordered
@@ -107,6 +112,10 @@ class PermanentExportError(ExportError, AirflowFailException):
     """An export cannot succeed by retrying (configuration or permissions): the task fails at once."""
 
 
+class ClientBusyError(ExportError):
+    """Another export of the client (another hour's run) holds its lock: this one is retried later."""
+
+
 @dataclass(frozen=True)
 class ClientConfig:
     """A client's export configuration (a row of ``clients``).
@@ -116,6 +125,14 @@ class ClientConfig:
     :param export_bucket: its bucket.
     :param export_prefix: its key prefix.
     :param export_conn_id: Airflow connection for its bucket (``None`` -> ``aws_default``).
+    :param export_format: ``parquet`` or ``jsonl`` (``export/formats.py``, migration 0090).
+    :param export_compression: compression of its files.
+    :param export_sse: ``None``, ``AES256`` or ``aws:kms`` (objects in its bucket).
+    :param export_sse_kms_key_id: the KMS key with ``aws:kms``.
+    :param export_part_max_bytes: its own part byte bound (``None``: the Variable).
+    :param export_part_max_rows: its own part row bound (``None``: the Variable).
+    :param privacy_level: ``standard`` or ``gdpr`` now (a gdpr client's rows stored before
+        its switch are treated on the way out, ``export/gdpr_outbound.py``).
     """
 
     client_id: str
@@ -123,6 +140,18 @@ class ClientConfig:
     export_bucket: str
     export_prefix: str
     export_conn_id: str | None
+    export_format: str = "parquet"
+    export_compression: str = "zstd"
+    export_sse: str | None = None
+    export_sse_kms_key_id: str | None = None
+    export_part_max_bytes: int | None = None
+    export_part_max_rows: int | None = None
+    privacy_level: str = "standard"
+
+    @property
+    def options(self) -> ExportOptions:
+        """The client's validated export options (raises ``ExportOptionsError`` naming the column)."""
+        return ExportOptions.from_client(self)
 
     @property
     def conn_id(self) -> str:
@@ -136,6 +165,41 @@ def part_settings() -> PartSettings:
         part_max_rows=int(get_setting(PART_MAX_ROWS.name)),
         part_max_bytes=int(get_setting(PART_MAX_BYTES.name)),
         row_group_rows=int(get_setting(ROW_GROUP_ROWS.name)),
+    )
+
+
+@dataclass
+class SharedInputs:
+    """What every client exported by one task shares: read once per task, not once per client.
+
+    :param backup_bucket: the Variable ``events_backup_bucket``.
+    :param landing_bucket: the Variable ``events_landing_bucket`` (never a destination).
+    :param settings: the Parquet size bounds of the Variables.
+    :param limits: S3 timeouts, lock wait, order window (``export/limits.py``).
+    :param s3: the task's bounded S3 clients, by connection.
+    """
+
+    backup_bucket: str
+    landing_bucket: str
+    settings: PartSettings
+    limits: ExportLimits
+    s3: S3Clients
+
+
+def shared_inputs(settings: PartSettings | None = None) -> SharedInputs:
+    """Read the Variables every export needs once.
+
+    :param settings: Parquet size bounds given by the caller (default: the Variables).
+    :raises SettingError: a required Variable is missing or one holds a wrong value (names it).
+    :raises ValueError: a limit out of range (names it).
+    """
+    limits = read_limits()
+    return SharedInputs(
+        backup_bucket=get_setting(VAR_BACKUP_BUCKET),
+        landing_bucket=get_setting(VAR_LANDING_BUCKET),
+        settings=settings or part_settings(),
+        limits=limits,
+        s3=S3Clients(limits),
     )
 
 
@@ -160,22 +224,90 @@ def load_client(conn: Any, client_id: str) -> ClientConfig | None:
     return ClientConfig(**row) if row else None
 
 
+def check_client_destination(
+    conn: Any, client: ClientConfig, backup_bucket: str, landing_bucket: str | None = None
+) -> None:
+    """Check where a client's exports go against the buckets and every other client's spaces.
+
+    The id, bucket and prefix rules; neither the client's bucket nor the backup bucket
+    is the landing bucket; the client's bucket is not the backup bucket; its space
+    overlaps no other client's current or earlier space (``export/keys.py``).
+
+    :param conn: an open connection to the events database.
+    :param client: the client's configuration.
+    :param backup_bucket: the Variable ``events_backup_bucket``.
+    :param landing_bucket: the Variable ``events_landing_bucket`` (read when ``None``).
+    :raises TenantIsolationError: naming the client, the setting at fault and the rule.
+    :raises SettingError: a Variable is missing.
+    """
+    if landing_bucket is None:
+        landing_bucket = get_setting(VAR_LANDING_BUCKET)
+    rows = conn.execute(load_sql("export/client_spaces.sql"), {"bucket": client.export_bucket}).fetchall()
+    spaces = [ExportSpace(*row) for row in rows]
+    since = next(
+        (
+            s.since
+            for s in spaces
+            if s.client_id == client.client_id and s.current and s.prefix == client.export_prefix
+        ),
+        None,
+    )
+    check_destination_rules(
+        client.client_id,
+        client.export_bucket,
+        client.export_prefix,
+        backup_bucket=backup_bucket,
+        landing_bucket=landing_bucket,
+        others=[s for s in spaces if s.client_id != client.client_id],
+        since=since,
+    )
+
+
+def check_destination(client_id: str, *, conn_id: str = EVENTS_DB_CONN_ID) -> str:
+    """Check a client's export destination as the export would, without touching S3.
+
+    For the client-check DAG: the same rules as before every exported hour
+    (:func:`check_client_destination`), read from ``clients``, ``export_spaces`` and
+    the Variables ``events_backup_bucket`` and ``events_landing_bucket``.
+
+    :param client_id: the client.
+    :param conn_id: Airflow connection of the events database.
+    :return: one line describing the accepted destination.
+    :raises PermanentExportError: the client does not exist, or its destination is refused
+        (the message names the client and the setting at fault).
+    """
+    with connect(conn_id, autocommit=True) as conn:
+        client = load_client(conn, client_id)
+        if client is None:
+            raise PermanentExportError(f"client {client_id!r} does not exist in clients")
+        try:
+            backup_bucket = get_setting(VAR_BACKUP_BUCKET)
+            check_client_destination(conn, client, backup_bucket)
+        except (TenantIsolationError, SettingError) as exc:
+            raise PermanentExportError(f"export destination of client {client_id!r} refused: {exc}") from exc
+    return (
+        f"client {client_id!r}: s3://{client.export_bucket}/{client.export_prefix}/ through connection "
+        f"{client.conn_id!r}, backup s3://{backup_bucket}/{client_id}/: accepted"
+    )
+
+
 def resolve_locations(
-    conn: Any, client: ClientConfig, hour: HourInterval, backup_bucket: str
+    conn: Any, client: ClientConfig, hour: HourInterval, backup_bucket: str, landing_bucket: str | None = None
 ) -> tuple[ExportLocation, ExportLocation]:
-    """Validate the client's configuration against every other client; return both folders.
+    """Validate the client's destination (:func:`check_client_destination`); return both folders.
 
     :param conn: an open connection to the events database.
     :param client: the client's configuration.
     :param hour: the exported hour.
     :param backup_bucket: the backup bucket.
-    :raises TenantIsolationError: an invalid id, bucket or prefix, or an overlap
-        with another client's space or the backup bucket.
+    :param landing_bucket: the landing bucket (default: the Variable ``events_landing_bucket``).
+    :raises TenantIsolationError: an invalid id, bucket or prefix, the landing or backup
+        bucket as a destination, or an overlap with another client's space.
+    :raises SettingError: a Variable is missing.
     """
+    check_client_destination(conn, client, backup_bucket, landing_bucket)
     target = client_location(client.client_id, client.export_bucket, client.export_prefix, hour)
     backup = backup_location(client.client_id, backup_bucket, hour)
-    others = conn.execute(load_sql("export/client_spaces.sql")).fetchall()
-    check_no_overlap(client.client_id, client.export_bucket, client.export_prefix, others, backup_bucket)
     return target, backup
 
 
@@ -189,16 +321,19 @@ def _params(client_id: str, hour: HourInterval, **extra: Any) -> dict[str, Any]:
     return {"client_id": client_id, "hour_start": hour.start, "hour_end": hour.end, **extra}
 
 
-def begin_run(conn: Any, client_id: str, hour: HourInterval, run_id: str | None) -> dict[str, Any]:
+def begin_run(
+    conn: Any, client_id: str, hour: HourInterval, run_id: str | None, *, order_window_hours: int = 6
+) -> dict[str, Any]:
     """Decide what this run of (client, hour) exports and record the attempt as ``running``.
 
-    Rules (docs/decisions/export-one-rewrite.md):
+    Rules (docs/decisions/export-one-rewrite.md, docs/decisions/export-no-shrink-and-spaces.md):
 
     - hour already ``succeeded``: take nothing new (a re-run rewrites the same rows), claim ``none``;
-    - no later hour of the client has started: take every unclaimed pending row
-      created before the hour's end (late rows of earlier hours included), claim ``through``;
-    - a later hour already started (a backfill of an old hour): take only the
-      unclaimed pending rows created inside the hour, claim ``within``.
+    - a later hour already started (a backfill of an old hour), or an earlier hour of the
+      client within ``order_window_hours`` is still to come (hours running at once): take
+      only the unclaimed pending rows created inside the hour, claim ``within``;
+    - otherwise: take every unclaimed pending row created before the hour's end (late
+      rows of earlier hours included), claim ``through``.
 
     The rows themselves are taken later, by :data:`mark_rows.sql` in the export's snapshot.
 
@@ -206,16 +341,31 @@ def begin_run(conn: Any, client_id: str, hour: HourInterval, run_id: str | None)
     :param client_id: the client.
     :param hour: the hour.
     :param run_id: the Airflow run id, recorded in ``export_runs``.
-    :return: ``{"published": bool, "claim": "none" | "through" | "within", "recorded_rows": int | None}``.
+    :param order_window_hours: how far back a missing earlier hour keeps this run to its own rows.
+    :return: ``{"published": bool, "claim": "none" | "through" | "within", "recorded_rows": int | None,
+        "committed_rows": int | None, "committed_files": list | None}``.
     """
-    params = _params(client_id, hour, run_id=run_id)
+    params = _params(client_id, hour, run_id=run_id, order_window_hours=order_window_hours)
     with conn.transaction():
         state = as_dict(conn.execute(load_sql("export/lock_run_state.sql"), params))
         assert state is not None  # a SELECT without FROM: always one row
         published = state["status"] == "succeeded"
-        claim = "none" if published else ("within" if state["later_run_exists"] else "through")
+        if published:
+            claim = "none"
+        elif state["later_run_exists"] or state["earlier_hour_missing"]:
+            claim = "within"
+        else:
+            claim = "through"
         conn.execute(load_sql("export/start_run.sql"), params)
-    return {"published": published, "claim": claim, "recorded_rows": state["row_count"]}
+    return {
+        "published": published,
+        "claim": claim,
+        "recorded_rows": state["row_count"],
+        "committed_rows": state["committed_rows"],
+        "committed_files": state["committed_files"],
+        # no earlier attempt of this hour: its folders cannot hold parts of one
+        "first_attempt": state["status"] is None,
+    }
 
 
 def client_lock_name(client_id: str) -> str:
@@ -250,15 +400,23 @@ class _Uploader:
     :param client: the client's configuration (its bucket's connection).
     :param target: the hour's folder in the client bucket.
     :param backup: the hour's folder in the backup bucket.
+    :param s3: bounded S3 clients by connection (default: built for this export).
     """
 
-    def __init__(self, client: ClientConfig, target: ExportLocation, backup: ExportLocation) -> None:
-        from events_pipeline.common.s3 import s3_client
-
+    def __init__(
+        self,
+        client: ClientConfig,
+        target: ExportLocation,
+        backup: ExportLocation,
+        s3: S3Clients | None = None,
+    ) -> None:
+        s3 = s3 or S3Clients(ExportLimits())
         self.client = client
         self.target, self.backup = target, backup
-        self.target_s3 = s3_client(client.conn_id)
-        self.backup_s3 = s3_client(AWS_CONN_ID)
+        self.target_s3 = s3.get(client.conn_id)
+        self.backup_s3 = s3.get(AWS_CONN_ID)
+        #: format, compression and SSE of the client's files (SSE: client bucket only)
+        self.options = client.options
         self.upload_seconds = 0.0
         self.uploaded: list[tuple[Any, str, str]] = []
 
@@ -272,46 +430,82 @@ class _Uploader:
     def check_client_bucket(self) -> None:
         """Fail with one line naming the client, bucket and connection when the bucket is unusable.
 
+        A bucket that answers ``HeadBucket`` with "access denied" is taken as a
+        write-only bucket (cross-account delivery often grants ``PutObject`` alone):
+        the export goes on and its first upload tells whether writing is allowed.
         The backup bucket is not probed here: an error there surfaces at the
         first upload, naming the bucket and the Variable.
         """
         from events_pipeline.common.s3 import check_bucket
 
-        check_bucket(
-            self.target_s3,
-            self.target.bucket,
-            what=f"client {self.client.client_id!r} export_bucket",
-            conn_id=self.client.conn_id,
-        )
+        try:
+            check_bucket(
+                self.target_s3,
+                self.target.bucket,
+                what=f"client {self.client.client_id!r} export_bucket",
+                conn_id=self.client.conn_id,
+            )
+        except SettingError as exc:
+            if error_code(exc.__cause__) not in ACCESS_DENIED:
+                raise
+            log.info(
+                "export client=%s: HeadBucket on s3://%s denied through connection %r: taken as a "
+                "write-only bucket (PutObject alone); the first upload tells whether writing is allowed",
+                self.client.client_id,
+                self.target.bucket,
+                self.client.conn_id,
+            )
+
+    @property
+    def copies_server_side(self) -> bool:
+        """Whether the client bucket is reached with the backup bucket's credentials (``aws_default``).
+
+        Then each part is uploaded once, to the backup bucket, and S3 copies it into the
+        client bucket (CopyObject: no second upload of the bytes). A client bucket with
+        its own connection gets its own upload.
+        """
+        return self.client.conn_id == AWS_CONN_ID
 
     def upload_file(self, path: Path, info: ExportedFile) -> None:
-        """Upload one finished part to both folders (client bucket first).
+        """Put one finished part into both folders.
+
+        Client bucket first, then the backup bucket; with :attr:`copies_server_side`, the
+        backup bucket first, then a server-side copy into the client bucket.
 
         :param path: the local part file.
         :param info: the part's name, rows, size and SHA-256 (stored as object metadata).
         :raises ExportError: an upload failed (names the client, bucket, key and connection).
         """
         started = time.monotonic()
-        for s3, loc, conn_id in self.destinations():
+        order = self.destinations()
+        if self.copies_server_side:
+            order.reverse()
+        for s3, loc, conn_id in order:
             key = loc.key(info.key)
+            extra = {
+                "ContentType": self.options.content_type,
+                "Metadata": {"sha256": info.sha256},
+                **(self.options.sse_args() if loc is self.target else {}),
+            }
+            copy_from = None
             try:
-                s3.upload_file(
-                    str(path),
-                    loc.bucket,
-                    key,
-                    ExtraArgs={"ContentType": PARQUET_CONTENT_TYPE, "Metadata": {"sha256": info.sha256}},
-                )
+                if loc is self.target and self.copies_server_side:
+                    copy_from = {"Bucket": self.backup.bucket, "Key": self.backup.key(info.key)}
+                    s3.copy(copy_from, loc.bucket, key, ExtraArgs={**extra, "MetadataDirective": "REPLACE"})
+                else:
+                    s3.upload_file(str(path), loc.bucket, key, ExtraArgs=extra)
             except Exception as exc:
                 raise _s3_error(exc, self.client.client_id, loc.bucket, key, conn_id) from exc
             self.uploaded.append((s3, loc.bucket, key))
             log.info(
-                "export client=%s part=%s rows=%d bytes=%d -> s3://%s/%s",
+                "export client=%s part=%s rows=%d bytes=%d -> s3://%s/%s%s",
                 self.client.client_id,
                 info.key,
                 info.rows,
                 info.bytes,
                 loc.bucket,
                 key,
+                f" (server-side copy of s3://{copy_from['Bucket']}/{copy_from['Key']})" if copy_from else "",
             )
         self.upload_seconds += time.monotonic() - started
 
@@ -324,7 +518,11 @@ class _Uploader:
         for s3, loc, conn_id in self.destinations():
             try:
                 s3.put_object(
-                    Bucket=loc.bucket, Key=loc.manifest_key, Body=body, ContentType=MANIFEST_CONTENT_TYPE
+                    Bucket=loc.bucket,
+                    Key=loc.manifest_key,
+                    Body=body,
+                    ContentType=MANIFEST_CONTENT_TYPE,
+                    **(self.options.sse_args() if loc is self.target else {}),
                 )
             except Exception as exc:
                 raise _s3_error(exc, self.client.client_id, loc.bucket, loc.manifest_key, conn_id) from exc
@@ -350,20 +548,61 @@ class _Uploader:
                 )
         self.uploaded.clear()
 
-    def remove_stale_parts(self, keep: set[str]) -> list[str]:
-        """Delete ``part-NNNNN.parquet`` files of the folder not listed in the new manifest.
+    def part_names(self, s3: Any, loc: ExportLocation) -> set[str]:
+        """Return the data part names in a folder (``part-NNNNN.<ext>``).
+
+        :param s3: the S3 client of the folder's bucket.
+        :param loc: the folder.
+        :raises botocore.exceptions.ClientError: listing is not allowed (a write-only bucket).
+        """
+        names: set[str] = set()
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=f"{loc.folder}/"):
+            for obj in page.get("Contents", []):
+                name = obj["Key"][len(loc.folder) + 1 :]
+                if PART_RE.fullmatch(name):
+                    names.add(name)
+        return names
+
+    def remove_stale_parts(self, keep: set[str], known: set[str] | frozenset[str] = frozenset()) -> list[str]:
+        """Delete the data parts of the folder that the new manifest does not list.
+
+        A client bucket that may not be listed (write-only) gets the deletes of the
+        part names seen in the backup folder or recorded earlier (``known``); a delete
+        that is not allowed either is logged and skipped (the manifest lists what the
+        hour holds).
 
         :param keep: the part names the new manifest lists.
+        :param known: part names earlier runs of the hour recorded (``export_runs``).
         :return: the ``s3://`` URIs removed.
         """
+        from botocore.exceptions import ClientError
+
+        backup_names = self.part_names(self.backup_s3, self.backup)
         removed = []
-        for s3, loc, _conn_id in self.destinations():
-            resp = s3.list_objects_v2(Bucket=loc.bucket, Prefix=f"{loc.folder}/")
-            for obj in resp.get("Contents", []):
-                name = obj["Key"][len(loc.folder) + 1 :]
-                if PART_RE.fullmatch(name) and name not in keep:
-                    s3.delete_object(Bucket=loc.bucket, Key=obj["Key"])
-                    removed.append(f"s3://{loc.bucket}/{obj['Key']}")
+        for s3, loc, conn_id in self.destinations():
+            try:
+                names = backup_names if loc is self.backup else self.part_names(s3, loc)
+            except ClientError as exc:
+                if error_code(exc) not in ACCESS_DENIED:
+                    raise
+                names = backup_names | set(known)
+            for name in sorted(names - keep):
+                key = loc.key(name)
+                try:
+                    s3.delete_object(Bucket=loc.bucket, Key=key)
+                except ClientError as exc:
+                    if error_code(exc) not in ACCESS_DENIED:
+                        raise
+                    log.warning(
+                        "export client=%s: stale part s3://%s/%s not deleted (DeleteObject denied through "
+                        "connection %r); the manifest does not list it",
+                        self.client.client_id,
+                        loc.bucket,
+                        key,
+                        conn_id,
+                    )
+                    continue
+                removed.append(f"s3://{loc.bucket}/{key}")
         return removed
 
 
@@ -378,6 +617,9 @@ class _HourExport:
     :param settings: Parquet size bounds.
     :param run_id: the Airflow run id, recorded in ``export_runs``.
     :param started: ``time.monotonic()`` when the export began.
+    :param limits: lock wait and order window (``export/limits.py``).
+    :param allow_shrink: the operator's choice that lets this run publish the hour with
+        fewer rows than it held (who / why, logged and recorded), or ``None``.
     """
 
     conn: Any
@@ -387,6 +629,8 @@ class _HourExport:
     settings: PartSettings
     run_id: str | None
     started: float
+    limits: ExportLimits = field(default_factory=ExportLimits)
+    allow_shrink: str | None = None
 
     @property
     def client_id(self) -> str:
@@ -433,6 +677,8 @@ def export_client_hour(
     run_id: str | None = None,
     conn_id: str = EVENTS_DB_CONN_ID,
     settings: PartSettings | None = None,
+    shared: SharedInputs | None = None,
+    allow_shrink: str | None = None,
 ) -> dict[str, Any]:
     """Export one client's UTC hour to its bucket and the backup bucket (idempotent).
 
@@ -442,13 +688,18 @@ def export_client_hour(
     :param run_id: the Airflow run id, recorded in ``export_runs``.
     :param conn_id: Airflow connection of the events database.
     :param settings: Parquet size bounds (default: from the Variables).
+    :param shared: the Variables and S3 clients a task shares between its clients
+        (default: read for this call).
+    :param allow_shrink: an operator's explicit choice (who / why) that lets this run
+        publish the hour with fewer rows than it already held; ``None`` refuses.
     :return: a summary (client, interval, rows, bytes, files, manifest URIs, seconds).
     :raises PermanentExportError: retrying cannot help (invalid or overlapping
-        configuration, bucket missing, access denied).
+        configuration, bucket missing, access denied, an hour that would shrink).
     :raises ExportError: a step failed; the retry redoes the export idempotently.
     """
     started = time.monotonic()
-    hour, backup_bucket, settings = _run_inputs(client_id, data_interval_start, data_interval_end, settings)
+    hour, shared = _run_inputs(client_id, data_interval_start, data_interval_end, settings, shared)
+    backup_bucket, settings = shared.backup_bucket, shared.settings
     with connect(conn_id, autocommit=True) as conn:
         client = load_client(conn, client_id)
         if client is None or not client.active:
@@ -456,38 +707,54 @@ def export_client_hour(
                 "export client=%s hour=%s: client missing or inactive now; nothing done", client_id, hour
             )
             return {"client_id": client_id, "interval_start": hour.start.isoformat(), "skipped": "inactive"}
-        uploader = _open_destinations(conn, client, hour, backup_bucket, run_id)
-        job = _HourExport(conn, client, hour, uploader, settings, run_id, started)
-        with _client_lock(conn, client_id, hour):
-            try:
-                return _export_locked(job)
-            except Exception as exc:
-                _record_failure(conn, client_id, hour, run_id, exc)
-                raise
+        uploader = _open_destinations(conn, client, hour, backup_bucket, run_id, shared)
+        job = _HourExport(
+            conn, client, hour, uploader, settings.with_options(uploader.options), run_id, started
+        )
+        job.limits, job.allow_shrink = shared.limits, allow_shrink
+        try:
+            with _client_lock(conn, client_id, hour, shared.limits.lock_wait_seconds):
+                try:
+                    return _export_locked(job)
+                except Exception as exc:
+                    _record_failure(conn, client_id, hour, run_id, exc)
+                    raise
+        except ClientBusyError as exc:
+            _record_failure(conn, client_id, hour, run_id, exc)
+            raise
 
 
 def _run_inputs(
-    client_id: str, start: datetime, end: datetime, settings: PartSettings | None
-) -> tuple[HourInterval, str, PartSettings]:
-    """Return the run's hour, the backup bucket and the Parquet size bounds.
+    client_id: str,
+    start: datetime,
+    end: datetime,
+    settings: PartSettings | None,
+    shared: SharedInputs | None = None,
+) -> tuple[HourInterval, SharedInputs]:
+    """Return the run's hour and the shared inputs (Variables read now unless given).
 
     :param client_id: the client, for the message.
     :param start: the run's ``data_interval_start``.
     :param end: the run's ``data_interval_end``.
     :param settings: size bounds given by the caller (default: from the Variables).
+    :param shared: inputs the caller already read, or ``None``.
     :raises PermanentExportError: the interval is not one UTC hour, or a Variable is
         missing or invalid.
     """
     try:
         hour = hour_of(start, end)
-        backup_bucket = get_setting(VAR_BACKUP_BUCKET)
-        return hour, backup_bucket, settings or part_settings()
+        return hour, shared or shared_inputs(settings)
     except (SettingError, ValueError) as exc:  # IntervalError is a ValueError
         raise PermanentExportError(f"export client={client_id}: {exc}") from exc
 
 
 def _open_destinations(
-    conn: Any, client: ClientConfig, hour: HourInterval, backup_bucket: str, run_id: str | None
+    conn: Any,
+    client: ClientConfig,
+    hour: HourInterval,
+    backup_bucket: str,
+    run_id: str | None,
+    shared: SharedInputs | None = None,
 ) -> _Uploader:
     """Validate the client's folders and reach its bucket; record the failure in ``export_runs`` if not.
 
@@ -496,13 +763,15 @@ def _open_destinations(
     :param hour: the exported hour.
     :param backup_bucket: the backup bucket.
     :param run_id: the Airflow run id.
+    :param shared: the landing bucket and the bounded S3 clients (default: read now).
     :raises PermanentExportError: invalid or overlapping configuration, bucket missing
         or access denied (names client and hour).
     :raises ServiceUnreachableError: the S3 endpoint cannot be reached.
     """
     try:
-        target, backup = resolve_locations(conn, client, hour, backup_bucket)
-        uploader = _Uploader(client, target, backup)
+        landing_bucket = shared.landing_bucket if shared else None
+        target, backup = resolve_locations(conn, client, hour, backup_bucket, landing_bucket)
+        uploader = _Uploader(client, target, backup, shared.s3 if shared else None)
         uploader.check_client_bucket()
     except (TenantIsolationError, SettingError) as exc:
         _record_failure(conn, client.client_id, hour, run_id, exc)
@@ -514,7 +783,7 @@ def _open_destinations(
 
 
 @contextmanager
-def _client_lock(conn: Any, client_id: str, hour: HourInterval) -> Iterator[None]:
+def _client_lock(conn: Any, client_id: str, hour: HourInterval, wait_seconds: float = 30) -> Iterator[None]:
     """Hold the client's export lock (:func:`client_lock_name`) for the block.
 
     One export of a client at a time (any hour): the run decision and the
@@ -525,16 +794,20 @@ def _client_lock(conn: Any, client_id: str, hour: HourInterval) -> Iterator[None
     :param conn: an autocommit connection, not in a transaction.
     :param client_id: the client.
     :param hour: the exported hour, for the message.
-    :raises ExportError: the lock was not granted within :data:`CLIENT_LOCK_TIMEOUT`.
+    :param wait_seconds: the longest wait for another export of the client
+        (``events_export_client_lock_wait_seconds``): a short one, so a stuck export of
+        this client fails this one (retried later) instead of holding a whole group.
+    :raises ClientBusyError: the lock was not granted within ``wait_seconds``.
     """
     with ExitStack() as stack:
-        conn.execute("SELECT set_config('lock_timeout', %s, false)", (CLIENT_LOCK_TIMEOUT,))
+        conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{int(wait_seconds * 1000)}ms",))
         try:
             stack.enter_context(advisory_lock(conn, client_lock_name(client_id)))
         except psycopg_errors.LockNotAvailable as exc:
-            raise ExportError(
-                f"export client={client_id} hour={hour}: another export of this client has run for over "
-                f"{CLIENT_LOCK_TIMEOUT} (lock timeout); will retry"
+            raise ClientBusyError(
+                f"export client={client_id} hour={hour}: another export of this client (another hour's "
+                f"run) still holds its lock after {wait_seconds:g} s "
+                "(events_export_client_lock_wait_seconds); this client is retried later"
             ) from exc
         conn.execute("RESET lock_timeout")
         yield
@@ -546,7 +819,13 @@ def _export_locked(job: _HourExport) -> dict[str, Any]:
     :param job: the hour being exported.
     :return: the summary :func:`export_client_hour` returns.
     """
-    run = begin_run(job.conn, job.client_id, job.hour, job.run_id)
+    job.conn.execute(
+        load_sql("export/record_space.sql"),
+        {"client_id": job.client_id, "bucket": job.target.bucket, "prefix": job.client.export_prefix},
+    )
+    run = begin_run(
+        job.conn, job.client_id, job.hour, job.run_id, order_window_hours=job.limits.order_window_hours
+    )
     params = _params(job.client_id, job.hour, claim=run["claim"])
     log.info(
         "export client=%s hour=%s: claim=%s (published=%s)",
@@ -561,10 +840,11 @@ def _export_locked(job: _HourExport) -> dict[str, Any]:
             "interval_start": job.hour.start.isoformat(),
             "skipped": "published-rows-gone",
         }
+    _refuse_to_shrink(job, run, params)
     written = _write_hour(job, run, params)
     # Committed: the rows are in the hour. Publish the manifest last (a crash
     # before it leaves no manifest; the retry rewrites the same rows).
-    _publish(job, written.parts)
+    _publish(job, written.parts, known=_recorded_part_names(run), first_attempt=run["first_attempt"])
     duration_ms = _finish_run(job, written)
     return _summary(job, run, written, duration_ms)
 
@@ -581,6 +861,9 @@ def _published_rows_gone(job: _HourExport, run: dict[str, Any], params: dict[str
     remaining = job.conn.execute(load_sql("export/count_claimed.sql"), params).fetchone()[0]
     if remaining == run["recorded_rows"]:
         return False
+    if job.allow_shrink:
+        _log_shrink(job, run["recorded_rows"], remaining)
+        return False
     log.warning(
         "export client=%s hour=%s: published with %d rows, %d remain in events_log (retention or "
         "erasure removed some); the published objects are left untouched at %s",
@@ -591,6 +874,74 @@ def _published_rows_gone(job: _HourExport, run: dict[str, Any], params: dict[str
         job.target.uri(MANIFEST_NAME),
     )
     return True
+
+
+def _refuse_to_shrink(job: _HourExport, run: dict[str, Any], params: dict[str, Any]) -> None:
+    """Fail when an unpublished hour whose marking committed has lost rows since.
+
+    Its parts are in both buckets (uploaded before the commit) without a manifest. A
+    run now would write the hour without the rows removed since (retention, erasure)
+    and delete the parts they were in: it shrinks what was delivered. Refused unless
+    an operator chose it (``allow_shrink``, logged and recorded).
+
+    :param job: the hour being exported.
+    :param run: what :func:`begin_run` decided (``committed_rows``).
+    :param params: the statements' parameters.
+    :raises PermanentExportError: the hour would shrink (names client, hour, both counts,
+        the parts and how to allow it); recorded in ``export_runs.error``.
+    """
+    committed = run["committed_rows"]
+    if run["published"] or committed is None:
+        return
+    remaining = job.conn.execute(load_sql("export/count_claimed.sql"), params).fetchone()[0]
+    if remaining >= committed:
+        return
+    if job.allow_shrink:
+        _log_shrink(job, committed, remaining)
+        return
+    parts = ", ".join(f["key"] for f in run["committed_files"] or []) or "none"
+    raise PermanentExportError(
+        f"export client={job.client_id} hour={job.hour}: refused to shrink the hour: its marking committed "
+        f"{committed} rows in parts [{parts}] (uploaded to s3://{job.target.bucket}/{job.target.folder}/ and "
+        f"s3://{job.backup.bucket}/{job.backup.folder}/, no manifest yet) but only {remaining} remain in "
+        "events_log (removed by retention or erasure since); rewriting now would delete delivered data. "
+        "Nothing was changed. To publish the hour with the remaining rows, trigger events_export for this "
+        "client and hour with allow_shrink (docs/runbook.md#events_export)"
+    )
+
+
+def _log_shrink(job: _HourExport, held: int, remaining: int) -> None:
+    """Log and record the operator's choice to publish an hour with fewer rows than it held.
+
+    :param job: the hour being exported (``allow_shrink`` says who / why).
+    :param held: the rows the hour held (committed or published).
+    :param remaining: the rows left in ``events_log``.
+    """
+    log.warning(
+        "export client=%s hour=%s: SHRINKING the hour from %d to %d rows, parts not listed by the new "
+        "manifest are deleted from s3://%s/%s/ and s3://%s/%s/: operator's choice allow_shrink (%s)",
+        job.client_id,
+        job.hour,
+        held,
+        remaining,
+        job.target.bucket,
+        job.target.folder,
+        job.backup.bucket,
+        job.backup.folder,
+        job.allow_shrink,
+    )
+    job.conn.execute(
+        load_sql("export/record_shrink.sql"),
+        _params(job.client_id, job.hour, shrink_allowed=f"{held} -> {remaining} rows: {job.allow_shrink}"),
+    )
+
+
+def _recorded_part_names(run: dict[str, Any]) -> frozenset[str]:
+    """Return the part names earlier runs of the hour recorded (committed), for stale-part removal.
+
+    :param run: what :func:`begin_run` returned.
+    """
+    return frozenset(f["key"] for f in run.get("committed_files") or [] if isinstance(f, dict) and "key" in f)
 
 
 def _write_hour(job: _HourExport, run: dict[str, Any], params: dict[str, Any]) -> _Written:
@@ -608,15 +959,23 @@ def _write_hour(job: _HourExport, run: dict[str, Any], params: dict[str, Any]) -
         raise
 
 
-def _publish(job: _HourExport, parts: list[ExportedFile]) -> None:
+def _publish(
+    job: _HourExport,
+    parts: list[ExportedFile],
+    known: frozenset[str] = frozenset(),
+    *,
+    first_attempt: bool = False,
+) -> None:
     """Write the hour's manifest to both buckets, then remove parts it does not list.
 
     :param job: the hour being exported.
     :param parts: the parts written, in order.
+    :param known: part names earlier runs recorded (for a client bucket that may not be listed).
+    :param first_attempt: no earlier attempt of the hour exists: no stale part can (no listing).
     """
-    manifest = build_manifest(job.client_id, job.hour, parts)
+    manifest = build_manifest(job.client_id, job.hour, parts, options=job.uploader.options.manifest_fields())
     job.uploader.put_manifest(dump_manifest(manifest))
-    removed = job.uploader.remove_stale_parts({p.key for p in parts})
+    removed = [] if first_attempt else job.uploader.remove_stale_parts({p.key for p in parts}, known)
     if removed:
         log.info("export client=%s hour=%s: removed stale parts %s", job.client_id, job.hour, removed)
 
@@ -702,20 +1061,27 @@ def _read_and_mark(job: _HourExport, run: dict[str, Any], params: dict[str, Any]
     :raises ExportError: rows of the hour changed meanwhile, or the count does not
         match (nothing marked: the retry exports again).
     """
+    from events_pipeline.export.gdpr_outbound import find_untreated
+
     conn = job.conn
     try:
         with conn.transaction():
             # One snapshot for the read and the marking: the rows marked are exactly the rows written.
             _begin_export_transaction(conn)
+            # a gdpr client's rows stored before its switch: treated on the way out (and stored so)
+            untreated = find_untreated(conn, job.client_id, job.client.privacy_level, params)
             parts, (marked, mark_seconds) = _stream_parts(
                 conn,
                 params,
                 job.uploader,
                 job.settings,
                 lambda: _mark_rows(conn, params, published=run["published"]),
+                untreated,
             )
             written = sum(p.rows for p in parts)
+            untreated.write_back(conn)
             _check_written(job, params, written)
+            _record_commit(job, parts, written)
     except psycopg_errors.SerializationFailure as exc:
         raise ExportError(
             f"export client={job.client_id} hour={job.hour}: rows of the hour were changed or deleted by "
@@ -723,6 +1089,26 @@ def _read_and_mark(job: _HourExport, run: dict[str, Any], params: dict[str, Any]
             f"retry exports again ({exc.diag.message_primary})"
         ) from exc
     return _Written(parts, written, marked, mark_seconds)
+
+
+def _record_commit(job: _HourExport, parts: list[ExportedFile], written: int) -> None:
+    """Record in ``export_runs``, in the export's transaction, what the hour's marking commits.
+
+    :param job: the hour being exported.
+    :param parts: the parts written, in order.
+    :param written: the rows they hold (= the rows in the hour).
+    """
+    from psycopg.types.json import Jsonb
+
+    job.conn.execute(
+        load_sql("export/record_commit.sql"),
+        _params(
+            job.client_id,
+            job.hour,
+            committed_rows=written,
+            committed_files=Jsonb([p.as_dict() for p in parts]),
+        ),
+    )
 
 
 def _begin_export_transaction(conn: Any) -> None:
@@ -772,6 +1158,7 @@ def _stream_parts(
     uploader: _Uploader,
     settings: PartSettings,
     mark: Callable[[], T],
+    untreated: Untreated | None = None,
 ) -> tuple[list[ExportedFile], T]:
     """Read the selected rows into Parquet parts uploaded to both buckets, and run ``mark`` meanwhile.
 
@@ -787,6 +1174,8 @@ def _stream_parts(
     :param uploader: uploads each finished part.
     :param settings: Parquet size bounds.
     :param mark: the marking, run in a thread on ``conn``.
+    :param untreated: rows of a GDPR client to be written with the GDPR treatment
+        (``export/gdpr_outbound.py``), or ``None``.
     :return: ``(parts, what mark returned)``.
     """
     from psycopg import ClientCursor
@@ -809,7 +1198,8 @@ def _stream_parts(
         try:
             # closing(): on a failure the reading thread stops (and closes its connection) now
             with closing(batches):
-                parts = write_parts(batches, Path(workdir), uploader.upload_file, settings)
+                rows = untreated.rewrite(batches) if untreated else batches
+                parts = write_parts(rows, Path(workdir), uploader.upload_file, settings)
         except BaseException as exc:
             cause = _stop_marking(conn, marker, marking_done)
             if cause is not None:

@@ -2,7 +2,8 @@
 
 Client bucket: ``s3://{export_bucket}/{export_prefix}/dt=YYYY-MM-DD/hour=HH/<file>``.
 Backup bucket: ``s3://{backup_bucket}/{client_id}/dt=YYYY-MM-DD/hour=HH/<file>``.
-Files are ``part-00000.parquet``, ``part-00001.parquet``... and ``_manifest.json``.
+Files are ``part-00000.parquet``, ``part-00001.parquet``... (or ``.jsonl``,
+``.jsonl.gz``, ``.jsonl.zst`` for a client exporting JSON Lines) and ``_manifest.json``.
 :func:`hour_of_folder` reads the hour back from either folder.
 
 Every client id, prefix and bucket is validated here before it becomes part of
@@ -30,7 +31,10 @@ RESERVED_SEGMENT_RE = re.compile(r"^(dt|hour)(=|$)", re.IGNORECASE)
 MAX_PREFIX_LEN = 512
 
 MANIFEST_NAME = "_manifest.json"
-PART_RE = re.compile(r"^part-(\d{5})\.parquet$")
+#: File name endings of data parts, one per export format and compression (``export/formats.py``).
+PART_EXTENSIONS = (".parquet", ".jsonl", ".jsonl.gz", ".jsonl.zst")
+#: A data part of any format: ``part-NNNNN`` and one of :data:`PART_EXTENSIONS`.
+PART_RE = re.compile(r"^part-(\d{5})(?:\.parquet|\.jsonl|\.jsonl\.gz|\.jsonl\.zst)$")
 #: The last two segments of an hour's folder (``HourInterval.partition_path``).
 HOUR_FOLDER_RE = re.compile(r"(?:^|/)dt=([0-9]{4}-[0-9]{2}-[0-9]{2})/hour=([0-9]{2})$")
 
@@ -110,50 +114,167 @@ def _segments(prefix: str) -> tuple[str, ...]:
     return tuple(prefix.split("/"))
 
 
-def check_no_overlap(
-    client_id: str, bucket: str, prefix: str, others: Iterable[tuple[str, str, str]], backup_bucket: str
-) -> None:
-    """Fail when this client's export space lies inside another client's, or in the backup bucket.
+@dataclass(frozen=True)
+class ExportSpace:
+    """A place a client's files are, or were, written to: a bucket and a prefix.
 
-    A client is refused when it shares a bucket with another client whose prefix
-    equals its own or is a folder above it (segment-wise: ``data`` contains
-    ``data/b`` but not ``data-b``): its files would land in the other's space.
-    The outer client keeps exporting: the nested one never writes, so nothing
-    foreign appears in the outer space. Equal prefixes refuse both clients.
+    :param client_id: the client.
+    :param bucket: the bucket.
+    :param prefix: the prefix (its hours are folders below it).
+    :param since: when an export of this client first wrote into it (``export_spaces``);
+        ``None`` when it never did (a client configured but not exported yet).
+    :param current: ``True`` for the client's configured space now, ``False`` for one it
+        used earlier (its objects are still there: retention never deletes objects).
+    """
+
+    client_id: str
+    bucket: str
+    prefix: str
+    since: datetime | None = None
+    current: bool = True
+
+    def describe(self) -> str:
+        """``client 'acme''s s3://bucket/prefix/`` (+ "earlier" / "since ..."), for messages."""
+        where = f"client {self.client_id!r}'s {'' if self.current else 'earlier '}s3://{self.bucket}/{self.prefix}/"
+        return f"{where} (exported into since {self.since:%Y-%m-%dT%H:%MZ})" if self.since else where
+
+
+def _space(other: ExportSpace | tuple[str, str, str]) -> ExportSpace:
+    """Return ``other`` as an :class:`ExportSpace` (a plain ``(client_id, bucket, prefix)`` is current).
+
+    :param other: a space, or a ``(client_id, export_bucket, export_prefix)`` row.
+    """
+    return other if isinstance(other, ExportSpace) else ExportSpace(*other)
+
+
+def check_no_overlap(
+    client_id: str,
+    bucket: str,
+    prefix: str,
+    others: Iterable[ExportSpace | tuple[str, str, str]],
+    backup_bucket: str,
+    *,
+    since: datetime | None = None,
+) -> None:
+    """Fail when this client's export space overlaps another client's, or is the backup bucket.
+
+    Two spaces overlap when they share a bucket and one prefix equals the other or
+    is a folder above it (segment-wise: ``data`` contains ``data/b`` but not
+    ``data-b``). Other clients' spaces are their configured ones and every one they
+    exported into earlier (``export_spaces``: their objects stay there). Of two
+    overlapping spaces, the one exported into first keeps exporting ("came first":
+    it has a ``since`` and the other none or a later one). A client is refused when:
+
+    - its space equals or lies inside another's, unless it came first: its files
+      would land among the other client's (two configured spaces never exported to:
+      the nested one is refused, equal ones both);
+    - another client's space lies inside its own, that client exported there, and
+      this client did not come first: its space would hold the other client's
+      earlier objects.
 
     :param client_id: the client being exported.
     :param bucket: its ``export_bucket``.
     :param prefix: its validated ``export_prefix``.
-    :param others: ``(client_id, export_bucket, export_prefix)`` of every other client.
+    :param others: every other client's spaces (:class:`ExportSpace`, or
+        ``(client_id, export_bucket, export_prefix)`` for a configured space never exported to).
     :param backup_bucket: the backup bucket (holds every client's data: never a client's bucket).
+    :param since: when this client first exported into this space (``None``: never).
     :raises TenantIsolationError: naming both clients, the bucket and the prefixes.
     """
     if bucket == backup_bucket:
         raise TenantIsolationError(
-            f"client {client_id!r}: export_bucket {bucket!r} is the backup bucket, which holds "
-            "every client's exports; give the client its own bucket"
+            f"client {client_id!r}: export_bucket {bucket!r} is the backup bucket (Variable "
+            "events_backup_bucket), which holds every client's exports; give the client its own bucket"
         )
     mine = _segments(prefix)
-    for other_id, other_bucket, other_prefix in others:
-        if other_id == client_id or other_bucket != bucket:
+    for other in map(_space, others):
+        if other.client_id == client_id or other.bucket != bucket:
             continue
-        theirs = _segments(other_prefix or "")
-        if mine[: len(theirs)] == theirs:
+        theirs = _segments(other.prefix or "")
+        came_first = since is not None and (other.since is None or since < other.since)
+        if mine[: len(theirs)] == theirs and not came_first:
             raise TenantIsolationError(
-                f"client {client_id!r}: export space s3://{bucket}/{prefix}/ lies inside client "
-                f"{other_id!r}'s s3://{other_bucket}/{other_prefix}/ (same bucket, equal or nested "
-                "prefix); give each client a disjoint prefix"
+                f"client {client_id!r}: export space s3://{bucket}/{prefix}/ lies inside "
+                f"{other.describe()} (same bucket, equal or nested prefix); "
+                "give each client a disjoint prefix"
+            )
+        if theirs[: len(mine)] == mine and other.since is not None and not came_first:
+            raise TenantIsolationError(
+                f"client {client_id!r}: export space s3://{bucket}/{prefix}/ would hold "
+                f"{other.describe()}, whose objects are already there (same bucket, nested prefix); "
+                "give each client a disjoint prefix"
             )
 
 
-def part_name(number: int) -> str:
+def check_destination(
+    client_id: str,
+    export_bucket: str,
+    export_prefix: str,
+    *,
+    backup_bucket: str,
+    landing_bucket: str,
+    others: Iterable[ExportSpace | tuple[str, str, str]] = (),
+    since: datetime | None = None,
+) -> None:
+    """Check everything about where a client's exports go, before any key is built.
+
+    The client id, bucket and prefix rules, then: the backup bucket is not the landing
+    bucket, the client's bucket is neither the landing bucket nor the backup bucket,
+    and its space overlaps no other client's (:func:`check_no_overlap`). Pure: the
+    export calls it before every hour, the client check with the same values.
+
+    :param client_id: ``clients.client_id``.
+    :param export_bucket: ``clients.export_bucket``.
+    :param export_prefix: ``clients.export_prefix``.
+    :param backup_bucket: the Variable ``events_backup_bucket``.
+    :param landing_bucket: the Variable ``events_landing_bucket``.
+    :param others: every other client's spaces (see :func:`check_no_overlap`).
+    :param since: when this client first exported into this space (``None``: never).
+    :raises TenantIsolationError: naming the client, the setting at fault and the rule.
+    """
+    validate_client_id(client_id)
+    validate_bucket(export_bucket, what=f"client {client_id!r} export_bucket")
+    validate_prefix(export_prefix, client_id=client_id)
+    validate_bucket(backup_bucket, what="Variable events_backup_bucket")
+    if backup_bucket == landing_bucket:
+        raise TenantIsolationError(
+            f"client {client_id!r}: the backup bucket {backup_bucket!r} (Variable events_backup_bucket) is "
+            "the landing bucket (Variable events_landing_bucket), which holds every client's raw input; "
+            "give the backups their own bucket"
+        )
+    check_not_landing_bucket(client_id, export_bucket, landing_bucket)
+    check_no_overlap(client_id, export_bucket, export_prefix, others, backup_bucket, since=since)
+
+
+def check_not_landing_bucket(client_id: str, bucket: str, landing_bucket: str) -> None:
+    """Fail when a client's export bucket is the landing bucket (Variable ``events_landing_bucket``).
+
+    The landing bucket holds every client's raw input: exports written there would be
+    readable by whoever reads the landing bucket, and ``incoming/`` is read as input.
+
+    :param client_id: the client, for the message.
+    :param bucket: the client's ``export_bucket``.
+    :param landing_bucket: the value of the Variable ``events_landing_bucket``.
+    :raises TenantIsolationError: naming the client, the bucket and the Variable.
+    """
+    if bucket == landing_bucket:
+        raise TenantIsolationError(
+            f"client {client_id!r}: export_bucket {bucket!r} is the landing bucket (Variable "
+            "events_landing_bucket), which holds every client's raw input; give the client its own bucket"
+        )
+
+
+def part_name(number: int, extension: str = ".parquet") -> str:
     """Return the file name of data part ``number`` (``part-00000.parquet``).
 
     :param number: the 0-based part number.
+    :param extension: the file name ending of the client's format, one of :data:`PART_EXTENSIONS`.
     """
     if not 0 <= number < 100_000:
         raise ValueError(f"part number {number} out of range 0..99999")
-    return f"part-{number:05d}.parquet"
+    if extension not in PART_EXTENSIONS:
+        raise ValueError(f"part extension {extension!r} is not one of {PART_EXTENSIONS}")
+    return f"part-{number:05d}{extension}"
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,15 @@ Format (``format_version`` 1)::
 
     {"format_version": 1, "client_id": "acme",
      "interval_start": "2026-11-27T03:00:00Z", "interval_end": "2026-11-27T04:00:00Z",
+     "format": "parquet", "compression": "zstd", "encryption": {"sse": "none"},
      "row_count": 1234,
-     "files": [{"key": "part-00000.parquet", "rows": 1234, "bytes": 56789, "sha256": "..."}],
+     "files": [{"key": "part-00000.parquet", "rows": 1234, "bytes": 56789, "sha256": "...",
+                "content_type": "application/vnd.apache.parquet"}],
      "generated_at": "2026-11-27T04:01:02.345678Z"}
+
+``format``, ``compression``, ``encryption`` (the client's export options, ``export/formats.py``;
+a KMS key id but never key material) and ``files[].content_type`` were added within
+version 1: manifests written before them lack them and stay valid.
 
 ``files[].key`` is RELATIVE to the folder holding the manifest (a plain file
 name), so the same manifest is valid in the client bucket and in the backup
@@ -30,12 +36,21 @@ from typing import Any
 
 from events_pipeline.common.errors import PipelineError
 from events_pipeline.common.intervals import HourInterval
+from events_pipeline.export.formats import (
+    COMPRESSIONS,
+    DEFAULT_OPTIONS,
+    FILE_TYPES,
+    KMS_KEY_ID_RE,
+    SSE_ALGORITHMS,
+)
 
 FORMAT_VERSION = 1
 #: ``Content-Type`` of ``_manifest.json`` objects.
 CONTENT_TYPE = "application/json"
 _REQUIRED = ("format_version", "client_id", "interval_start", "interval_end", "row_count", "files")
 _FILE_KEYS = ("key", "rows", "bytes", "sha256")
+#: Optional fields of a ``files[]`` entry (absent in manifests of older writers).
+_OPTIONAL_FILE_KEYS = ("content_type",)
 
 
 class ManifestError(PipelineError):
@@ -50,16 +65,26 @@ class ExportedFile:
     :param rows: rows in the file.
     :param bytes: size in bytes.
     :param sha256: hex SHA-256 of the file's bytes.
+    :param content_type: the object's ``Content-Type`` (``None``: not recorded).
     """
 
     key: str
     rows: int
     bytes: int
     sha256: str
+    content_type: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        """Return the manifest entry of the file."""
-        return {"key": self.key, "rows": self.rows, "bytes": self.bytes, "sha256": self.sha256}
+        """Return the manifest entry of the file (``content_type`` only when known)."""
+        entry: dict[str, Any] = {
+            "key": self.key,
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+        }
+        if self.content_type is not None:
+            entry["content_type"] = self.content_type
+        return entry
 
 
 def format_ts(value: datetime) -> str:
@@ -96,30 +121,45 @@ def build_manifest(
     files: Iterable[ExportedFile | Mapping[str, Any]],
     *,
     generated_at: datetime | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Return the manifest dict of one client's hour.
 
     :param client_id: the client.
     :param hour: the exported hour.
     :param files: the data files in part order (``ExportedFile`` or dicts with
-        ``key``, ``rows``, ``bytes``, ``sha256``); keys relative to the folder.
+        ``key``, ``rows``, ``bytes``, ``sha256`` and maybe ``content_type``); keys
+        relative to the folder.
     :param generated_at: when the export was produced (default: now).
-    :raises ManifestError: a file key is not a plain relative file name.
+    :param options: the client's export options as the manifest records them
+        (``ExportOptions.manifest_fields()``: ``format``, ``compression``, ``encryption``);
+        default: those of a client with default options (Parquet, zstd, no SSE).
+    :raises ManifestError: a file key is not a plain relative file name, or does not
+        end as the format requires.
     """
     entries = []
     for f in files:
-        entry = f.as_dict() if isinstance(f, ExportedFile) else {k: f[k] for k in _FILE_KEYS}
+        if isinstance(f, ExportedFile):
+            entry = f.as_dict()
+        else:
+            entry = {k: f[k] for k in (*_FILE_KEYS, *_OPTIONAL_FILE_KEYS) if k in f}
         _check_file_entry(entry, len(entries))
         entries.append(entry)
-    return {
+    fields = dict(options if options is not None else DEFAULT_OPTIONS.manifest_fields())
+    manifest = {
         "format_version": FORMAT_VERSION,
         "client_id": client_id,
         "interval_start": format_ts(hour.start),
         "interval_end": format_ts(hour.end),
+        "format": fields.get("format"),
+        "compression": fields.get("compression"),
+        "encryption": fields.get("encryption"),
         "row_count": sum(int(e["rows"]) for e in entries),
         "files": entries,
         "generated_at": format_ts(generated_at or datetime.now(UTC)),
     }
+    _check_options(manifest)
+    return manifest
 
 
 def dump_manifest(manifest: Mapping[str, Any]) -> bytes:
@@ -223,6 +263,7 @@ def validate_manifest(manifest: Any) -> None:
         raise ManifestError("manifest field 'files' is not a list")
     for i, entry in enumerate(files):
         _check_file_entry(entry, i)
+    _check_options(manifest)
     total = sum(int(e["rows"]) for e in files)
     if not isinstance(manifest["row_count"], int) or manifest["row_count"] != total:
         raise ManifestError(f"manifest row_count {manifest['row_count']!r} != sum of files[].rows {total}")
@@ -251,6 +292,47 @@ def _check_file_entry(entry: Any, index: int) -> None:
     sha = entry["sha256"]
     if not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
         raise ManifestError(f"manifest files[{index}].sha256 {sha!r} is not 64 lower-case hex digits")
+    if "content_type" in entry and (not isinstance(entry["content_type"], str) or not entry["content_type"]):
+        raise ManifestError(f"manifest files[{index}].content_type {entry['content_type']!r} is not a text")
+
+
+def _check_options(manifest: Mapping[str, Any]) -> None:
+    """Check the export option fields of a manifest, when it has them (older writers' lack them).
+
+    ``format`` and ``compression`` must be a valid pair, ``encryption`` an object with
+    ``sse`` (``none``, ``AES256``, ``aws:kms``; ``kms_key_id`` with ``aws:kms`` only), and
+    every ``files[].key`` must end as the format requires (``.parquet``, ``.jsonl.gz``...)
+    with the matching ``content_type``.
+
+    :param manifest: the manifest.
+    :raises ManifestError: naming the field at fault.
+    """
+    if not any(k in manifest for k in ("format", "compression", "encryption")):
+        return
+    fmt, compression = manifest.get("format"), manifest.get("compression")
+    if fmt not in COMPRESSIONS:
+        raise ManifestError(f"manifest format {fmt!r} is not one of {sorted(COMPRESSIONS)}")
+    if compression not in COMPRESSIONS[fmt]:
+        raise ManifestError(f"manifest compression {compression!r} is not valid with format {fmt!r}")
+    encryption = manifest.get("encryption")
+    if not isinstance(encryption, Mapping) or encryption.get("sse") not in ("none", *SSE_ALGORITHMS):
+        raise ManifestError(f"manifest encryption {encryption!r} is not an object with a valid 'sse'")
+    key_id = encryption.get("kms_key_id")
+    if encryption["sse"] == "aws:kms" and not (isinstance(key_id, str) and KMS_KEY_ID_RE.fullmatch(key_id)):
+        raise ManifestError(f"manifest encryption.kms_key_id {key_id!r} is not a KMS key id")
+    if encryption["sse"] != "aws:kms" and "kms_key_id" in encryption:
+        raise ManifestError("manifest encryption.kms_key_id is only allowed with sse 'aws:kms'")
+    extension, content_type = FILE_TYPES[(fmt, compression)]
+    for i, entry in enumerate(manifest.get("files") or []):
+        if not str(entry.get("key", "")).endswith(extension):
+            raise ManifestError(
+                f"manifest files[{i}].key {entry.get('key')!r} does not end with {extension!r} "
+                f"(format {fmt!r}, compression {compression!r})"
+            )
+        if entry.get("content_type", content_type) != content_type:
+            raise ManifestError(
+                f"manifest files[{i}].content_type {entry['content_type']!r} is not {content_type!r}"
+            )
 
 
 def resolve_key(manifest_key: str, file_key: str) -> str:

@@ -1,15 +1,16 @@
-"""Stream the export query from PostgreSQL into Parquet parts, in bounded memory.
+"""Stream the export query from PostgreSQL into Parquet (or JSON Lines) parts, in bounded memory.
 
 :func:`iter_adbc_batches` gives typed Arrow record batches: the ADBC driver
 (``adbc-driver-postgresql``) runs ``COPY (query) TO STDOUT (FORMAT binary)`` and
 decodes it into Arrow in C++, in a second connection that imports the export
 transaction's snapshot; no per-row Python work at all.
 
-:func:`write_parts` encodes the batches with zstd into local part files through a
-``ParquetWriter``. When a part reaches ``part_max_rows`` rows or ``part_max_bytes``
-bytes it is closed, hashed and handed to a callback (the caller uploads it and
-deletes it), then the next part starts. Memory holds a couple of Arrow batches
-(~16 MiB each) and one row group, whatever the size of the hour.
+:func:`write_parts` encodes the batches into local part files: Parquet through a
+``ParquetWriter`` (zstd level 1 by default; gzip, snappy or none per client), or JSON
+Lines (``export/formats.py``, per client). When a part reaches ``part_max_rows`` rows
+or ``part_max_bytes`` bytes it is closed, hashed and handed to a callback (the caller
+uploads it and deletes it), then the next part starts. Memory holds a couple of Arrow
+batches (~16 MiB each) and one row group, whatever the size of the hour.
 """
 
 from __future__ import annotations
@@ -18,10 +19,20 @@ import hashlib
 import logging
 import re
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from events_pipeline.export.formats import (
+    COMPRESSIONS,
+    FILE_TYPES,
+    FORMAT_PARQUET,
+    PARQUET_CONTENT_TYPE,
+    ExportOptions,
+    JsonLinesWriter,
+    file_type_of,
+    jsonl_rows,
+)
 from events_pipeline.export.keys import part_name
 from events_pipeline.export.manifest import ExportedFile
 
@@ -71,23 +82,57 @@ def arrow_schema() -> pa.Schema:
 
 @dataclass
 class PartSettings:
-    """Size bounds of the Parquet output.
+    """Size bounds and file format of the output.
 
     :param part_max_rows: roll over to a new part after this many rows.
     :param part_max_bytes: roll over once the part file reaches this many bytes.
-    :param row_group_rows: rows per Parquet row group (and the most rows held in memory).
-    :param compression_level: zstd level (1: ~40 % less encode time than 3 for ~1 % larger files).
+    :param row_group_rows: rows per Parquet row group (and the most rows held in memory;
+        for JSON Lines: rows encoded per write).
+    :param compression_level: zstd level of Parquet parts (1: ~40 % less encode time than
+        3 for ~1 % larger files).
+    :param format: ``parquet`` or ``jsonl`` (``export/formats.py``).
+    :param compression: a compression valid for ``format`` (``formats.COMPRESSIONS``).
     """
 
     part_max_rows: int = 1_000_000
     part_max_bytes: int = 256 * 1024 * 1024
     row_group_rows: int = 65_536
     compression_level: int = 1
+    format: str = FORMAT_PARQUET
+    compression: str = "zstd"
 
     def __post_init__(self) -> None:
         for name in ("part_max_rows", "part_max_bytes", "row_group_rows"):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"export setting {name} must be positive, got {getattr(self, name)!r}")
+        if self.compression not in COMPRESSIONS.get(self.format, ()):
+            raise ValueError(
+                f"export format {self.format!r} with compression {self.compression!r} is not valid"
+            )
+
+    def with_options(self, options: ExportOptions) -> PartSettings:
+        """Return these settings with a client's options applied: its format and compression,
+        and its own part bounds where it sets them (else these, from the Variables).
+
+        :param options: the client's validated export options.
+        """
+        return replace(
+            self,
+            format=options.format,
+            compression=options.compression,
+            part_max_rows=options.part_max_rows or self.part_max_rows,
+            part_max_bytes=options.part_max_bytes or self.part_max_bytes,
+        )
+
+    @property
+    def extension(self) -> str:
+        """File name ending of the parts (``.parquet``, ``.jsonl``, ``.jsonl.gz``, ``.jsonl.zst``)."""
+        return FILE_TYPES[(self.format, self.compression)][0]
+
+    @property
+    def content_type(self) -> str:
+        """``Content-Type`` of the parts."""
+        return FILE_TYPES[(self.format, self.compression)][1]
 
 
 def sha256_file(path: Path) -> str:
@@ -102,6 +147,29 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def describe_part(name: str, data: bytes) -> ExportedFile:
+    """Describe a data part of any format from its bytes, as a manifest entry lists it.
+
+    The format comes from the name's ending (``formats.file_type_of``); rows are read from
+    the Parquet footer, or counted as lines of (decompressed) JSON Lines.
+
+    :param name: the entry's ``key`` (a file name relative to the manifest).
+    :param data: the object's bytes.
+    :raises ValueError: the name has none of the part endings.
+    """
+    fmt, compression = file_type_of(name)
+    if fmt == FORMAT_PARQUET:
+        return describe_parquet(name, data)
+    assert compression is not None
+    return ExportedFile(
+        name,
+        jsonl_rows(data, compression),
+        len(data),
+        hashlib.sha256(data).hexdigest(),
+        content_type=FILE_TYPES[(fmt, compression)][1],
+    )
+
+
 def describe_parquet(name: str, data: bytes) -> ExportedFile:
     """Describe a Parquet object from its bytes, as a manifest entry lists it.
 
@@ -113,7 +181,9 @@ def describe_parquet(name: str, data: bytes) -> ExportedFile:
     import pyarrow.parquet as pq
 
     rows = int(pq.ParquetFile(io.BytesIO(data)).metadata.num_rows)
-    return ExportedFile(name, rows, len(data), hashlib.sha256(data).hexdigest())
+    return ExportedFile(
+        name, rows, len(data), hashlib.sha256(data).hexdigest(), content_type=PARQUET_CONTENT_TYPE
+    )
 
 
 def iter_adbc_batches(
@@ -212,10 +282,10 @@ def write_parts(
     on_part: Callable[[Path, ExportedFile], None],
     settings: PartSettings | None = None,
 ) -> list[ExportedFile]:
-    """Write record batches into Parquet (zstd) part files, handing each finished part to ``on_part``.
+    """Write record batches into part files, handing each finished part to ``on_part``.
 
-    Parts are named ``part-00000.parquet``, ``part-00001.parquet``... An empty
-    input writes no part at all.
+    Parts are named ``part-00000.parquet``, ``part-00001.parquet``... (the ending of
+    ``settings.format`` and ``settings.compression``). An empty input writes no part at all.
 
     :param batches: record batches with the schema of :func:`arrow_schema`.
     :param workdir: a scratch folder for the part being written.
@@ -252,7 +322,7 @@ class _PartWriter:
         self.schema = arrow_schema()
         #: the parts closed so far, in order
         self.parts: list[ExportedFile] = []
-        self._writer: pq.ParquetWriter | None = None
+        self._writer: pq.ParquetWriter | JsonLinesWriter | None = None
         self._path: Path | None = None
         self._part_rows = 0
         self._pending: list[pa.RecordBatch] = []
@@ -325,18 +395,22 @@ class _PartWriter:
         )
 
     def _open_part(self) -> None:
-        """Start the next part file (``part-NNNNN.parquet``, numbered after the closed ones)."""
+        """Start the next part file (``part-NNNNN.<ext>``, numbered after the closed ones)."""
         import pyarrow.parquet as pq
 
-        self._path = self.workdir / part_name(len(self.parts))
-        self._writer = pq.ParquetWriter(
-            str(self._path),
-            self.schema,
-            compression="zstd",
-            compression_level=self.settings.compression_level,
-            use_dictionary=list(DICTIONARY_COLUMNS),
-            write_statistics=True,
-        )
+        settings = self.settings
+        self._path = self.workdir / part_name(len(self.parts), settings.extension)
+        if settings.format == FORMAT_PARQUET:
+            self._writer = pq.ParquetWriter(
+                str(self._path),
+                self.schema,
+                compression=settings.compression,
+                compression_level=settings.compression_level if settings.compression == "zstd" else None,
+                use_dictionary=list(DICTIONARY_COLUMNS),
+                write_statistics=True,
+            )
+        else:
+            self._writer = JsonLinesWriter(self._path, settings.compression)
         self._part_rows = 0
 
     def _close_part(self) -> None:
@@ -344,7 +418,13 @@ class _PartWriter:
         assert self._writer is not None and self._path is not None
         path = self._path
         self._writer.close()
-        info = ExportedFile(path.name, self._part_rows, path.stat().st_size, sha256_file(path))
+        info = ExportedFile(
+            path.name,
+            self._part_rows,
+            path.stat().st_size,
+            sha256_file(path),
+            content_type=self.settings.content_type,
+        )
         self.parts.append(info)
         try:
             self.on_part(path, info)

@@ -27,7 +27,7 @@ from typing import Any
 
 from airflow.providers.common.sql.operators.sql import SQLCheckOperator, SQLCheckResult
 
-from events_pipeline.common.db import as_dict
+from events_pipeline.common.db import POSTGRES_CONN_HOW, as_dict
 from events_pipeline.common.errors import PipelineError, SettingError
 from events_pipeline.common.runbook import runbook_link
 from events_pipeline.common.settings import (
@@ -36,6 +36,7 @@ from events_pipeline.common.settings import (
     Setting,
     get_setting,
     register,
+    require_connection,
 )
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,14 @@ EXPORT_GRACE_MINUTES = register(
         "events_health_export_grace_minutes",
         60,
         "check_export_runs expects an hour's export this many minutes after the hour ended",
+    )
+)
+ERASURE_DEADLINE_DAYS = register(
+    Setting(
+        "events_erasure_deadline_days",
+        7,
+        "check_erasure_requests fails for an erasure request not done this many days after it was "
+        "requested (well inside the legal month), and for any failed request",
     )
 )
 
@@ -288,6 +297,32 @@ def _export_runs_message(row: Mapping[str, Any], params: Mapping[str, Any]) -> s
     )
 
 
+def _erasure_message(row: Mapping[str, Any], params: Mapping[str, Any]) -> str:
+    days = params["deadline_days"]
+    if row["ok"]:
+        if not row["open_count"]:
+            return f"no erasure request open; none failed (deadline {days} day(s))"
+        return (
+            f"{row['open_count']} erasure request(s) open, the oldest requested at "
+            f"{fmt_ts(row['oldest_open'])}; none failed, none older than {days} day(s)"
+        )
+    parts = []
+    for r in (row["requests"] or [])[:MAX_LISTED]:
+        head = f"request {r['request_id']} (client {r['client_id']}, requested {fmt_ts(r['requested_at'])}, "
+        head += f"{float(r['age_days']):.1f} days ago)"
+        if r["failed"]:
+            state = f"failed after {r['failures']} failure(s)"
+        else:
+            state = f"{r['status']}, {r['failures']} failure(s), next attempt {fmt_ts(r['next_attempt_at'])}"
+        parts.append(f"{head}: {state}" + (f": {r['error']}" if r.get("error") else ""))
+    total = row["bad_count"]
+    more = f"; and {total - len(parts)} more" if total > len(parts) else ""
+    return (
+        f"{total} erasure request(s) failed or not done within events_erasure_deadline_days = {days} "
+        f"(the legal limit is one month): " + "; ".join(parts) + more
+    )
+
+
 @dataclass(frozen=True)
 class SQLCheck:
     """A check whose verdict is one row of ``include/sql/health/<name>.sql``.
@@ -348,6 +383,7 @@ SQL_CHECKS: dict[str, SQLCheck] = {
             },
             _export_runs_message,
         ),
+        _sql_check("check_erasure_requests", {"deadline_days": ERASURE_DEADLINE_DAYS.name}, _erasure_message),
     )
 }
 
@@ -361,6 +397,7 @@ CHECK_NAMES = (
     "check_rejected_rate",
     "check_export_runs",
     "check_attribution_sync",
+    "check_erasure_requests",
 )
 
 
@@ -423,6 +460,8 @@ class HealthSQLCheckOperator(SQLCheckOperator):
         definition = SQL_CHECKS[self.check]
         try:
             params = sql_parameters(definition, context)
+            # a missing connection would otherwise surface from get_db_hook() and be retried
+            require_connection(self.conn_id, POSTGRES_CONN_HOW)
         except (HealthCheckError, SettingError) as exc:  # retrying cannot fix either
             self._raise_exception(f"{self.check} [runbook: {runbook_link('events_health')}]: {exc}")
         self.parameters = params

@@ -38,7 +38,9 @@ def _fmt_value(value: Any) -> str:
 
         return fmt_ts(value)
     if isinstance(value, Decimal | float):
-        return f"{float(value):g}"
+        number = float(value)
+        # whole numbers (sizes, counts) in full: 1933312, not 1.93331e+06
+        return str(int(number)) if number.is_integer() and abs(number) < 1e18 else f"{number:.6g}"
     return str(value)
 
 

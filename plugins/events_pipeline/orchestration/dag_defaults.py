@@ -63,6 +63,8 @@ DAG_IDS = (
     "events_billing",
     "events_health",
     "events_attribution_sync",
+    "events_client_check",
+    "events_replay",
 )
 
 
@@ -104,12 +106,56 @@ def on_failure_log(context: dict[str, Any]) -> None:
     notify(summary, context)
 
 
-def default_args(**overrides: Any) -> dict[str, Any]:
+#: Longest run of ONE try of any task of a DAG (``execution_timeout``): a task stuck on a
+#: silent endpoint or a lock is killed, fails (alerting on-call) and is retried, instead of
+#: holding its DAG's slots for ever. Per DAG, generous against each task's normal duration.
+EXECUTION_TIMEOUTS: dict[str, timedelta] = {
+    "events_db_migrate": timedelta(hours=1),
+    "events_ingest": timedelta(minutes=45),
+    "events_export": timedelta(minutes=45),
+    "events_maintenance": timedelta(hours=3),
+    "events_gdpr_erasure": timedelta(hours=1),
+    "events_billing": timedelta(hours=1),
+    "events_health": timedelta(minutes=15),
+    "events_attribution_sync": timedelta(minutes=20),
+    "events_client_check": timedelta(minutes=15),
+}
+#: ``execution_timeout`` of a DAG missing from :data:`EXECUTION_TIMEOUTS`.
+DEFAULT_EXECUTION_TIMEOUT = timedelta(hours=2)
+#: Longest run of a whole DAG run (``dagrun_timeout``), retries included: then the run
+#: fails and its unfinished tasks stop, so a stuck run no longer takes a ``max_active_runs`` slot.
+DAGRUN_TIMEOUTS: dict[str, timedelta] = {
+    "events_db_migrate": timedelta(hours=3),
+    "events_ingest": timedelta(hours=2),
+    "events_export": timedelta(hours=4),
+    "events_maintenance": timedelta(hours=10),
+    "events_gdpr_erasure": timedelta(hours=4),
+    "events_billing": timedelta(hours=4),
+    "events_health": timedelta(hours=1),
+    "events_attribution_sync": timedelta(hours=1),
+    "events_client_check": timedelta(hours=1),
+}
+#: ``dagrun_timeout`` of a DAG missing from :data:`DAGRUN_TIMEOUTS`.
+DEFAULT_DAGRUN_TIMEOUT = timedelta(hours=6)
+
+
+def dagrun_timeout(dag_id: str) -> timedelta:
+    """Return the ``dagrun_timeout`` of a DAG (:data:`DAGRUN_TIMEOUTS`).
+
+    :param dag_id: the DAG.
+    """
+    return DAGRUN_TIMEOUTS.get(dag_id, DEFAULT_DAGRUN_TIMEOUT)
+
+
+def default_args(dag_id: str | None = None, **overrides: Any) -> dict[str, Any]:
     """Return the default args every DAG uses, with ``overrides`` applied.
 
     Retries with exponential backoff (1 min, 2 min, 4 min... capped at 30 min):
-    each task body is idempotent, so a retry is always safe.
+    each task body is idempotent, so a retry is always safe. Every task has an
+    ``execution_timeout`` (:data:`EXECUTION_TIMEOUTS` of ``dag_id``, else
+    :data:`DEFAULT_EXECUTION_TIMEOUT`).
 
+    :param dag_id: the DAG the args are for (its ``execution_timeout``).
     :param overrides: keys to replace (e.g. ``retries=5`` for a flaky step).
     """
     args: dict[str, Any] = {
@@ -119,6 +165,7 @@ def default_args(**overrides: Any) -> dict[str, Any]:
         "retry_exponential_backoff": 2.0,
         "max_retry_delay": timedelta(minutes=30),
         "on_failure_callback": on_failure_log,
+        "execution_timeout": EXECUTION_TIMEOUTS.get(dag_id or "", DEFAULT_EXECUTION_TIMEOUT),
     }
     args.update(overrides)
     return args

@@ -187,6 +187,21 @@ def folder(prefix: str, hour_start: datetime) -> str:
     return f"{prefix}/dt={hour_start:%Y-%m-%d}/hour={hour_start:%H}"
 
 
+def states_by_client(dag_run: Any) -> dict[str, str]:
+    """Map each client to the state of the ``export_group`` task that exported it.
+
+    Groups are named ``gNN: client,client...`` (``gNN!:`` for clients whose last hour failed).
+
+    :param dag_run: a DagRun of events_export.
+    """
+    out = {}
+    for ti in dag_run.get_task_instances():
+        if ti.task_id == "export_group" and ti.rendered_map_index:
+            for client_id in ti.rendered_map_index.split(": ", 1)[1].split(","):
+                out[client_id] = str(ti.state)
+    return out
+
+
 def run_hour(run_dag: Any, hour_start: datetime) -> Any:
     """Run events_export for the hour starting at ``hour_start`` (dag.test covers the hour ENDING at T).
 

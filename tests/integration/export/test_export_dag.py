@@ -57,5 +57,5 @@ def test_exports_each_client_hour_to_both_buckets(export_env, db, run_dag):
     assert run[4] == f"s3://client-acme/{folder('exports/acme', HOUR)}/_manifest.json"
     assert run[5] == f"s3://test-backup/{folder('acme', HOUR)}/_manifest.json"
     # one mapped task instance per client, named by the client
-    tis = [ti for ti in dr.get_task_instances() if ti.task_id == "export_client"]
-    assert sorted(ti.rendered_map_index for ti in tis) == ["acme", "globex"]
+    tis = [ti for ti in dr.get_task_instances() if ti.task_id == "export_group"]
+    assert sorted(ti.rendered_map_index for ti in tis) == ["g01: acme", "g02: globex"]

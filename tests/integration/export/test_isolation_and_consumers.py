@@ -19,15 +19,12 @@ from tests.integration.export.conftest import (
     read_hour,
     run_hour,
     spread,
+    states_by_client,
 )
 
 
 def _states_by_client(dr) -> dict[str, str]:
-    return {
-        ti.rendered_map_index: str(ti.state)
-        for ti in dr.get_task_instances()
-        if ti.task_id == "export_client"
-    }
+    return states_by_client(dr)
 
 
 def test_one_client_cannot_write_into_another_clients_space(export_env, db, run_dag):

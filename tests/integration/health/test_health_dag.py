@@ -239,7 +239,7 @@ def test_checks_are_independent_tasks_on_hourly_intervals(dagbag):
     from airflow.providers.common.sql.operators.sql import SQLCheckOperator
 
     dag = dagbag.dags["events_health"]
-    assert len(CHECK_NAMES) == 8  # seven data checks and the attribution sync
+    assert len(CHECK_NAMES) == 9  # seven data checks, the attribution sync and the erasure requests
     assert set(dag.task_ids) == CHECKS
     for t in dag.tasks:  # no chaining: a failing check never skips another
         assert not t.upstream_task_ids and not t.downstream_task_ids, t.task_id
@@ -250,6 +250,7 @@ def test_checks_are_independent_tasks_on_hourly_intervals(dagbag):
         "check_batch_consistency",
         "check_rejected_rate",
         "check_export_runs",
+        "check_erasure_requests",
     }
     for t in sql_checks.values():
         assert t.conn_id == "events_db"

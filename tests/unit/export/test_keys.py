@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -193,3 +194,68 @@ def test_hour_of_folder_reads_back_both_layouts(hour):
 def test_hour_of_folder_refuses_other_folders(folder):
     with pytest.raises(ValueError, match="not an export hour's folder"):
         hour_of_folder(folder)
+
+
+# --- the landing bucket and earlier objects (export/keys.py check_destination) -------------
+
+T1 = datetime(2026, 11, 1, tzinfo=UTC)
+T2 = datetime(2026, 11, 20, tzinfo=UTC)
+
+
+def _check(client_id="acme", bucket="acme-exports", prefix="events", **kw):
+    from events_pipeline.export.keys import check_destination
+
+    kw.setdefault("backup_bucket", "events-backup")
+    kw.setdefault("landing_bucket", "events-landing")
+    check_destination(client_id, bucket, prefix, **kw)
+
+
+def test_check_destination_accepts_a_valid_client():
+    _check()
+
+
+def test_the_landing_bucket_is_never_a_clients_bucket():
+    with pytest.raises(TenantIsolationError, match=r"client 'acme'.*landing bucket.*events_landing_bucket"):
+        _check(bucket="events-landing")
+
+
+def test_the_landing_bucket_is_never_the_backup_bucket():
+    refused = r"client 'acme'.*events_backup_bucket.*events_landing_bucket"
+    with pytest.raises(TenantIsolationError, match=refused):
+        _check(backup_bucket="events-landing", landing_bucket="events-landing")
+
+
+@pytest.mark.parametrize(
+    ("mine", "since", "others", "refused"),
+    [
+        # an outer client configured after a nested one exported: would hold its objects
+        ("exports", None, [("acme", "exports/acme", T1, True)], "would hold client 'acme'"),
+        ("exports", T2, [("acme", "exports/acme", T1, True)], "would hold client 'acme'"),
+        # the nested client that exported first keeps exporting under a newer outer one
+        ("exports/acme", T1, [("newco", "exports", None, True)], None),
+        ("exports/acme", T1, [("newco", "exports", T2, True)], None),
+        # an outer client that exported first keeps exporting; a newer nested one is refused
+        ("exports", T1, [("nested", "exports/nested", None, True)], None),
+        ("exports/nested", None, [("outer", "exports", T1, True)], "lies inside client 'outer'"),
+        # a prefix another client exported to and left (its objects stay)
+        ("exports/acme", None, [("acme", "exports/acme", T1, False)], "earlier s3://shared/exports/acme/"),
+        ("exports/acme/x", None, [("acme", "exports/acme", T1, False)], "inside client 'acme''s earlier"),
+        ("exports", None, [("acme", "exports/acme", T1, False)], "would hold client 'acme''s earlier"),
+        # equal prefixes: whoever exported first keeps it
+        ("exports/acme", T1, [("newco", "exports/acme", None, True)], None),
+        ("exports/acme", None, [("acme", "exports/acme", T1, True)], "lies inside client 'acme'"),
+        # disjoint, or never exported and outer: accepted as before
+        ("exports/acme-2", None, [("acme", "exports/acme", T1, True)], None),
+        ("exports", None, [("acme", "exports/acme", None, True)], None),
+    ],
+)
+def test_the_first_client_in_a_space_keeps_it(mine, since, others, refused):
+    from events_pipeline.export.keys import ExportSpace
+
+    spaces = [ExportSpace(cid, "shared", prefix, when, current) for cid, prefix, when, current in others]
+    client = "newco" if all(s.client_id != "newco" for s in spaces) else "acme"
+    if refused is None:
+        check_no_overlap(client, "shared", mine, spaces, "events-backup", since=since)
+    else:
+        with pytest.raises(TenantIsolationError, match=re.escape(refused)):
+            check_no_overlap(client, "shared", mine, spaces, "events-backup", since=since)

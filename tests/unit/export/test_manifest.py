@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from events_pipeline.common.intervals import HourInterval
+from events_pipeline.export.formats import ExportOptions
 from events_pipeline.export.manifest import (
     CONTENT_TYPE,
     ExportedFile,
@@ -33,6 +34,10 @@ def test_build_manifest_has_the_agreed_fields():
         "client_id": "acme",
         "interval_start": "2026-12-31T23:00:00Z",
         "interval_end": "2027-01-01T00:00:00Z",
+        # the export options of a client that sets none (contract §5.2)
+        "format": "parquet",
+        "compression": "zstd",
+        "encryption": {"sse": "none"},
         "row_count": 15,
         "files": [
             {"key": "part-00000.parquet", "rows": 10, "bytes": 1000, "sha256": SHA},
@@ -170,3 +175,82 @@ def test_update_file_entry_changes_only_rows_bytes_sha256_and_the_total():
     assert entry["rows"] == 8 and m["row_count"] == 13
     del entry["extra"]
     assert read_manifest(dump_manifest(m))["row_count"] == 13
+
+
+PARQUET = "application/vnd.apache.parquet"
+
+
+def test_a_default_manifest_is_the_former_one_plus_the_option_fields():
+    """Readers of the former manifests keep working: every former field is unchanged, in order."""
+    when = datetime(2027, 1, 1, tzinfo=UTC)
+    files = [ExportedFile(f.key, f.rows, f.bytes, f.sha256, content_type=PARQUET) for f in FILES]
+    m = build_manifest("acme", H, files, generated_at=when)
+    former = {k: v for k, v in m.items() if k not in ("format", "compression", "encryption")}
+    former["files"] = [{k: v for k, v in f.items() if k != "content_type"} for f in m["files"]]
+    assert former == {
+        "format_version": 1,
+        "client_id": "acme",
+        "interval_start": "2026-12-31T23:00:00Z",
+        "interval_end": "2027-01-01T00:00:00Z",
+        "row_count": 15,
+        "files": [f.as_dict() for f in FILES],
+        "generated_at": "2027-01-01T00:00:00Z",
+    }
+    assert [f["content_type"] for f in m["files"]] == [PARQUET, PARQUET]
+    assert read_manifest(dump_manifest(m)) == m
+
+
+def test_options_and_content_types_are_recorded():
+    opts = ExportOptions("jsonl", "gzip", "aws:kms", "arn:aws:kms:eu-west-1:111122223333:key/k-1")
+    files = [ExportedFile("part-00000.jsonl.gz", 3, 120, SHA, content_type="application/gzip")]
+    m = read_manifest(dump_manifest(build_manifest("acme", H, files, options=opts.manifest_fields())))
+    assert (m["format"], m["compression"]) == ("jsonl", "gzip")
+    assert m["encryption"] == {"sse": "aws:kms", "kms_key_id": "arn:aws:kms:eu-west-1:111122223333:key/k-1"}
+    assert m["files"][0]["content_type"] == "application/gzip"
+    aes = build_manifest("acme", H, [], options=ExportOptions(sse="AES256").manifest_fields())
+    assert aes["encryption"] == {"sse": "AES256"} and aes["files"] == []
+
+
+def test_manifests_of_older_writers_without_options_stay_valid():
+    m = build_manifest("acme", H, FILES)
+    for k in ("format", "compression", "encryption"):
+        del m[k]
+    assert read_manifest(json.dumps(m).encode()) == m
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda m: m.update(format="csv"), "format"),
+        (lambda m: m.update(compression="snappy", format="jsonl"), "compression"),
+        (lambda m: m.update(encryption="AES256"), "encryption"),
+        (lambda m: m.update(encryption={"sse": "aws:kms"}), "kms_key_id"),
+        (lambda m: m.update(encryption={"sse": "none", "kms_key_id": "k"}), "only allowed"),
+        (lambda m: m["files"][0].update(key="part-00000.jsonl"), "does not end with '.parquet'"),
+        (lambda m: m["files"][0].update(content_type="application/gzip"), "content_type"),
+        (lambda m: m["files"][0].update(content_type=""), "content_type"),
+    ],
+)
+def test_invalid_option_fields_name_the_field(mutate, message):
+    files = [ExportedFile(f.key, f.rows, f.bytes, f.sha256, content_type=PARQUET) for f in FILES]
+    m = build_manifest("acme", H, files)
+    mutate(m)
+    with pytest.raises(ManifestError, match=message):
+        read_manifest(json.dumps(m).encode())
+
+
+def test_build_manifest_refuses_parts_of_another_format():
+    with pytest.raises(ManifestError, match=r"\.jsonl\.zst"):
+        build_manifest("acme", H, FILES, options=ExportOptions("jsonl", "zstd").manifest_fields())
+
+
+def test_dict_entries_keep_their_content_type():
+    entry = {
+        "key": "part-00000.jsonl",
+        "rows": 1,
+        "bytes": 2,
+        "sha256": SHA,
+        "content_type": "application/x-ndjson",
+    }
+    m = build_manifest("acme", H, [entry], options=ExportOptions("jsonl", "none").manifest_fields())
+    assert m["files"] == [entry]

@@ -33,3 +33,15 @@ def test_every_query_file_exists_without_stray_percent():
         sql = (SQL_ROOT / "monitoring" / f"{name}.sql").read_text()
         assert not re.search(r"%(?!\(\w+\)s)", sql), name
         assert set(re.findall(r"%\((\w+)\)s", sql)) <= {"interval_start", "interval_end"}
+
+
+def test_whole_numbers_are_printed_in_full_and_fractions_short():
+    from decimal import Decimal
+
+    from events_pipeline.health.metrics_report import _fmt_value
+
+    assert _fmt_value(Decimal("1933312")) == "1933312"
+    assert _fmt_value(1933312.0) == "1933312"
+    assert _fmt_value(Decimal("80.00")) == "80"
+    assert _fmt_value(Decimal("95.123456789")) == "95.1235"
+    assert _fmt_value(None) == "-"
