@@ -30,6 +30,10 @@ COPY --chown=airflow:0 dags/ /opt/airflow/dags/
 COPY --chown=airflow:0 plugins/ /opt/airflow/plugins/
 COPY --chown=airflow:0 include/ /opt/airflow/include/
 COPY --chown=airflow:0 docker/airflow/ /opt/airflow/docker/
+# The runbook and the other docs, so on-call can read what a failure line links to
+# (set EVENTS_DOCS_BASE_URL to where they are served to make those links URLs).
+COPY --chown=airflow:0 docs/ /opt/airflow/docs/
+COPY --chown=airflow:0 README.md /opt/airflow/README.md
 
 # `python -m events_pipeline.common.migrations` and task code import the package from plugins/.
 # The auth folder holds the simple auth manager's password file (a named volume in compose).
