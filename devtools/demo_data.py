@@ -203,7 +203,7 @@ def traffic_events(count: int, *, start: datetime, span: timedelta, seed: int) -
     """Return ``count`` events spread over ``[start, start + span)`` in the :data:`DEMO_TRAFFIC` mix.
 
     Each host gets exactly its share (rounded; the largest host takes the rest),
-    in a shuffled order: the mix does not depend on the seed's luck.
+    in a shuffled order: the mix does not depend on the random seed's luck.
 
     :param count: number of events.
     :param start: the first event's timestamp.

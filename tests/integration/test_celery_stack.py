@@ -133,7 +133,7 @@ def stack() -> Iterator[CeleryStack]:
 
 
 def _runner_env(home: Path, broker_binary: str) -> dict[str, str]:
-    """run_celery.py's environment: this session's settings (conftest's SQLite Airflow...) removed."""
+    """run_celery.py's environment: the test run's own settings (conftest's SQLite Airflow...) removed."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "EVENTS_", "AWS_"))}
     env.update(
         {

@@ -54,7 +54,7 @@ STOP_BOUND = 120.0
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
-    """The environment of a start script: this session's Airflow/pipeline/AWS settings removed."""
+    """The environment of a start script: the test run's own Airflow/pipeline/AWS settings removed."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "EVENTS_", "AWS_"))}
     env.update(extra)
     return env
