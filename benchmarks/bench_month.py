@@ -1258,16 +1258,28 @@ def profile_summary(work: Path, top: int = 30) -> str:
     return buf.getvalue()
 
 
+def _nonnegative_fit(x: Any, y: Any) -> tuple[float, float]:
+    """Least squares ``y = a * x[:, 0] + b * x[:, 1]`` with ``a, b >= 0`` (else the better one-term fit)."""
+    import numpy as np
+
+    (a, b), *_ = np.linalg.lstsq(x, y, rcond=None)
+    if a >= 0 and b >= 0:
+        return float(a), float(b)
+    only = [
+        (float(x[:, 0] @ y / (x[:, 0] @ x[:, 0])), 0.0),
+        (0.0, float(x[:, 1] @ y / (x[:, 1] @ x[:, 1]))),
+    ]
+    return min(only, key=lambda ab: float(np.sum((x @ np.array(ab) - y) ** 2)))
+
+
 def _per_row_fit(exports: list[dict[str, Any]]) -> dict[str, float]:
     """Least squares ``seconds = a * client_hours + b * rows`` (both >= 0) over the hourly exports."""
     import numpy as np
 
     x = np.array([[e["client_hours"], e["rows"]] for e in exports], dtype=float)
     y = np.array([e["seconds"] for e in exports], dtype=float)
-    (a, b), *_ = np.linalg.lstsq(x, y, rcond=None)
-    if b < 0 or a < 0:  # rows too few or too even to separate: all of it per client-hour
-        a, b = float(y.sum() / x[:, 0].sum()), 0.0
-    return {"ms_per_client_hour": round(a * 1000, 2), "us_per_row": round(b * 1e6, 3)}
+    a, b = _nonnegative_fit(x, y)
+    return {"ms_per_client_hour": round(float(a) * 1000, 2), "us_per_row": round(float(b) * 1e6, 3)}
 
 
 def _ingest_fit(ingests: list[dict[str, Any]]) -> dict[str, float]:
@@ -1276,11 +1288,13 @@ def _ingest_fit(ingests: list[dict[str, Any]]) -> dict[str, float]:
 
     x = np.array([[1.0, e["events"]] for e in ingests])
     y = np.array([e["seconds"] for e in ingests])
-    (a, b), *_ = np.linalg.lstsq(x, y, rcond=None)
-    if a < 0 or b < 0:
-        a, b = 0.0, float(y.sum() / x[:, 1].sum())
+    a, b = _nonnegative_fit(x, y)
     files = statistics.mean(e["files"] for e in ingests)
-    return {"s_per_hour_fixed": round(a, 3), "files_per_hour": files, "us_per_event": round(b * 1e6, 2)}
+    return {
+        "s_per_hour_fixed": round(float(a), 3),
+        "files_per_hour": files,
+        "us_per_event": round(float(b) * 1e6, 2),
+    }
 
 
 def extrapolate_full_month(out: dict[str, Any], days: int) -> dict[str, Any]:
