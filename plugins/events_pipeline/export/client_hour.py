@@ -92,6 +92,8 @@ ROW_GROUP_ROWS = register(
 )
 
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
+#: Largest object S3 copies in one CopyObject request (5 GiB); larger parts use a multipart copy.
+SINGLE_COPY_MAX_BYTES = 5 * 1024**3
 #: Arrow batches read ahead of the Parquet encoder (each ~16 MiB).
 PREFETCH_DEPTH = 2
 #: Settings of the export read and marking. No parallel workers: the ordered
@@ -491,7 +493,11 @@ class _Uploader:
             try:
                 if loc is self.target and self.copies_server_side:
                     copy_from = {"Bucket": self.backup.bucket, "Key": self.backup.key(info.key)}
-                    s3.copy(copy_from, loc.bucket, key, ExtraArgs={**extra, "MetadataDirective": "REPLACE"})
+                    extra["MetadataDirective"] = "REPLACE"
+                    if info.bytes < SINGLE_COPY_MAX_BYTES:  # one request; the managed copy splits it
+                        s3.copy_object(CopySource=copy_from, Bucket=loc.bucket, Key=key, **extra)
+                    else:
+                        s3.copy(copy_from, loc.bucket, key, ExtraArgs=extra)
                 else:
                     s3.upload_file(str(path), loc.bucket, key, ExtraArgs=extra)
             except Exception as exc:
