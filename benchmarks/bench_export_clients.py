@@ -14,8 +14,10 @@ events each in one hour, then exports that hour with the DAG of ``dags/``:
   process, one after another (no scheduler, no executor): the cost of the work itself
   (plan + every client's export) without task start-ups;
 - ``scheduler``: a real Airflow (scheduler with LocalExecutor ``--parallelism`` slots,
-  dag-processor, API server; metadata in PostgreSQL), the run triggered through the
-  REST API, timed from queued to finished; tasks' own timings come from the API.
+  dag-processor, API server; metadata in PostgreSQL). The exported hour is the last
+  closed one and the DAG's start date is that hour, so once the DAG is unpaused the
+  scheduler creates exactly that hour's run (no other run competes); it is timed from
+  queued to finished, the tasks' own timings come from the REST API.
   With ``--per-client-clients N`` (0: skip) it also runs the PREVIOUS shape, one task
   per client (``events_export_max_groups`` = N), on N clients, as the baseline.
 
@@ -40,7 +42,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "plugins"), str(REPO)]
 
-HOUR = datetime(2026, 11, 26, 12, tzinfo=UTC)
+#: The exported hour: the last closed hour, set in main(). The DAG's start date is this hour,
+#: so the scheduler creates exactly one (catch-up) run, this hour's: no other run competes.
+HOUR = (datetime.now(UTC) - timedelta(hours=1)).replace(minute=0, second=0, microsecond=0)
 BUCKETS = [f"bench-tenants-{i}" for i in range(10)]
 BACKUP_BUCKET = "bench-backup"
 LANDING_BUCKET = "bench-landing"
@@ -106,6 +110,37 @@ def load_clients(dsn: str, clients: list[str], events: int) -> None:
         conn.execute("VACUUM ANALYZE events_log")
 
 
+def s3_client(s3_endpoint: str) -> Any:
+    """A boto3 client of the benchmark's S3 server.
+
+    :param s3_endpoint: the S3 server.
+    """
+    import boto3
+
+    from devtools import devstack
+
+    return boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        aws_access_key_id=devstack.LOCAL_AWS_KEY,
+        aws_secret_access_key=devstack.LOCAL_AWS_SECRET,
+        region_name=devstack.LOCAL_REGION,
+    )
+
+
+def empty_buckets(s3_endpoint: str) -> None:
+    """Delete every object of the benchmark's buckets (between runs).
+
+    :param s3_endpoint: the S3 server.
+    """
+    s3 = s3_client(s3_endpoint)
+    for bucket in [*BUCKETS, BACKUP_BUCKET]:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
+
+
 def check_exported(dsn: str, s3_endpoint: str, clients: list[str]) -> dict[str, int]:
     """Count the clients whose hour succeeded and whose backup manifest exists.
 
@@ -113,22 +148,13 @@ def check_exported(dsn: str, s3_endpoint: str, clients: list[str]) -> dict[str, 
     :param s3_endpoint: the S3 server.
     :param clients: the client ids expected.
     """
-    import boto3
     import psycopg
-
-    from devtools import devstack
 
     with psycopg.connect(dsn) as conn:
         ok = conn.execute(
             "SELECT count(*) FROM export_runs WHERE status = 'succeeded' AND interval_start = %s", (HOUR,)
         ).fetchone()[0]
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint,
-        aws_access_key_id=devstack.LOCAL_AWS_KEY,
-        aws_secret_access_key=devstack.LOCAL_AWS_SECRET,
-        region_name=devstack.LOCAL_REGION,
-    )
+    s3 = s3_client(s3_endpoint)
     manifests = 0
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BACKUP_BUCKET):
         manifests += sum(1 for o in page.get("Contents", []) if o["Key"].endswith("_manifest.json"))
@@ -162,7 +188,7 @@ def base_env(events_uri: str, airflow_sql: str, s3_endpoint: str, home: Path, gr
             "AIRFLOW_VAR_EVENTS_LANDING_BUCKET": LANDING_BUCKET,
             "AIRFLOW_VAR_EVENTS_IP_HASH_SECRET": "bench-ip-hash-secret-of-at-least-32-bytes",
             "AIRFLOW_VAR_EVENTS_EXPORT_MAX_GROUPS": str(groups),
-            "EVENTS_PIPELINE_START_DATE": (HOUR - timedelta(days=1)).isoformat(),
+            "EVENTS_PIPELINE_START_DATE": HOUR.isoformat(),
             "AWS_ACCESS_KEY_ID": devstack.LOCAL_AWS_KEY,
             "AWS_SECRET_ACCESS_KEY": devstack.LOCAL_AWS_SECRET,
             "AWS_DEFAULT_REGION": devstack.LOCAL_REGION,
@@ -297,20 +323,15 @@ def run_scheduler(env: dict[str, str], home: Path, timeout: float) -> dict[str, 
                 raise RuntimeError(f"events_export not ready after 240 s ({last_error}); see {home}/*.log")
             time.sleep(2)
         api.request("PATCH", "/dags/events_export", json={"is_paused": False})
-        run = api.request(
-            "POST",
-            "/dags/events_export/dagRuns",
-            json={
-                "dag_run_id": f"bench_{int(time.time())}",
-                "logical_date": (HOUR + timedelta(hours=1)).isoformat(),
-                "data_interval_start": HOUR.isoformat(),
-                "data_interval_end": (HOUR + timedelta(hours=1)).isoformat(),
-            },
-        )
-        run_id = run["dag_run_id"]
+        # the scheduler creates the hour's run itself (catch-up from the start date = HOUR)
         t0 = time.perf_counter()
+        run_id = None
         while True:
-            run = api.request("GET", f"/dags/events_export/dagRuns/{run_id}")
+            if run_id is None:
+                runs = api.request("GET", "/dags/events_export/dagRuns?limit=10")["dag_runs"]
+                mine = [r for r in runs if _ts(r.get("data_interval_start")) == HOUR]
+                run_id = mine[0]["dag_run_id"] if mine else None
+            run = api.request("GET", f"/dags/events_export/dagRuns/{run_id}") if run_id else {"state": None}
             if run["state"] in ("success", "failed"):
                 break
             if time.perf_counter() - t0 > timeout:
@@ -401,6 +422,7 @@ def main() -> None:
 
         def one(name: str, mode: str, clients: list[str], groups: int) -> None:
             load_clients(dsn, clients, args.events)
+            empty_buckets(s3.endpoint_url)
             home = work / name.replace(" ", "_")
             home.mkdir(parents=True)
             env = base_env(

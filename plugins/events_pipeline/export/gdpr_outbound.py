@@ -7,9 +7,11 @@ stored while the client was ``standard`` keep their address until the daily swee
 1. in the export's snapshot, before anything is read for the files,
    :func:`find_untreated` selects the hour's rows of the client whose
    ``privacy_level`` is not ``gdpr`` (``export/untreated_rows.sql``, the same rows
-   the export takes) and treats each with the privacy package's public treatment
-   (:func:`events_pipeline.privacy.ip_treatment.protect_event`, the rule ingest and
-   the sweep apply: truncated address, keyed pseudonym, nested addresses);
+   the export takes) and treats each with the privacy package's public treatment of a
+   stored row (``fast_treatment.IpProtector.protect_stored``: the rule of
+   ``ip_treatment.protect_event`` that ingest and the sweep apply - truncated address,
+   keyed pseudonym, nested addresses - as an edit of the stored text, exactly what the
+   sweep would store);
 2. :meth:`Untreated.rewrite` replaces those rows' ``ip_address`` and
    ``raw_event_data`` in the Arrow batches on their way to the files;
 3. :meth:`Untreated.write_back` stores the same treated values (and
@@ -28,11 +30,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from events_pipeline.common.db import load_sql
 from events_pipeline.common.settings import VAR_IP_HASH_SECRET, get_setting
-from events_pipeline.privacy.ip_treatment import RAW_IP_FIELD, protect_event
+from events_pipeline.privacy.fast_treatment import IpProtector
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -113,26 +113,18 @@ class Untreated:
         return conn.execute(load_sql("export/treat_rows.sql"), params).rowcount
 
 
-def treat_text(raw_text: str, ip: str | None, secret: str) -> tuple[str | None, str]:
+def treat_text(raw_text: str, ip: str | None, protector: IpProtector) -> tuple[str | None, str]:
     """Apply the GDPR treatment to one stored row; return ``(treated ip, treated raw JSON text)``.
 
-    The privacy package's :func:`protect_event` (the rule of ingest and the sweep). A
-    top-level ``ip_address`` that is not an IP literal becomes ``null`` (the sweep's rule).
+    The privacy package's treatment of a stored row (what the sweep stores): a top-level
+    ``ip_address`` that is not an IP literal becomes ``null``.
 
     :param raw_text: the stored ``raw_event_data`` text.
     :param ip: the stored ``ip_address`` (``host()`` text), or None.
-    :param secret: the pseudonym key (Variable ``events_ip_hash_secret``).
+    :param protector: the treatment with the pseudonym key (Variable ``events_ip_hash_secret``).
     """
-    raw = orjson.loads(raw_text)
-    if not isinstance(raw, dict):
-        raw = {"value": raw}
-    try:
-        raw, truncated = protect_event(raw, ip, secret)
-    except ValueError:
-        truncated = None
-        if RAW_IP_FIELD in raw:
-            raw[RAW_IP_FIELD] = None
-    return truncated, orjson.dumps(raw).decode("utf-8")
+    text, truncated, _invalid = protector.protect_stored(raw_text, ip)
+    return truncated, text
 
 
 def find_untreated(conn: Any, client_id: str, privacy_level: str, params: dict[str, Any]) -> Untreated:
@@ -152,9 +144,9 @@ def find_untreated(conn: Any, client_id: str, privacy_level: str, params: dict[s
     rows = conn.execute(load_sql("export/untreated_rows.sql"), params).fetchall()
     if not rows:
         return found
-    secret = str(get_setting(VAR_IP_HASH_SECRET))
+    protector = IpProtector(str(get_setting(VAR_IP_HASH_SECRET)))
     for row_id, created_at, event_id, ip_text, host_ip, raw_text in rows:
-        treated_ip, treated_raw = treat_text(raw_text, host_ip, secret)
+        treated_ip, treated_raw = treat_text(raw_text, host_ip, protector)
         found.treated[(event_id, ip_text, raw_text)] = (treated_ip, treated_raw)
         found.keys.append((row_id, created_at, treated_ip, treated_raw))
     log.info(
