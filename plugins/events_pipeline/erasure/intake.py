@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from events_pipeline.common.db import connect, load_sql
 from events_pipeline.common.run_params import ParamError
-from events_pipeline.erasure.matching import visitor_digest
 from events_pipeline.export.keys import CLIENT_ID_RE
+from events_pipeline.privacy.visitor_digest import visitor_digest
 
 if TYPE_CHECKING:
     import psycopg

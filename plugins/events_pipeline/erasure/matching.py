@@ -1,4 +1,4 @@
-"""Which erasure requests a raw landing event belongs to, and the visitor's digest.
+"""Which erasure requests a raw landing event belongs to.
 
 A request names a client and a visitor. In the events database the client is the
 row's ``client_id``; in the landing bucket (``processed/``, ``rejected/``,
@@ -15,7 +15,6 @@ the ``"visitor_id"``, ``"site_id"`` and ``"url"`` members are picked out of the 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -23,22 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from events_pipeline.attribution.domains import DomainMatcher, Owner, host_from_url, normalize_site
-
-#: Separator between client id and visitor id in :func:`visitor_digest` (a client id never holds it).
-DIGEST_SEPARATOR = "\x1f"
-
-
-def visitor_digest(client_id: str, visitor_id: str) -> bytes:
-    """Return the digest kept once a request's visitor id is erased (tombstones, done requests).
-
-    SHA-256 of ``client_id``, U+001F, ``visitor_id`` (UTF-8); in SQL
-    ``sha256(convert_to(client_id || chr(31) || visitor_id, 'UTF8'))``.
-
-    :param client_id: the client.
-    :param visitor_id: the visitor id as the events carry it.
-    """
-    return hashlib.sha256(f"{client_id}{DIGEST_SEPARATOR}{visitor_id}".encode()).digest()
-
 
 _MEMBER_RE = {
     name: re.compile(rf'"{name}"\s*:\s*"((?:[^"\\]|\\.)*)"') for name in ("visitor_id", "site_id", "url")

@@ -63,10 +63,11 @@ from events_pipeline.common.settings import (
 from events_pipeline.erasure.audit import EVENTS_TABLE, AuditTrail, format_trail, trail
 from events_pipeline.erasure.backup import BackupPurge, ErasureError, UnreadableBackupError, list_keys
 from events_pipeline.erasure.landing_objects import LandingPurge, purge_landing_object
-from events_pipeline.erasure.matching import EventMatcher, Wanted, visitor_digest
+from events_pipeline.erasure.matching import EventMatcher, Wanted
 from events_pipeline.export.keys import TenantIsolationError
 from events_pipeline.ingest.landing import QUARANTINE, REJECTED
 from events_pipeline.maintenance.landing_expiry import SET_KEEP_PROCESSED_DAYS
+from events_pipeline.privacy.visitor_digest import visitor_digest
 
 if TYPE_CHECKING:
     import psycopg

@@ -15,6 +15,7 @@ import pytest
 from events_pipeline.common import compat
 from events_pipeline.common.db import advisory_lock, as_dict, as_dicts
 from events_pipeline.common.s3 import NO_SUCH_BUCKET, NO_SUCH_KEY, error_code
+from events_pipeline.privacy.visitor_digest import visitor_digest
 
 
 def test_psycopg_queued_writer_still_has_the_private_queue_we_bound(db):
@@ -101,3 +102,9 @@ def test_s3_error_codes_from_the_real_server(s3):
         s3.head_bucket(Bucket="no-such-bucket-here")
     assert error_code(missing_bucket.value) in NO_SUCH_BUCKET
     assert error_code(RuntimeError("not an S3 error")) == ""
+
+
+def test_python_and_sql_spell_the_same_visitor_digest(db):
+    sql = "SELECT sha256(convert_to(%s || chr(31) || %s, 'UTF8'))"
+    in_sql = db.execute(sql, ("acme", "jürgen")).fetchone()[0]
+    assert bytes(in_sql) == visitor_digest("acme", "jürgen")

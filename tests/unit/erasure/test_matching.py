@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import pytest
 
 from events_pipeline.attribution.domains import Owner
-from events_pipeline.erasure.matching import EventMatcher, Wanted, event_fields, visitor_digest
+from events_pipeline.erasure.matching import EventMatcher, Wanted, event_fields
 
 DOMAINS = {"acme.com": Owner("acme", "standard"), "globex.com": Owner("globex", "gdpr")}
 MATCHER = EventMatcher(
@@ -50,7 +48,3 @@ def test_may_hold_sees_raw_and_json_escaped_ids():
     assert matcher.may_hold(b'{"visitor_id":"j\\u00fcrgen"}')
     assert not matcher.may_hold(b'{"visitor_id":"jurgen"}')
 
-
-def test_the_digest_is_sha256_of_client_separator_visitor():
-    assert visitor_digest("acme", "bob") == hashlib.sha256(b"acme\x1fbob").digest()
-    assert visitor_digest("acme", "bob") != visitor_digest("acm", "ebob")
