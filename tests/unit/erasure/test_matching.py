@@ -47,4 +47,3 @@ def test_may_hold_sees_raw_and_json_escaped_ids():
     assert matcher.may_hold('{"visitor_id":"jürgen"}'.encode())
     assert matcher.may_hold(b'{"visitor_id":"j\\u00fcrgen"}')
     assert not matcher.may_hold(b'{"visitor_id":"jurgen"}')
-

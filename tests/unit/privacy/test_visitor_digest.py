@@ -9,4 +9,3 @@ def test_the_digest_is_sha256_of_client_separator_visitor():
 
 def test_the_separator_keeps_client_and_visitor_apart():
     assert visitor_digest("acme", "bob") != visitor_digest("acm", "ebob")
-
