@@ -8,6 +8,7 @@ from airflow.sdk import dag, task
 
 from events_pipeline.common.runbook import runbook_link
 from events_pipeline.orchestration.dag_defaults import START_DATE, dagrun_timeout, default_args
+from events_pipeline.orchestration.deadlines import deadline_alert
 
 DOC = f"""
 ### Attribution sync with the pixel management service
@@ -57,6 +58,7 @@ give the waiting events their client before the next hourly export.
     max_active_runs=1,
     # a run must not hold the next ones: its requests stop after events_attribution_run_budget_seconds
     dagrun_timeout=dagrun_timeout("events_attribution_sync"),
+    deadline=deadline_alert("events_attribution_sync"),
     default_args=default_args("events_attribution_sync", execution_timeout=timedelta(minutes=10)),
     tags=["events", "attribution"],
     doc_md=DOC,

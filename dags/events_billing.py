@@ -6,6 +6,7 @@ from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
 from events_pipeline.common.runbook import runbook_link
 from events_pipeline.orchestration.dag_defaults import START_DATE, dagrun_timeout, default_args
+from events_pipeline.orchestration.deadlines import deadline_alert
 
 DOC = f"""
 ### Billing rollups
@@ -38,6 +39,7 @@ Then records the day in `billing_runs`: retention only deletes rows of billed da
     catchup=True,
     max_active_runs=4,
     dagrun_timeout=dagrun_timeout("events_billing"),
+    deadline=deadline_alert("events_billing"),
     default_args=default_args("events_billing"),
     tags=["events", "billing"],
     doc_md=DOC,

@@ -6,6 +6,7 @@ from airflow.sdk import AssetAlias, CronDataIntervalTimetable, Param, dag, task
 
 from events_pipeline.common.runbook import runbook_link
 from events_pipeline.orchestration.dag_defaults import START_DATE, dagrun_timeout, default_args
+from events_pipeline.orchestration.deadlines import deadline_alert
 
 #: One Asset event per published client-hour, on the client's export space ``s3://<bucket>/<prefix>``.
 EXPORTED_HOURS = AssetAlias("events_export_client_hours")
@@ -61,6 +62,7 @@ space (`s3://<export_bucket>/<export_prefix>`; extra: client, hour, rows, bytes,
     catchup=True,
     max_active_runs=MAX_ACTIVE_RUNS,
     dagrun_timeout=dagrun_timeout("events_export"),
+    deadline=deadline_alert("events_export"),
     default_args=default_args("events_export"),
     tags=["events", "export"],
     doc_md=DOC,

@@ -7,6 +7,7 @@ from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 from events_pipeline.common.runbook import runbook_link
 from events_pipeline.export.keys import CLIENT_ID_RE
 from events_pipeline.orchestration.dag_defaults import START_DATE, dagrun_timeout, default_args
+from events_pipeline.orchestration.deadlines import deadline_alert
 
 DOC = f"""
 ### GDPR erasure requests
@@ -55,6 +56,7 @@ request is done; then the request keeps a digest of the visitor, not the id.
     catchup=False,
     max_active_runs=1,
     dagrun_timeout=dagrun_timeout("events_gdpr_erasure"),
+    deadline=deadline_alert("events_gdpr_erasure"),
     default_args=default_args("events_gdpr_erasure"),
     tags=["events", "privacy"],
     doc_md=DOC,
@@ -93,9 +95,10 @@ request is done; then the request keeps a digest of the visitor, not the id.
             False,
             type="boolean",
             title="Search the whole backup history",
-            description="Also read every backup folder of the client (slow: the client's whole history), "
-            "for a visitor whose events may be older than the client's retention_days: by default only "
-            "the hours of the visitor's events still in events_log are purged.",
+            description="Also read every backup folder of the client (slow: the client's whole history). "
+            "Needed only for a visitor whose events may be in hours exported before the backup visitor "
+            "index existed (migration 0100) and older than the client's retention_days: by default the "
+            "hours of the visitor's events still in events_log and the hours the index names are purged.",
         ),
     },
 )

@@ -10,6 +10,7 @@ from events_pipeline.common.runbook import runbook_link
 from events_pipeline.common.settings import SQL_ROOT
 from events_pipeline.health.checks import HealthSQLCheckOperator
 from events_pipeline.orchestration.dag_defaults import START_DATE, dagrun_timeout, default_args
+from events_pipeline.orchestration.deadlines import deadline_alert
 
 DOC = f"""
 ### Pipeline health checks (hourly)
@@ -68,6 +69,7 @@ Tasks (each links its runbook entry; thresholds are the Variables named):
     max_active_runs=2,
     # a check never needs long; a hung query must not hold the next hour's run
     dagrun_timeout=dagrun_timeout("events_health"),
+    deadline=deadline_alert("events_health"),
     default_args=default_args("events_health", execution_timeout=timedelta(minutes=10)),
     template_searchpath=[str(SQL_ROOT)],
     tags=["events", "health"],

@@ -9,6 +9,7 @@ from airflow.sdk import dag, task
 from events_pipeline.common.runbook import runbook_link
 from events_pipeline.orchestration.assets import EVENTS_LOG
 from events_pipeline.orchestration.dag_defaults import START_DATE, dagrun_timeout, default_args
+from events_pipeline.orchestration.deadlines import deadline_alert
 
 DOC = f"""
 ### Load landing files into `events_log` (every 5 minutes)
@@ -43,6 +44,7 @@ unreadable files to `quarantine/` with an `.error.json`.
     catchup=False,
     max_active_runs=2,
     dagrun_timeout=dagrun_timeout("events_ingest"),
+    deadline=deadline_alert("events_ingest"),
     default_args=default_args("events_ingest"),
     tags=["events", "ingest"],
     doc_md=DOC,

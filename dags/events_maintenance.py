@@ -6,6 +6,7 @@ from airflow.sdk import CronDataIntervalTimetable, dag, task
 
 from events_pipeline.common.runbook import runbook_link
 from events_pipeline.orchestration.dag_defaults import START_DATE, dagrun_timeout, default_args
+from events_pipeline.orchestration.deadlines import deadline_alert
 
 DOC = f"""
 ### Daily maintenance of `events_log`
@@ -53,6 +54,7 @@ bytes per prefix in the log and in `maintenance_log`.
     catchup=False,
     max_active_runs=1,
     dagrun_timeout=dagrun_timeout("events_maintenance"),
+    deadline=deadline_alert("events_maintenance"),
     default_args=default_args("events_maintenance"),
     tags=["events", "maintenance", "privacy"],
     doc_md=DOC,

@@ -116,3 +116,28 @@ def test_dag_follows_team_policy(dagbag, dag_id: str) -> None:
         assert task.retry_delay >= timedelta(seconds=10), f"{where} retries too fast"
         assert task.on_failure_callback, f"{where} has no failure callback"
         assert task.owner == OWNER, f"{where} owner {task.owner}"
+
+
+@pytest.mark.parametrize("dag_id", DAG_IDS)
+def test_a_scheduled_dag_tells_on_call_a_run_is_late_before_it_times_out(dagbag, dag_id: str) -> None:
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    from events_pipeline.orchestration.deadlines import RUN_DEADLINES
+
+    dag = dagbag.dags[dag_id]
+    if dag.schedule is None:
+        assert not dag.deadline, f"{dag_id} is manual only: a deadline would alert on every long manual run"
+        assert dag_id not in RUN_DEADLINES
+        return
+    assert dag.deadline and len(dag.deadline) == 1, f"{dag_id} is scheduled but has no deadline alert"
+    alert = dag.deadline[0]
+    assert type(alert.reference).__name__ == "DagRunQueuedAtDeadline", (
+        f"{dag_id}: count from the queued time, so a backfilled old hour is not late at once"
+    )
+    assert alert.interval == RUN_DEADLINES[dag_id]
+    assert alert.interval < dag.dagrun_timeout, f"{dag_id}: the alert must come before the run times out"
+    assert alert.callback.path == "events_pipeline.orchestration.deadlines.run_is_late"
+    assert alert.callback.kwargs == {"dag_id": dag_id}
+    # what the scheduler reads: the serialized DAG keeps the alert
+    data = DagSerialization.to_dict(dag)
+    assert "run_is_late" in str(data["dag"].get("deadline")), f"{dag_id}: deadline lost in serialization"

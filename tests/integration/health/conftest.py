@@ -6,6 +6,9 @@ those parts of the pipeline leave them (contract §2 (docs/contract.md), §3, §
 
 from __future__ import annotations
 
+import email
+import json
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -182,3 +185,45 @@ def add_export_run(
 def put_object(s3: Any, key: str, body: bytes = b'{"event_type":"x"}\n') -> None:
     """Write an object into the landing bucket."""
     s3.put_object(Bucket=LANDING, Key=key, Body=body)
+
+
+class _Inbox:
+    """aiosmtpd handler keeping every message it receives."""
+
+    def __init__(self) -> None:
+        self.messages: list[email.message.Message] = []
+        self.recipients: list[list[str]] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd API
+        self.messages.append(email.message_from_bytes(envelope.content))
+        self.recipients.append(list(envelope.rcpt_tos))
+        return "250 Message accepted for delivery"
+
+
+@pytest.fixture
+def smtp_inbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Inbox]:
+    """A local SMTP server on 127.0.0.1 and the smtp_default connection pointing at it."""
+    from aiosmtpd.controller import Controller
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    inbox = _Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    conn = {
+        "conn_type": "smtp",
+        "host": "127.0.0.1",
+        "port": port,
+        "extra": {
+            "disable_ssl": True,
+            "disable_tls": True,
+            "from_email": "airflow@example.com",
+            "retry_limit": 0,
+            "timeout": 10,
+        },
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", json.dumps(conn))
+    monkeypatch.setenv("AIRFLOW_VAR_EVENTS_ALERT_EMAIL_TO", "oncall@example.com, lead@example.com")
+    yield inbox
+    controller.stop()

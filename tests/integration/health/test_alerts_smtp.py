@@ -3,58 +3,10 @@
 from __future__ import annotations
 
 import email
-import json
-import socket
-from collections.abc import Iterator
 from datetime import timedelta
 from email.header import decode_header, make_header
-from typing import Any
-
-import pytest
 
 from tests.integration.health.conftest import add_client, add_events, current_hour
-
-
-class _Inbox:
-    """aiosmtpd handler keeping every message it receives."""
-
-    def __init__(self) -> None:
-        self.messages: list[email.message.Message] = []
-        self.recipients: list[list[str]] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd API
-        self.messages.append(email.message_from_bytes(envelope.content))
-        self.recipients.append(list(envelope.rcpt_tos))
-        return "250 Message accepted for delivery"
-
-
-@pytest.fixture
-def smtp_inbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Inbox]:
-    """A local SMTP server on 127.0.0.1 and the smtp_default connection pointing at it."""
-    from aiosmtpd.controller import Controller
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    inbox = _Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    conn = {
-        "conn_type": "smtp",
-        "host": "127.0.0.1",
-        "port": port,
-        "extra": {
-            "disable_ssl": True,
-            "disable_tls": True,
-            "from_email": "airflow@example.com",
-            "retry_limit": 0,
-            "timeout": 10,
-        },
-    }
-    monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", json.dumps(conn))
-    monkeypatch.setenv("AIRFLOW_VAR_EVENTS_ALERT_EMAIL_TO", "oncall@example.com, lead@example.com")
-    yield inbox
-    controller.stop()
 
 
 def _subject(msg: email.message.Message) -> str:
