@@ -74,12 +74,12 @@ def late_summary(dag_id: str, context: dict[str, Any]) -> str:
     deadline = context.get("deadline") or {}
     dag_id = run.get("dag_id") or dag_id
     allowance = RUN_DEADLINES.get(dag_id)
-    allowed = f"{int(allowance.total_seconds() // 60)} min" if allowance else "its deadline"
+    allowed = f"{int(allowance.total_seconds() // 60)} min after it was queued" if allowance else "in time"
     return (
         f"LATE dag={dag_id} run={run.get('dag_run_id', '?')} "
         f"interval={_text(run.get('data_interval_start'))}..{_text(run.get('data_interval_end'))} "
         f"queued={_text(run.get('queued_at'))} state={run.get('state', '?')} "
-        f"not finished {allowed} after it was queued (deadline {_text(deadline.get('deadline_time'))}): "
+        f"not finished {allowed} (deadline {_text(deadline.get('deadline_time'))}): "
         f"look at its running and queued tasks | runbook: {runbook_link(dag_id)}"
     )
 
