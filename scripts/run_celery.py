@@ -155,10 +155,10 @@ def _run_airflow(env: dict[str, str], redis: RedisInstance, extra: dict[str, str
     run_local._migrate_airflow(run_env)
     if stop["asked"]:
         return 0
-    procs = run_local._start_airflow(run_env)
+    url = f"http://{run_local.API_HOST}:{run_local.API_PORT}"
+    procs = run_local._start_airflow(run_env, url, stop)
     try:
         procs.update(_start_workers(run_env))
-        url = f"http://{run_local.API_HOST}:{run_local.API_PORT}"
         if run_local._wait_ready(url, procs, stop) and _wait_workers(redis.url, procs, stop):
             elapsed = time.monotonic() - started
             _write_ready(url, env, redis, procs, extra, elapsed)

@@ -73,6 +73,9 @@ COMPONENTS: dict[str, list[str]] = {
     "dag-processor": ["dag-processor"],
     "triggerer": ["triggerer", "--skip-serve-logs"],
 }
+#: Components started only once the API server answers (they start tasks, and tasks call
+#: its execution API); the others start at once, so the DAGs are parsed meanwhile.
+AFTER_API: tuple[str, ...] = ("scheduler",)
 
 
 class StackError(RuntimeError):
@@ -376,9 +379,9 @@ def _run_airflow(env: dict[str, str]) -> int:
     _migrate_airflow(run_env)
     if stop["asked"]:
         return 0
-    procs = _start_airflow(run_env)
+    url = f"http://{API_HOST}:{API_PORT}"
+    procs = _start_airflow(run_env, url, stop)
     try:
-        url = f"http://{API_HOST}:{API_PORT}"
         if _wait_ready(url, procs, stop):
             _print_banner(url, env)
         return _supervise(procs, stop)
@@ -415,26 +418,50 @@ def _airflow_bin() -> str:
     return str(Path(sys.executable).parent / "airflow")
 
 
-def _start_airflow(env: dict[str, str]) -> dict[str, subprocess.Popen[bytes]]:
+def _start_airflow(
+    env: dict[str, str], url: str, stop: dict[str, bool]
+) -> dict[str, subprocess.Popen[bytes]]:
     """Start every component of :data:`COMPONENTS`, each in its own process group, output to ``LOG_DIR``.
 
+    The components of :data:`AFTER_API` start once the API server answers: the tasks they
+    start talk to its execution API, and a task started before it listens fails its first
+    try (connection refused) and waits for a retry.
+
     :param env: the environment of the components.
+    :param url: the API server's base URL.
+    :param stop: set by the signal handler; a Ctrl-C while waiting starts nothing more.
     :return: component name -> process.
+    :raises StackError: a component exited while the API server was not answering yet.
     """
-    procs: dict[str, subprocess.Popen[bytes]] = {}
-    for name, args in COMPONENTS.items():
-        log_path = _component_log(name)
-        with log_path.open("ab") as out:
-            procs[name] = subprocess.Popen(
-                [_airflow_bin(), *args],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+    procs = {
+        name: _start_component(name, args, env) for name, args in COMPONENTS.items() if name not in AFTER_API
+    }
+    started = time.monotonic()
+    while not _health(url):
+        if stop["asked"]:
+            return procs
+        problem = _dead(procs)
+        if problem:
+            _stop_airflow(procs)
+            raise StackError(problem)
+        time.sleep(1)
+    log.info("api server answers after %.0f s; starting %s", time.monotonic() - started, ", ".join(AFTER_API))
+    procs.update({name: _start_component(name, COMPONENTS[name], env) for name in AFTER_API})
     log.info("started airflow %s (output in %s/airflow-*.log)", ", ".join(procs), LOG_DIR)
     return procs
+
+
+def _start_component(name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Start ``airflow <args>`` in its own process group, output appended to its log file."""
+    with _component_log(name).open("ab") as out:
+        return subprocess.Popen(
+            [_airflow_bin(), *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
 
 def _component_log(name: str) -> Path:
