@@ -52,3 +52,11 @@ def test_a_context_without_fields_still_alerts(smtp_inbox):
     assert len(smtp_inbox.messages) == 1
     subject = str(make_header(decode_header(smtp_inbox.messages[0]["Subject"])))
     assert subject.startswith("[events-pipeline] LATE dag=events_health run=? "), subject
+
+
+def test_the_switch_parses_the_dags_without_deadline_alerts(monkeypatch):
+    from events_pipeline.orchestration.deadlines import SWITCH, deadline_alert
+
+    assert deadline_alert("events_export") is not None
+    monkeypatch.setenv(SWITCH, "off")
+    assert deadline_alert("events_export") is None
