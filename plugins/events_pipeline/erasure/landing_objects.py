@@ -36,21 +36,36 @@ from typing import Any
 from events_pipeline.common.s3 import NO_SUCH_KEY, error_code
 from events_pipeline.erasure.audit import AuditTrail
 from events_pipeline.erasure.matching import EventMatcher, event_fields
+from events_pipeline.ingest.landing_rewrite import (
+    GZIP_ENDINGS,
+    NDJSON_ENDINGS,
+    PARQUET_ENDINGS,
+    UnreadableObjectError,
+    drop_older_versions,
+    gunzip,
+    parquet_keep_rows,
+)
 
 log = logging.getLogger(__name__)
 
-#: Name endings (lower-case) of the landing formats (contract §2.2).
-NDJSON_ENDINGS = (".ndjson", ".jsonl")
-GZIP_ENDINGS = (".ndjson.gz", ".jsonl.gz")
-PARQUET_ENDINGS = (".parquet",)
+__all__ = [
+    "GZIP_ENDINGS",
+    "NDJSON_ENDINGS",
+    "PARQUET_ENDINGS",
+    "LandingPurge",
+    "UnreadableObjectError",
+    "drop_older_versions",
+    "filter_lines",
+    "filter_parquet_rows",
+    "purge_bytes",
+    "purge_landing_object",
+    "redact_report",
+]
+
 REJECTED_ENDING = ".rejected.ndjson"
 ERROR_REPORT_ENDING = ".error.json"
 #: What replaces a visitor id in an ``.error.json`` report.
 REDACTED = "[erased]"
-
-
-class UnreadableObjectError(ValueError):
-    """An object cannot be read line by line in the format its name says."""
 
 
 @dataclass
@@ -118,18 +133,6 @@ def filter_lines(
     return b"".join(kept), removed, left
 
 
-def _gunzip(data: bytes) -> bytes:
-    """Decompress gzip bytes (several members accepted).
-
-    :param data: the object's bytes.
-    :raises UnreadableObjectError: not gzip, corrupt or cut short.
-    """
-    try:
-        return gzip.decompress(data)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise UnreadableObjectError(f"not readable as gzip: {exc}") from exc
-
-
 def _gunzip_prefix(data: bytes) -> bytes:
     """Return what can be decompressed of (possibly corrupt) gzip bytes, up to the first error.
 
@@ -153,31 +156,24 @@ def filter_parquet_rows(data: bytes, matcher: EventMatcher) -> tuple[bytes | Non
     :return: ``(new bytes or None when nothing matched, rows removed per request, rows left)``.
     :raises UnreadableObjectError: not a readable Parquet file.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(io.BytesIO(data))
-    except (pa.ArrowException, OSError) as exc:
-        raise UnreadableObjectError(f"not readable as Parquet: {exc}") from exc
-    if "visitor_id" not in table.column_names:
-        return None, Counter(), table.num_rows
-    columns = {
-        name: table.column(name).to_pylist() if name in table.column_names else [None] * table.num_rows
-        for name in ("visitor_id", "site_id", "url")
-    }
     removed: Counter[int] = Counter()
-    keep = []
-    for i in range(table.num_rows):
-        ids = matcher.requests_of({name: values[i] for name, values in columns.items()})
-        removed.update(ids)
-        keep.append(not ids)
-    if not removed:
-        return None, removed, table.num_rows
-    kept = table.filter(pa.array(keep, type=pa.bool_()))
-    out = io.BytesIO()
-    pq.write_table(kept, out, compression="zstd")
-    return out.getvalue(), removed, kept.num_rows
+
+    def keep(table: Any) -> list[bool]:
+        if "visitor_id" not in table.column_names:
+            return [True] * table.num_rows
+        columns = {
+            name: table.column(name).to_pylist() if name in table.column_names else [None] * table.num_rows
+            for name in ("visitor_id", "site_id", "url")
+        }
+        mask = []
+        for i in range(table.num_rows):
+            ids = matcher.requests_of({name: values[i] for name, values in columns.items()})
+            removed.update(ids)
+            mask.append(not ids)
+        return mask
+
+    new, _, left = parquet_keep_rows(data, keep)
+    return new, removed, left
 
 
 def redact_report(data: bytes, matcher: EventMatcher) -> bytes | None:
@@ -270,7 +266,7 @@ def _purge_by_kind(kind: str, data: bytes, matcher: EventMatcher, outcome: Landi
         new, removed, left = filter_parquet_rows(data, matcher)
         return _settle(outcome, removed, left, new)
     if kind == "gzip":
-        text = _gunzip(data)
+        text = gunzip(data)
         if not matcher.may_hold(text):
             return None
         kept, removed, left = filter_lines(text, matcher)
@@ -378,27 +374,3 @@ def purge_landing_object(
             audit.forget(recorded)
         raise
     return outcome
-
-
-def drop_older_versions(s3: Any, bucket: str, key: str, *, keep_version: str | None) -> int:
-    """Delete every version (and delete marker) of ``key`` but ``keep_version``.
-
-    Called after a write to a versioned bucket (its put or delete answered with a
-    version id): the older versions still hold what was erased. Versions ``null``
-    (written while the bucket was unversioned) are deleted too.
-
-    :param s3: a boto3 S3 client.
-    :param bucket: the bucket.
-    :param key: the object's key.
-    :param keep_version: the version just written (None: keep none).
-    :return: versions deleted.
-    """
-    response = s3.list_object_versions(Bucket=bucket, Prefix=key)
-    dropped = 0
-    for entry in (*response.get("Versions", []), *response.get("DeleteMarkers", [])):
-        version = entry.get("VersionId")
-        if entry.get("Key") != key or version is None or version == keep_version:
-            continue
-        s3.delete_object(Bucket=bucket, Key=key, VersionId=version)
-        dropped += 1
-    return dropped

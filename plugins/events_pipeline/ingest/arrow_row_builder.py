@@ -30,7 +30,10 @@ whole block of lines at C speed and sends to the reference per-line path
    row with another one (nested, repeated, in an array, escaped) takes the
    per-line path, which treats every IP of the event (contract §6.3);
    everything else goes through ``RowBuilder.ndjson_line`` - same rows, same
-   rejects, same reasons.
+   rejects, same reasons. When a client of the file has an erasure tombstone, the
+   rows of a (client, visitor) that has one take the per-line path too, which drops
+   those from before the erasure (``erased_visitors``); each distinct pair is hashed
+   once per group, and without any tombstone nothing of this is done.
 
 Differences to the reference path are textual only, never in the stored
 value: ``timestamp`` is sent as written (``...00.000Z``), not as Python's
@@ -63,6 +66,7 @@ from events_pipeline.privacy.fast_treatment import (
     TWO_IP_VALUES_PATTERN,
     pseudonym_member,
 )
+from events_pipeline.privacy.visitor_digest import DIGEST_SEPARATOR
 
 if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
     # Arrow allocates through the C library's malloc, not pyarrow's default mimalloc: mimalloc
@@ -152,6 +156,7 @@ _IP_MEMBER_OPEN_SCALAR = pa.scalar(_IP_MEMBER_OPEN, pa.string())
 _PSEUDONYM_OPEN = pa.scalar(pseudonym_member("")[:-1], pa.string())
 _QUOTE, _CLOSE_LINE = pa.scalar('"', pa.string()), pa.scalar("}\n", pa.string())
 _NEWLINE_TEXT = pa.scalar("\n", pa.string())
+_DIGEST_SEPARATOR = pa.scalar(DIGEST_SEPARATOR, pa.string())
 #: The last octet of a canonical dotted IPv4 address, and what truncation puts there.
 _LAST_OCTET, _ZERO_OCTET = r"\.[0-9]+$", ".0"
 
@@ -389,6 +394,8 @@ class FastRowBuilder(RowBuilder):
         col = {f: _array(table.column(f)) for f in FIELDS}
         mask, path = _sure_rows(col, raw, self._window)
         client, privacy, gdpr, gdpr_no_ip = self._attribute(col["site_id"], col["ip_address"], mask)
+        if self._erased is not None:
+            mask, gdpr, gdpr_no_ip = self._without_erased(mask, client, col["visitor_id"], gdpr, gdpr_no_ip)
         if pc.any(gdpr_no_ip).as_py():
             mask = _without_hidden_ips(mask, gdpr_no_ip, raw)
         n_fast = pc.sum(mask).as_py() or 0
@@ -432,6 +439,40 @@ class FastRowBuilder(RowBuilder):
         sent_gdpr = pc.fill_null(pc.and_kleene(mask, pc.equal(privacy, _GDPR)), _FALSE)
         gdpr = pc.and_(sent_gdpr, pc.is_valid(ip))
         return client, privacy, gdpr, pc.and_(sent_gdpr, pc.is_null(ip))
+
+    def _without_erased(
+        self, mask: pa.Array, client: pa.Array, visitor: pa.Array, gdpr: pa.Array, gdpr_no_ip: pa.Array
+    ) -> tuple[pa.Array, pa.Array, pa.Array]:
+        """``mask`` (and the GDPR masks) without the rows of a (client, visitor) that has a tombstone.
+
+        Those rows take the per-line path, which drops the ones from before the erasure
+        (the decision is made in one place, ``RowBuilder``). Only rows of a client with a
+        tombstone are looked at; each distinct (client, visitor) is hashed once.
+
+        :param mask: the rows sent by the fast path.
+        :param client: the rows' client ids (null: unattributed).
+        :param visitor: the rows' ``visitor_id``.
+        :param gdpr: the sent rows that are a GDPR client's with an IP.
+        :param gdpr_no_ip: the sent rows that are a GDPR client's without one.
+        """
+        assert self._erased is not None
+        clients = pa.array(sorted(self._erased.clients), pa.string())
+        concerned = pc.fill_null(
+            pc.and_kleene(mask, pc.and_(pc.is_in(client, value_set=clients), pc.is_valid(visitor))), _FALSE
+        )
+        if not pc.any(concerned).as_py():
+            return mask, gdpr, gdpr_no_ip
+        at = np.flatnonzero(concerned.to_numpy(zero_copy_only=False))
+        taken = pa.array(at)
+        pairs = pc.binary_join_element_wise(client.take(taken), visitor.take(taken), _DIGEST_SEPARATOR)
+        hits = self._erased.matching_keys(pc.unique(pairs).to_pylist())
+        if not hits:
+            return mask, gdpr, gdpr_no_ip
+        hit = pc.is_in(pairs, value_set=pa.array(hits, pa.string())).to_numpy(zero_copy_only=False)
+        keep = np.ones(len(mask), bool)
+        keep[at[hit]] = False
+        kept = pa.array(keep)
+        return pc.and_(mask, kept), pc.and_(gdpr, kept), pc.and_(gdpr_no_ip, kept)
 
     def _emit_with_gdpr(
         self,

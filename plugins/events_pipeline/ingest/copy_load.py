@@ -83,3 +83,25 @@ def write_ingest_counts(conn: psycopg.Connection, file_id: int, per_client: dict
         load_sql("ingest/ingest_counts.sql"),
         {"file_id": file_id, "client_ids": clients, "counts": [per_client[c] for c in clients]},
     )
+
+
+def audit_dropped_lines(conn: psycopg.Connection, bucket: str, key: str, per_request: dict[int, int]) -> None:
+    """Add one ``gdpr_erasure_audit`` row per request whose visitor's lines the file held (dropped).
+
+    :param conn: connection inside the load transaction.
+    :param bucket: the landing bucket.
+    :param key: the landing key of the file.
+    :param per_request: erasure request id -> lines dropped.
+    """
+    requests = sorted(per_request)
+    conn.execute(
+        load_sql("ingest/audit_dropped.sql"),
+        {
+            "request_ids": requests,
+            "lines": [per_request[r] for r in requests],
+            "bucket": bucket,
+            "key": key,
+            "detail": "ingest: lines of the erased visitor from before the erasure, neither loaded "
+            "nor rejected; the processed/ copy is written without them",
+        },
+    )

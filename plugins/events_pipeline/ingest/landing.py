@@ -439,6 +439,16 @@ def put_bytes(client: Any, bucket: str, key: str, body: bytes | IO[bytes], conte
         client.upload_fileobj(body, bucket, key, ExtraArgs={"ContentType": content_type})
 
 
+def object_exists(client: Any, bucket: str, key: str) -> bool:
+    """Whether ``key`` exists in ``bucket`` (any other S3 error is raised).
+
+    :param client: a boto3 S3 client.
+    :param bucket: the bucket.
+    :param key: the key.
+    """
+    return _exists(client, bucket, key)
+
+
 def _exists(client: Any, bucket: str, key: str) -> bool:
     from botocore.exceptions import ClientError
 

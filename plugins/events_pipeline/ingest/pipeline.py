@@ -12,6 +12,10 @@ NDJSON goes through the vectorised
 every line it is not sure about to the per-line
 :class:`~events_pipeline.ingest.row_builder.RowBuilder`.
 
+Lines of a visitor a client had erased, from before the erasure, are dropped (counted
+per file, audited per request) and the file's ``processed/`` copy is written without
+them (:mod:`~events_pipeline.ingest.erased_visitors`, docs/ingest.md "Erased visitors").
+
 Every step can be interrupted and re-run: see docs/decisions/ingest-exactly-once.md.
 """
 
@@ -46,7 +50,8 @@ from events_pipeline.common.settings import (
     get_setting,
     register,
 )
-from events_pipeline.ingest import copy_load, file_readers, landing
+from events_pipeline.ingest import copy_load, file_readers, landing, landing_rewrite
+from events_pipeline.ingest.erased_visitors import ErasedVisitors
 from events_pipeline.ingest.file_readers import (
     PARQUET,
     VAR_MAX_FILE_BYTES,
@@ -143,6 +148,7 @@ class FileResult:
     :param outcome: ``loaded``, ``quarantined``, ``moved_only``, ``skipped`` or ``failed``.
     :param rows_loaded: events committed.
     :param rows_rejected: lines written to ``rejected/``.
+    :param rows_erased: lines dropped for erased visitors (neither loaded nor rejected).
     :param bytes: size of the landing object.
     :param seconds: wall time spent on the file.
     :param per_client: rows per client id (``""`` = unattributed).
@@ -155,6 +161,7 @@ class FileResult:
     outcome: str
     rows_loaded: int = 0
     rows_rejected: int = 0
+    rows_erased: int = 0
     bytes: int = 0
     seconds: float = 0.0
     per_client: dict[str, int] = field(default_factory=dict)
@@ -162,10 +169,13 @@ class FileResult:
     detail: str | None = None
     #: the move still running in :func:`load_claims`'s background thread (not part of the XCom)
     move: BackgroundCall[str] | None = field(default=None, repr=False, compare=False)
+    #: line numbers dropped for erased visitors: the ``processed/`` copy is written without them
+    erased_line_numbers: list[int] = field(default_factory=list, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         """The result as the task returns it (XCom)."""
-        return {k: v for k, v in asdict(replace(self, move=None)).items() if k != "move"}
+        data = asdict(replace(self, move=None, erased_line_numbers=[]))
+        return {k: v for k, v in data.items() if k not in ("move", "erased_line_numbers")}
 
 
 def new_token(run_id: str) -> str:
@@ -516,10 +526,29 @@ def _start_background_move(client: Any, bucket: str, claim: Claim, result: FileR
         :func:`~events_pipeline.ingest.landing.move_object` returned.
     """
     assert result.dest_key is not None
-    move = partial(
-        landing.move_object, client, bucket, claim.key, result.dest_key, claim.etag, claim.size_bytes
+    return BackgroundCall(
+        partial(_move_to_processed, client, bucket, claim, result.dest_key, result.erased_line_numbers),
+        name="ingest-move",
     )
-    return BackgroundCall(move, name="ingest-move")
+
+
+def _move_to_processed(client: Any, bucket: str, claim: Claim, dest: str, erased_lines: list[int]) -> str:
+    """Move a loaded file to ``processed/``: a copy, or the file written again without its erased lines.
+
+    A file some of whose lines were dropped for erased visitors must not keep them in
+    ``processed/``: it is written there without them (same format, other lines byte for
+    byte; :func:`~events_pipeline.ingest.landing_rewrite.move_without_lines`).
+
+    :param client: a boto3 S3 client.
+    :param bucket: the landing bucket.
+    :param claim: the file's claim.
+    :param dest: its ``processed/`` key.
+    :param erased_lines: the line numbers dropped at its load (empty: a plain move).
+    :return: what the move returned (``moved``, ``rewritten``, ``already_moved``...).
+    """
+    if not erased_lines:
+        return landing.move_object(client, bucket, claim.key, dest, claim.etag, claim.size_bytes)
+    return landing_rewrite.move_without_lines(client, bucket, claim.key, dest, claim.etag, erased_lines)
 
 
 def _finish_background_move(
@@ -709,7 +738,8 @@ def _move_reupload(job: _ClaimJob, _result: FileResult | None) -> tuple[None, Fi
         dest = landing.processed_key(claim.key, claim.file_id)
     else:
         dest = landing.quarantine_key(claim.key)
-    how = landing.move_object(job.client, job.bucket, claim.key, dest, claim.etag, claim.size_bytes)
+    erased = _erased_line_numbers(job.conn, claim.file_id) if claim.status == "processed" else []
+    how = _move_to_processed(job.client, job.bucket, claim, dest, erased)
     log.info("moved re-uploaded %s -> %s (%s)", claim.key, dest, how)
     return None, FileResult(
         claim.key, claim.file_id, MOVED_ONLY, dest_key=dest, detail="identical re-upload", bytes=0
@@ -791,7 +821,12 @@ def _move_loaded(job: _ClaimJob, result: FileResult | None) -> tuple[None, FileR
         result.dest_key = dest
         result.seconds = round(time.monotonic() - job.started, 3)
         return None, result
-    how = landing.move_object(job.client, job.bucket, claim.key, dest, claim.etag, claim.size_bytes)
+    # an earlier run loaded it: the lines it dropped for erased visitors are in its registry row
+    if result is not None:
+        erased = result.erased_line_numbers
+    else:
+        erased = _erased_line_numbers(job.conn, claim.file_id)
+    how = _move_to_processed(job.client, job.bucket, claim, dest, erased)
     _finish_move(job.conn, claim, result, how)
     if result is None:
         info = _file_row(job.conn, claim.file_id)
@@ -837,9 +872,11 @@ def _completed(job: _ClaimJob, result: FileResult) -> FileResult:
     """
     if result.outcome in (MOVED_ONLY, SKIPPED):
         info = _file_row(job.conn, job.claim.file_id)
-        if info.get("claimed_by") == job.claim.token and info.get("rows_loaded"):
-            result.rows_loaded = int(info["rows_loaded"])
+        loaded_before = info.get("rows_loaded") or info.get("erased_lines")
+        if info.get("claimed_by") == job.claim.token and loaded_before:
+            result.rows_loaded = int(info.get("rows_loaded") or 0)
             result.rows_rejected = int(info.get("rows_rejected") or 0)
+            result.rows_erased = int(info.get("erased_lines") or 0)
             result.detail = f"{result.detail}; loaded by an earlier try of this run"
     result.seconds = round(time.monotonic() - job.started, 3)
     return result
@@ -890,6 +927,8 @@ class _FileLoad:
     :param max_bytes: most bytes the file may hold decompressed.
     :param max_rows: most lines (rows) the file may hold.
     :param replay_of: for a replay (``events_replay``), the original file's ``file_id``.
+    :param erased: the erasure tombstones of the clients the file may be attributed to
+        (read once per file; empty: no check).
     """
 
     conn: psycopg.Connection
@@ -907,6 +946,7 @@ class _FileLoad:
     max_bytes: int
     max_rows: int
     replay_of: int | None = None
+    erased: ErasedVisitors = field(default_factory=ErasedVisitors)
 
 
 def load_claimed_file(
@@ -946,6 +986,7 @@ def load_claimed_file(
         return _quarantine(conn, claim, exc.kind, exc.detail, lease_minutes)
     origin = conn.execute(load_sql("ingest/replay_origin.sql"), {"file_id": claim.file_id}).fetchone()
     identity = f"{origin[1]}/{origin[2]}#{origin[3]}" if origin else f"{bucket}/{claim.key}#{claim.etag}"
+    domain_map = load_domain_map(conn)
     load = _FileLoad(
         conn,
         client,
@@ -954,7 +995,7 @@ def load_claimed_file(
         fmt,
         lease_minutes,
         started,
-        matcher=DomainMatcher(load_domain_map(conn)),
+        matcher=DomainMatcher(domain_map),
         secret=secret or (lambda: get_setting(VAR_IP_HASH_SECRET)),
         file_batch_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"s3://{bucket}/{claim.key}#{claim.etag}")),
         line_id_prefix=identity,
@@ -962,6 +1003,7 @@ def load_claimed_file(
         max_bytes=limits.max_bytes,
         max_rows=limits.max_rows,
         replay_of=origin[0] if origin else None,
+        erased=ErasedVisitors.load(conn, {owner.client_id for owner in domain_map.values()}),
     )
     rejects = RejectSink()
     # source line -> reason to reject it (PostgreSQL refused it), or None: leave it out (replayed already)
@@ -1035,6 +1077,7 @@ def _new_builder(load: _FileLoad, rejects: RejectSink, skip_lines: dict[int, str
         rejects=rejects,
         skip_lines=dict(skip_lines),
         window=load.window,
+        erased=load.erased,
     )
 
 
@@ -1252,12 +1295,16 @@ def _mark_loaded(load: _FileLoad, builder: FastRowBuilder, batch_id: str, reject
         rejected_key=rejected_key,
         lines_nul_replaced=builder.nul_lines,
         lines_blank=builder.blank,
+        erased_lines=builder.erased,
+        erased_line_numbers=sorted(builder.erased_line_numbers) or None,
         duration_ms=int((time.monotonic() - load.started) * 1000),
         lease_minutes=load.lease_minutes,
     )
     if updated != 1:  # pragma: no cover - the row lock makes this impossible
         raise PipelineError(f"registry row of {claim.key} (file_id={claim.file_id}) changed under its lock")
     copy_load.write_ingest_counts(conn, claim.file_id, builder.per_client)
+    if builder.erased_per_request:
+        copy_load.audit_dropped_lines(conn, load.bucket, claim.key, builder.erased_per_request)
 
 
 def _loaded_result(
@@ -1279,11 +1326,23 @@ def _loaded_result(
         LOADED,
         rows_loaded=builder.rows,
         rows_rejected=builder.rejects.count,
+        rows_erased=builder.erased,
         bytes=claim.size_bytes or 0,
         seconds=round(seconds, 3),
         per_client=dict(builder.per_client),
         detail=f"batch_id={batch_id}",
+        erased_line_numbers=sorted(builder.erased_line_numbers),
     )
+    if builder.erased:
+        log.warning(
+            "s3://%s/%s (file_id=%d): %d line(s) of erased visitors dropped, neither loaded nor "
+            "rejected (erasure request(s) %s); its processed/ copy is written without them",
+            bucket,
+            claim.key,
+            claim.file_id,
+            builder.erased,
+            ", ".join(f"{r}: {n} line(s)" for r, n in sorted(builder.erased_per_request.items())),
+        )
     clients = ", ".join(f"{c or '(unattributed)'}={n}" for c, n in sorted(builder.per_client.items()))
     log.info(
         "loaded s3://%s/%s (file_id=%d): %d rows, %d rejected%s, %d blank, %d with NUL replaced; "
@@ -1453,6 +1512,15 @@ def _file_row(conn: psycopg.Connection, file_id: int) -> dict[str, Any]:
     return as_dict(conn.execute(load_sql("ingest/get_file.sql"), {"file_id": file_id})) or {}
 
 
+def _erased_line_numbers(conn: psycopg.Connection, file_id: int) -> list[int]:
+    """The line numbers a file's load dropped for erased visitors (registry row; empty: none).
+
+    :param conn: an open connection.
+    :param file_id: the registry id.
+    """
+    return list(_file_row(conn, file_id).get("erased_line_numbers") or [])
+
+
 def _describe(exc: BaseException) -> str:
     """``<ExceptionType>: <message>``, the error text of logs and of the registry.
 
@@ -1493,6 +1561,7 @@ def summarize(results: list[list[dict[str, Any]]]) -> dict[str, Any]:
         by_outcome[r["outcome"]] = by_outcome.get(r["outcome"], 0) + 1
     rows = sum(r["rows_loaded"] for r in files)
     rejected = sum(r["rows_rejected"] for r in files)
+    erased = sum(r.get("rows_erased", 0) for r in files)
     size = sum(r["bytes"] or 0 for r in files)
     seconds = sum(r["seconds"] for r in files)
     per_client: dict[str, int] = {}
@@ -1504,6 +1573,7 @@ def summarize(results: list[list[dict[str, Any]]]) -> dict[str, Any]:
         "outcomes": by_outcome,
         "rows_loaded": rows,
         "rows_rejected": rejected,
+        "rows_erased": erased,
         "bytes": size,
         "file_seconds": round(seconds, 3),
         "per_client": per_client,
@@ -1511,12 +1581,13 @@ def summarize(results: list[list[dict[str, Any]]]) -> dict[str, Any]:
     }
     outcome_text = ", ".join(f"{n} {o}" for o, n in sorted(by_outcome.items())) or "nothing to do"
     log.info(
-        "ingest run: %d file(s) (%s); %d rows loaded, %d rejected; %.1f MB in %.1f s of file work "
-        "(%.0f events/s); unattributed %d%s",
+        "ingest run: %d file(s) (%s); %d rows loaded, %d rejected, %d dropped for erased visitors; "
+        "%.1f MB in %.1f s of file work (%.0f events/s); unattributed %d%s",
         len(files),
         outcome_text,
         rows,
         rejected,
+        erased,
         size / 1e6,
         seconds,
         rows / seconds if seconds > 0 else 0.0,

@@ -7,7 +7,9 @@ The original JSON text itself becomes ``raw_event_data`` (escaped for COPY):
 the GDPR treatment and the NUL replacement are edits of that text, so nothing
 is re-serialised and every string and number survives byte for byte
 (contract §2.4). A rejected line of a GDPR client or of an unknown site is
-written with its IPs treated, and no reason quotes an IP (contract §2.5).
+written with its IPs treated, and no reason quotes an IP (contract §2.5). A line of a
+visitor the client had erased, from before the erasure, is dropped - neither a row nor a
+reject - and counted (:mod:`~events_pipeline.ingest.erased_visitors`, contract §6.5).
 """
 
 from __future__ import annotations
@@ -16,15 +18,18 @@ import json
 import tempfile
 from array import array
 from collections.abc import Callable
+from datetime import datetime
 from decimal import Decimal
 from typing import IO, Any
 
 import orjson
 
 from events_pipeline.attribution.domains import GDPR, DomainMatcher
+from events_pipeline.ingest.erased_visitors import ErasedVisitors
 from events_pipeline.ingest.validation import (
     LineRejectedError,
     TimestampWindow,
+    parse_timestamp,
     replace_nul_text,
     site_of,
     validate_event,
@@ -126,6 +131,8 @@ class RowBuilder:
         with (set after PostgreSQL refused them, or when a line is too long), or to None:
         leave the line out silently (a replayed line already loaded, counted in ``dropped``).
     :param window: the instants ``timestamp`` may hold (None: any).
+    :param erased: the tombstones of the file's clients: lines of an erased visitor from
+        before its erasure are dropped (None or empty: no check at all).
     """
 
     def __init__(
@@ -139,8 +146,11 @@ class RowBuilder:
         rejects: RejectSink,
         skip_lines: dict[int, str | None] | None = None,
         window: TimestampWindow | None = None,
+        erased: ErasedVisitors | None = None,
     ) -> None:
         self._matcher = matcher
+        #: None unless some client has a tombstone (the per-row check is one attribute test)
+        self._erased = erased if erased else None
         self._file_id = str(file_id)
         self._file_batch_id = copy_text(file_batch_id)
         self._line_id_prefix = line_id_prefix
@@ -157,9 +167,41 @@ class RowBuilder:
         #: lines left out silently (``skip_lines`` mapped to None)
         self.dropped = 0
         self.per_client: dict[str, int] = {}
+        #: lines dropped for erased visitors, per erasure request, and their numbers
+        self.erased_per_request: dict[int, int] = {}
+        self.erased_line_numbers: list[int] = []
         self.batch_ids: set[str] = set()
         #: COPY data row number (1-based) -> source line, to map PostgreSQL errors back.
         self.copy_line_to_source = array("q", [0])
+
+    @property
+    def erased(self) -> int:
+        """Lines dropped for erased visitors (neither loaded nor rejected)."""
+        return len(self.erased_line_numbers)
+
+    def _drop_erased(self, n: int, request_id: int) -> None:
+        """Count line ``n`` as dropped for erasure request ``request_id``."""
+        self.erased_per_request[request_id] = self.erased_per_request.get(request_id, 0) + 1
+        self.erased_line_numbers.append(n)
+
+    def _erased_reject(self, client_id: str, obj: Any) -> int | None:
+        """The request covering a line about to be rejected (None: reject it).
+
+        A rejected line of an erased visitor on the client's site is dropped unless its
+        timestamp shows it came after the erasure (one that cannot be read does not).
+
+        :param client_id: the owner of the line's site.
+        :param obj: the decoded line (a dict).
+        """
+        assert self._erased is not None
+        visitor = obj.get("visitor_id")
+        if self._erased.tombstone(client_id, visitor) is None:
+            return None
+        try:
+            ts: datetime | None = parse_timestamp(obj.get("timestamp"))
+        except (LineRejectedError, ValueError, TypeError, OverflowError):
+            ts = None
+        return self._erased.erased_by(client_id, visitor, ts)
 
     def _ip_protector(self) -> IpProtector:
         if self._protector is None:
@@ -231,6 +273,11 @@ class RowBuilder:
         :param obj: the decoded line, or ``_NOT_JSON``.
         """
         owner = self._matcher.match(site_of(obj) if obj is not _NOT_JSON else None)
+        if self._erased is not None and owner.client_id in self._erased.clients and type(obj) is dict:
+            request_id = self._erased_reject(owner.client_id, obj)
+            if request_id is not None:
+                self._drop_erased(n, request_id)
+                return
         if owner.privacy_level == GDPR or not owner.client_id:
             raw = protect_rejected_line(raw, is_json=obj is not _NOT_JSON)
         self.rejects.add(n, scrub_ips(reason), raw)
@@ -270,6 +317,13 @@ class RowBuilder:
             self._reject(n, str(exc), original, obj)
             return None
         owner = self._matcher.match(ev.site_id)
+        if self._erased is not None and ev.visitor_id is not None and owner.client_id in self._erased.clients:
+            request_id = self._erased.erased_by(
+                owner.client_id, ev.visitor_id, datetime.fromisoformat(ev.timestamp)
+            )
+            if request_id is not None:
+                self._drop_erased(n, request_id)
+                return None
         ip = ev.ip_address
         if owner.privacy_level == GDPR:
             # every IP of the event leaves its text by an edit (contract §6.3): nothing is re-serialised

@@ -20,8 +20,10 @@ from hypothesis import strategies as st
 from devtools.demo_data import BAD_LINES, iter_events
 from events_pipeline.attribution.domains import DomainMatcher, Owner
 from events_pipeline.ingest.arrow_row_builder import FastRowBuilder
+from events_pipeline.ingest.erased_visitors import ErasedVisitors
 from events_pipeline.ingest.row_builder import COPY_COLUMNS, RejectSink, RowBuilder
 from events_pipeline.ingest.validation import TimestampWindow
+from events_pipeline.privacy.visitor_digest import visitor_digest
 from tests.unit.ingest.copy_text import unescape_copy_field
 
 DOMAINS = {
@@ -33,7 +35,10 @@ DOMAINS = {
 
 
 def _builder(
-    cls: type[RowBuilder], skip: dict[int, str] | None = None, window: TimestampWindow | None = None
+    cls: type[RowBuilder],
+    skip: dict[int, str] | None = None,
+    window: TimestampWindow | None = None,
+    erased: ErasedVisitors | None = None,
 ) -> RowBuilder:
     return cls(
         DomainMatcher(DOMAINS),
@@ -44,6 +49,7 @@ def _builder(
         rejects=RejectSink(),
         skip_lines=skip,
         window=window,
+        erased=erased,
     )
 
 
@@ -73,15 +79,19 @@ def _result(b: RowBuilder, data: bytes) -> dict[str, Any]:
         "counters": (b.rows, b.rows_with_batch, b.blank, b.nul_lines, b.line_no),
         "per_client": b.per_client,
         "batch_ids": b.batch_ids,
+        "erased": (sorted(b.erased_line_numbers), b.erased_per_request),
     }
 
 
 def _compare(
-    blocks: list[bytes], skip: dict[int, str] | None = None, window: TimestampWindow | None = None
+    blocks: list[bytes],
+    skip: dict[int, str] | None = None,
+    window: TimestampWindow | None = None,
+    erased: ErasedVisitors | None = None,
 ) -> FastRowBuilder:
-    ref = _builder(RowBuilder, skip, window)
+    ref = _builder(RowBuilder, skip, window, erased)
     ref_data = b"".join(ref.ndjson_block(block.decode().split("\n")) for block in blocks)
-    fast = _builder(FastRowBuilder, skip, window)
+    fast = _builder(FastRowBuilder, skip, window, erased)
     fast_data = b"".join(bytes(fast.ndjson_bytes_block(block)) for block in blocks)
     expected = _result(ref, ref_data)
     got = _result(fast, fast_data)
@@ -89,6 +99,7 @@ def _compare(
     assert got["rejects"] == expected["rejects"]
     assert got["per_client"] == expected["per_client"]
     assert got["batch_ids"] == expected["batch_ids"]
+    assert got["erased"] == expected["erased"]
     assert got["rows"].keys() == expected["rows"].keys()
     for line, row in expected["rows"].items():
         assert got["rows"][line] == row, f"line {line}"
@@ -322,6 +333,77 @@ _event = st.fixed_dictionaries(
 @given(st.lists(_event, min_size=1, max_size=40))
 def test_generated_events_identical(events: list[dict[str, Any]]) -> None:
     _compare([_lines(events)])
+
+
+#: Tombstones of the differential tests: acme erased "v-gone" through ERASED_THROUGH (request 7),
+#: globex (GDPR) erased it too (request 8); initech erased nobody.
+ERASED_THROUGH = datetime.fromisoformat("2026-11-27T05:30:00+00:00")
+_ERASED = ErasedVisitors(
+    [
+        ("acme", visitor_digest("acme", "v-gone"), ERASED_THROUGH, 7),
+        ("globex", visitor_digest("globex", "v-gone"), ERASED_THROUGH, 8),
+        ("acme", visitor_digest("acme", "v-other-gone"), ERASED_THROUGH, 9),
+    ]
+)
+
+
+def test_erased_visitors_dropped_alike_on_both_paths() -> None:
+    good = list(iter_events(60))
+    before, after = "2026-11-27T05:00:00.000Z", "2026-11-27T06:00:00.000Z"
+    special = [
+        _ev(visitor_id="v-gone", timestamp=before),  # acme, before: dropped (request 7)
+        _ev(visitor_id="v-gone", timestamp=after),  # acme, came back: loaded
+        _ev(visitor_id="v-gone", timestamp="2026-11-27T05:30:00Z"),  # exactly erased_through: dropped
+        _ev(visitor_id="v-gone", site_id="globex.de", url="https://globex.de/", timestamp=before),  # 8
+        _ev(visitor_id="v-gone", site_id="initech.io", url="https://initech.io/"),  # no tombstone: kept
+        _ev(visitor_id="v-gone", site_id="unknown.org", url="https://unknown.org/"),  # unattributed: kept
+        _ev(visitor_id="v-other-gone", timestamp=1764220000000),  # epoch ms before: dropped (9)
+        _ev(visitor_id="v-gone", event_type=""),  # rejected line of the erased visitor: dropped
+        _ev(visitor_id="v-gone", timestamp="yesterday"),  # unreadable timestamp: dropped
+        _ev(visitor_id="v-gone", timestamp=after, event_type=""),  # came back, bad line: rejected
+        _ev(visitor_id="v-gonE", timestamp=before),  # another visitor: kept
+    ]
+    fast = _compare([_lines([*good[:30], *special, *good[30:]])], erased=_ERASED)
+    assert fast.erased_per_request == {7: 4, 8: 1, 9: 1}
+    assert sorted(fast.erased_line_numbers) == [31, 33, 34, 37, 38, 39]
+    assert fast.rejects.count == 1
+    assert fast.fast_lines >= 60
+
+
+def test_no_tombstone_of_the_files_clients_changes_nothing() -> None:
+    events = list(iter_events(300))
+    for event in events[::5]:
+        event["visitor_id"] = "v-gone"
+    fast = _compare([_lines(events)], erased=ErasedVisitors())
+    assert fast.erased == 0
+    assert fast.slow_lines <= 15
+
+
+_erased_event = st.fixed_dictionaries(
+    {
+        "event_type": st.sampled_from(["pageview", ""]),
+        "timestamp": st.sampled_from(
+            [
+                "2026-11-27T05:00:00Z",
+                "2026-11-27T05:30:00.000+00:00",
+                "2026-11-27T06:30:00Z",
+                1764220000000,
+                "x",
+            ]
+        ),
+        "site_id": st.sampled_from(
+            ["acme.com", "www.acme.com", "globex.de", "initech.io", "unknown.org", ""]
+        ),
+        "visitor_id": st.sampled_from(["v-gone", "v-other-gone", "v-kept", "v-GONE"]),
+    },
+    optional={"ip_address": _ip, "url": st.just("https://acme.com/x")},
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_erased_event, min_size=1, max_size=40))
+def test_generated_events_with_tombstones_identical(events: list[dict[str, Any]]) -> None:
+    _compare([_lines(events)], erased=_ERASED)
 
 
 def test_many_lines_arrow_refuses_switch_to_the_per_line_path() -> None:
