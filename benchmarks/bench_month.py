@@ -29,10 +29,12 @@ moto S3 server, calling the real pipeline code for every stage, in simulated tim
   (``ensure_partitions_around``, ``run_archival``, ``run_reattribution``,
   ``run_gdpr_sweep``, ``run_retention``), plus one final run the morning after the
   month. Most clients keep events ``--retention-days`` (7) days, every 10th client twice
-  as long, so retention rebuilds and drops real partitions during the month. The GDPR
-  sweep runs in the first and the final maintenance only (``--sweep-every-day``: every
-  day): it reads every row of every GDPR client, so it grows with the table, and this
-  month stores no raw IP it would have to treat.
+  as long, so retention rebuilds and drops real partitions during the month; archived
+  rows go ``--archived-keep-days`` (7) after ``--archive-after-days`` (30), so with a
+  shorter archival a partition is dropped once nothing in it is needed. The GDPR sweep
+  runs in every maintenance, as in production (``--sweep-edges-only``: the first and the
+  final one only); after its first full pass it reads only the rows created since the
+  previous sweep, and this month stores no raw IP it would have to treat.
 
 **Simulated time.** ``events_log.created_at``, ``processed_at``, the registry and billing
 days all come from PostgreSQL's clock, so the server runs under libfaketime with an
@@ -116,6 +118,9 @@ GDPR_EVERY = 8
 LONG_RETENTION_EVERY = 10
 #: Share of events from sites that no client owns.
 UNKNOWN_SHARE = 0.01
+#: The defaults the report extrapolates to (``--clients``, ``--shards``), whatever this run used.
+DEFAULT_CLIENTS = 120
+DEFAULT_SHARDS = 2
 #: A burst the design names ("peaks of several thousand events per second").
 DESIGN_PEAK_EVENTS_PER_S = 5_000
 FAKETIME_CANDIDATES = (
@@ -749,14 +754,16 @@ def _billing(first: str, last: str, run_id: str) -> dict[str, Any]:
     return {"days": len(days)}
 
 
-def _maintenance(now: str, run_id: str, archive_after_days: int, sweep: bool) -> dict[str, Any]:
+def _maintenance(
+    now: str, run_id: str, archive_after_days: int, archived_keep_days: int, sweep: bool
+) -> dict[str, Any]:
     """The steps of ``events_maintenance`` in order, each with its own connection as each task has."""
     from events_pipeline.common.db import connect
     from events_pipeline.common.partitions import ensure_partitions_around
     from events_pipeline.maintenance.archival import run_archival
     from events_pipeline.maintenance.reattribution import run_reattribution
     from events_pipeline.maintenance.retention import run_retention
-    from events_pipeline.privacy.sweep import run_gdpr_sweep
+    from events_pipeline.privacy.sweep import sweep_gdpr
 
     when = datetime.fromisoformat(now)
     steps: dict[str, float] = {}
@@ -772,11 +779,25 @@ def _maintenance(now: str, run_id: str, archive_after_days: int, sweep: bool) ->
     step("archival", lambda c: run_archival(c, when, after_days=archive_after_days, run_id=run_id))
     step("reattribution", lambda c: run_reattribution(c, SECRET, run_id=run_id))
     if sweep:
-        step("gdpr_sweep", lambda c: run_gdpr_sweep(c, SECRET, run_id=run_id))
-    step("retention", lambda c: run_retention(c, when, run_id=run_id).as_dict())
+        step("gdpr_sweep", lambda c: sweep_gdpr(c, SECRET, run_id=run_id).as_dict())
+    step(
+        "retention",
+        lambda c: run_retention(
+            c,
+            when,
+            run_id=run_id,
+            archive_after_days=archive_after_days,
+            archived_keep_days=archived_keep_days,
+        ).as_dict(),
+    )
     retention = details["retention"]
+    swept = details.get("gdpr_sweep") or {}
     return {
         "steps": steps,
+        "sweep_partitions_read": len(swept.get("partitions", {})),
+        "sweep_full_passes": len(swept.get("full_pass", {})),
+        "sweep_rows_treated": sum(swept.get("per_client", {}).values()),
+        "dropped": [p["partition"] for p in retention["partitions"] if p["mode"] == "drop"],
         "archived": details["archival"]["archived"],
         "retention_deleted": retention["deleted"],
         "retention_modes": {p["partition"]: p["mode"] for p in retention["partitions"]},
@@ -995,6 +1016,7 @@ class Month:
                             "now": when.isoformat(),
                             "run_id": f"maint-{day}",
                             "archive_after_days": self.args.archive_after_days,
+                            "archived_keep_days": self.args.archived_keep_days,
                             "sweep": sweep,
                         },
                     )
@@ -1011,6 +1033,10 @@ class Month:
                 "retention_deleted": r["retention_deleted"],
                 "retention_modes": r["retention_modes"],
                 "deferred": r["deferred"],
+                "dropped": r["dropped"],
+                "sweep_partitions_read": r["sweep_partitions_read"],
+                "sweep_full_passes": r["sweep_full_passes"],
+                "sweep_rows_treated": r["sweep_rows_treated"],
                 "table_rows_before": rows_before,
                 "wal_bytes": self.meter.wal_lsn() - wal0,
                 "peak_mb": round(r["peak_mb"], 1),
@@ -1206,7 +1232,7 @@ def run_month(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             for h in range(24):
                 hour = datetime(day.year, day.month, day.day, h, tzinfo=UTC)
                 if h == 3 and index > 0:
-                    month.maintain(day, sweep=args.sweep_every_day or index == 1)
+                    month.maintain(day, sweep=not args.sweep_edges_only or index == 1)
                 loaded += month.ingest_hour(hour, per_hour.get(f"{INCOMING}{hour:%Y/%m/%d/%H}", 0))
                 if exports_hour(args, h, edge=index in (0, len(days) - 1)):
                     month.export_hour(hour)
@@ -1299,25 +1325,28 @@ def _ingest_fit(ingests: list[dict[str, Any]]) -> dict[str, float]:
 
 def extrapolate_full_month(out: dict[str, Any], days: int) -> dict[str, Any]:
     """The 1/10 month at scale 1 with an export every hour, from this run's fits (an estimate, not a run)."""
-    m = out["month"]
     hours = MONTH_DAYS * 24
     events_hour = MONTH_EVENTS / hours
     ing, exp = out["ingest_fit"], out["export_fit"]
-    ingest_s = hours * (ing["s_per_hour_fixed"] + ing["us_per_event"] / 1e6 * events_hour)
+    # The hour's fixed ingest cost is per file: scaled to the default shards' files per hour.
+    default_files = DEFAULT_SHARDS * 60 // SLOT_MINUTES
+    fixed = ing["s_per_hour_fixed"] * default_files / max(ing["files_per_hour"], 1)
+    ingest_s = hours * (fixed + ing["us_per_event"] / 1e6 * events_hour)
     export_s = hours * (
-        exp["ms_per_client_hour"] / 1000 * m["clients"] + exp["us_per_row"] / 1e6 * events_hour
+        exp["ms_per_client_hour"] / 1000 * DEFAULT_CLIENTS + exp["us_per_row"] / 1e6 * events_hour
     )
     gen = out["stages"]["generate"]
     gen_s = gen["seconds"] / max(gen["events"], 1) * MONTH_EVENTS
     deliver = out["stages"]["deliver"]
     deliver_s = deliver["seconds"] * MONTH_DAYS / days
     return {
-        "label": "EXTRAPOLATED from this run's fits, not measured: 20M events, 30 days, an export every hour",
+        "label": f"EXTRAPOLATED from this run's fits, not measured: 20M events, 30 days, {DEFAULT_CLIENTS} "
+        f"clients, {DEFAULT_SHARDS} shards, an export every hour",
         "generate_s": round(gen_s),
         "deliver_s": round(deliver_s),
         "ingest_s": round(ingest_s),
         "export_s": round(export_s),
-        "export_client_hours": hours * m["clients"],
+        "export_client_hours": hours * DEFAULT_CLIENTS,
         "total_s": round(gen_s + deliver_s + ingest_s + export_s),
     }
 
@@ -1391,6 +1420,9 @@ def report(
             "export_every_hours_between_first_and_last_day": args.export_every,
             "retention_days": args.retention_days,
             "archive_after_days": args.archive_after_days,
+            "archived_keep_days": args.archived_keep_days,
+            "sweep": "first and final maintenance only" if args.sweep_edges_only else "every maintenance",
+            "partitions_dropped": sum(len(m["dropped"]) for m in month.maintenances),
         },
         "wall_seconds": round(wall, 1),
         "setup_seconds": {"templates": round(template_s, 2), "worker_start": round(worker_start_s, 2)},
@@ -1510,7 +1542,17 @@ def print_report(r: dict[str, Any]) -> None:
     mt = r["maintenance_end_vs_start"]
     print(
         f"one daily maintenance, first vs final: {mt['start']['seconds']:.2f} s {mt['start']['steps']} -> "
-        f"{mt['end']['seconds']:.2f} s {mt['end']['steps']}, ratio {mt['ratio_end_to_start']}"
+        f"{mt['end']['seconds']:.2f} s {mt['end']['steps']}, ratio {mt['ratio_end_to_start']}; "
+        f"GDPR sweep read {mt['start']['sweep_partitions_read']} -> {mt['end']['sweep_partitions_read']} "
+        f"partition(s); partitions dropped over the month: {m['partitions_dropped']}, "
+        f"{r['size_at_end']['partitions']} at the end"
+    )
+    print(
+        "maintenance per day (s, sweep partitions read, dropped): "
+        + ", ".join(
+            f"{x['at'][5:10]} {x['seconds']:.1f}/{x['sweep_partitions_read']}/{len(x['dropped'])}"
+            for x in r["maintenances"]
+        )
     )
     x = r["extrapolated_full_1_10_month"]
     print(
@@ -1533,9 +1575,13 @@ def main() -> None:
     parser.add_argument("--retention-days", type=int, default=7, help="retention of most clients")
     parser.add_argument("--archive-after-days", type=int, default=30, help="events_archive_after_days")
     parser.add_argument(
-        "--sweep-every-day",
+        "--archived-keep-days", type=int, default=7, help="events_archived_keep_days (negative: never)"
+    )
+    parser.add_argument(
+        "--sweep-edges-only",
         action="store_true",
-        help="run the GDPR sweep in every daily maintenance (default: the first and the final one)",
+        help="run the GDPR sweep in the first and the final maintenance only (default: every day, as "
+        "events_maintenance does)",
     )
     parser.add_argument(
         "--export-every",

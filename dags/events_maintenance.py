@@ -21,9 +21,12 @@ can simply be cleared and re-run.
    `client_domains` get their client (and the GDPR treatment for GDPR clients);
    the next hourly export picks them up.
 4. **sweep_gdpr_ips** - rows of GDPR clients still holding a raw IP are anonymised
-   exactly as at ingest.
+   exactly as at ingest. Only rows created since a client's last sweep are read
+   (one line per partition read in the log); a client that switched to `gdpr`, or a
+   new treatment rule, gets one full pass over every partition (`gdpr_sweep_state`).
 5. **apply_retention** - exported events are deleted `retention_days` (per client)
-   after `processed_at`: whole partitions dropped or rebuilt, bounded batches
+   after `processed_at`, archived events `events_archived_keep_days` (7) after
+   archival could take them: whole partitions dropped or rebuilt, bounded batches
    otherwise; only days already billed (`billing_runs`) and hours already
    published (a succeeded `export_runs` row) are touched.
 
@@ -37,7 +40,8 @@ bytes per prefix in the log and in `maintenance_log`.
 - **Schedule**: daily at 03:00 UTC (no catch-up: each run works on "now").
 - **Inputs**: `events_db`, `aws_default`; Variables `events_ip_hash_secret`,
   `events_landing_bucket` and the optional `events_retention_*`,
-  `events_archive_after_days`, `events_maintenance_batch_blocks`, `events_landing_keep_*_days`.
+  `events_archive_after_days`, `events_archived_keep_days`, `events_gdpr_sweep_batch_rows`,
+  `events_maintenance_batch_blocks`, `events_landing_keep_*_days`.
 - **Outputs**: `events_log` changes, landing objects deleted, `maintenance_log` rows
   (one per step/client/partition/prefix).
 - **If it fails**: the log line names the step, partition or client. A retention
@@ -87,14 +91,14 @@ def events_maintenance() -> None:
 
     @task
     def sweep_gdpr_ips(run_id: str | None = None) -> dict:
-        """Anonymise rows of GDPR clients that still hold a raw IP."""
+        """Anonymise rows of GDPR clients that still hold a raw IP (rows created since the last sweep)."""
         from events_pipeline.privacy import sweep as gdpr_sweep
 
         return gdpr_sweep.run(run_id=run_id)
 
     @task
     def apply_retention(run_id: str | None = None) -> dict:
-        """Delete expired exported events (only days billing has rolled up)."""
+        """Delete expired exported and archived events (only days billing has rolled up)."""
         from events_pipeline.maintenance import retention
 
         return retention.run(run_id=run_id)

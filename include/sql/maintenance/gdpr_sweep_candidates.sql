@@ -1,6 +1,9 @@
--- Rows of one GDPR client that still hold a raw IP (in ip_address, in
--- raw_event_data's top-level ip_address, or in any other string value of
--- raw_event_data at any depth: contract §6.3) or are not marked gdpr, after id
+-- Rows of {partition} (one partition of events_log, named by the caller) that belong
+-- to one of the GDPR clients %(client_ids)s, were created at or after that client's
+-- %(since)s ('-infinity' for a full pass: rows created before it were covered by the
+-- client's last completed sweep, see migration 0120), and still hold a raw IP (in
+-- ip_address, in raw_event_data's top-level ip_address, or in any other string value
+-- of raw_event_data at any depth: contract §6.3) or are not marked gdpr; after id
 -- %(after_id)s, in id order; locked for the treatment that follows in the same
 -- transaction.
 -- An IPv6 address that embeds an IPv4 one (IPv4-mapped ::ffff:0:0/96, 6to4
@@ -12,9 +15,11 @@
 -- character; only those are decoded (jsonb_path_query) and each string value tested
 -- as Python's treatment would (the whole string, surrounding whitespace aside).
 SELECT e.id, e.created_at, e.client_id, host(e.ip_address), e.raw_event_data::text
-FROM events_log AS e
-WHERE e.client_id = %(client_id)s
-  AND e.id > %(after_id)s
+FROM {partition} AS e
+JOIN unnest(%(client_ids)s::text[], %(since)s::timestamptz[]) AS k (client_id, since)
+    ON k.client_id = e.client_id
+WHERE e.id > %(after_id)s
+  AND e.created_at >= k.since
   AND (
         e.privacy_level <> 'gdpr'
      OR (e.ip_address IS NOT NULL

@@ -1,7 +1,10 @@
 -- Index-only proof that EVERY row of {partition} may be deleted now, without
 -- reading its heap (the exact scan costs ~0.5 s per million rows). It holds when:
---   * no row is unclaimed (events_log_unclaimed_idx) or unattributed
---     (events_log_unattributed_idx): such rows are pending and must survive;
+--   * every row that is unclaimed (events_log_unclaimed_idx) or unattributed
+--     (events_log_unattributed_idx) is archived and created before
+--     %(archived_cutoff)s (pending ones must survive; a NULL cutoff keeps archived
+--     ones too). Only those few rows are read from the heap (their export_status);
+--     the first that must survive ends the probe;
 --   * every (client, export_hour) pair present (walked through
 --     events_log_export_hour_idx, one index probe per distinct pair) has a
 --     'succeeded' export_runs row that finished before the client's cutoff and
@@ -10,7 +13,7 @@
 -- that marks all its claimed rows exported with processed_at = now() and sets
 -- export_runs.finished_at = now(); a published hour never claims more rows.
 -- When the proof does not hold, retention falls back to the exact scan.
--- Parameters: client_ids/cutoffs (per client), billed_end.
+-- Parameters: client_ids/cutoffs (per client), billed_end, archived_cutoff.
 WITH RECURSIVE pairs AS (
     (
         SELECT e.client_id, e.export_hour
@@ -33,9 +36,15 @@ WITH RECURSIVE pairs AS (
 )
 SELECT
     NOT EXISTS (
-        SELECT 1 FROM {partition} AS e WHERE e.export_hour IS NULL AND e.client_id IS NOT NULL
+        SELECT 1 FROM {partition} AS e
+        WHERE e.export_hour IS NULL AND e.client_id IS NOT NULL
+          AND (e.export_status = 'archived' AND e.created_at < %(archived_cutoff)s::timestamptz) IS NOT TRUE
     )
-    AND NOT EXISTS (SELECT 1 FROM {partition} AS e WHERE e.client_id IS NULL)
+    AND NOT EXISTS (
+        SELECT 1 FROM {partition} AS e
+        WHERE e.client_id IS NULL
+          AND (e.export_status = 'archived' AND e.created_at < %(archived_cutoff)s::timestamptz) IS NOT TRUE
+    )
     AND NOT EXISTS (
         SELECT 1
         FROM pairs AS p

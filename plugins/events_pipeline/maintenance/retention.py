@@ -1,5 +1,12 @@
 """Retention: delete exported events ``retention_days`` (per client) after ``processed_at``.
 
+Archived events (never exported: unattributed, or their client's export never took
+them; contract §6.2) are deleted ``events_archived_keep_days`` (7) days after archival
+made them archived, i.e. ``events_archive_after_days`` + that many days after
+``created_at`` (negative: archived events are never deleted). So a day whose exported
+rows have all expired holds nothing needed any more and its partition is dropped,
+instead of surviving for ever for its ~1 % unattributed rows.
+
 Partition by partition (``events_log`` is range-partitioned by UTC day of
 ``created_at``), never one table-wide DELETE
 (docs/decisions/maintenance-retention-partitions.md):
@@ -57,6 +64,7 @@ from events_pipeline.common.errors import PipelineError
 from events_pipeline.common.heap_ranges import SET_BATCH_BLOCKS
 from events_pipeline.common.partitions import DEFAULT_PARTITION, PARENT, day_bounds, existing_partitions
 from events_pipeline.common.settings import Setting, get_setting, register
+from events_pipeline.maintenance.archival import SET_ARCHIVE_AFTER_DAYS
 
 if TYPE_CHECKING:
     import psycopg
@@ -78,6 +86,19 @@ SET_SWAP_MAX_SURVIVOR_RATIO = register(
         "survives; above it expired rows are deleted in bounded batches",
     )
 )
+
+SET_ARCHIVED_KEEP_DAYS = register(
+    Setting(
+        "events_archived_keep_days",
+        7,
+        "days an archived event is kept once archival could take it (events_archive_after_days after "
+        "created_at), then retention deletes it; negative: archived events are never deleted",
+    )
+)
+
+#: Defaults of the two settings, for callers that pass none.
+DEFAULT_ARCHIVE_AFTER_DAYS = 30
+DEFAULT_ARCHIVED_KEEP_DAYS = 7
 
 #: Attempts at taking the ACCESS EXCLUSIVE lock before giving up (task retries later).
 LOCK_ATTEMPTS = 8
@@ -131,10 +152,12 @@ class RetentionResult:
 
     :param billed_through: the last billed day (the gate), or None.
     :param partitions: one result per partition looked at.
+    :param archived_cutoff: archived rows created before it are deleted (None: kept).
     """
 
     billed_through: date | None
     partitions: list[PartitionResult] = field(default_factory=list)
+    archived_cutoff: datetime | None = None
 
     @property
     def deleted(self) -> int:
@@ -145,6 +168,7 @@ class RetentionResult:
         """A JSON-friendly summary (the task's return value)."""
         return {
             "billed_through": self.billed_through.isoformat() if self.billed_through else None,
+            "archived_cutoff": self.archived_cutoff.isoformat() if self.archived_cutoff else None,
             "deleted": self.deleted,
             "partitions": [p.__dict__ for p in self.partitions if p.mode != "skip"],
             "deferred": [p.partition for p in self.partitions if p.mode == "deferred"],
@@ -170,11 +194,26 @@ def client_cutoffs(conn: psycopg.Connection, now: datetime) -> dict[str, datetim
     return {cid: now - timedelta(days=int(days)) for cid, days in rows}
 
 
-def _params(cutoffs: dict[str, datetime], billed_end: datetime) -> dict[str, Any]:
+def archived_cutoff(now: datetime, archive_after_days: int, keep_days: int) -> datetime | None:
+    """Return the ``created_at`` before which archived events are deleted (None: never).
+
+    :param now: the reference time.
+    :param archive_after_days: ``events_archive_after_days`` (pending this long: archived).
+    :param keep_days: ``events_archived_keep_days``; negative keeps archived events for ever.
+    """
+    if keep_days < 0:
+        return None
+    return now - timedelta(days=max(archive_after_days, 0) + keep_days)
+
+
+def _params(
+    cutoffs: dict[str, datetime], billed_end: datetime, archived_before: datetime | None = None
+) -> dict[str, Any]:
     return {
         "client_ids": list(cutoffs),
         "cutoffs": list(cutoffs.values()),
         "billed_end": billed_end,
+        "archived_cutoff": archived_before,
     }
 
 
@@ -184,17 +223,22 @@ EXACT_STATS_MAX_BLOCKS = 2000
 SAMPLE_PERCENT = 2.0
 
 
-def _any_deletable(conn: psycopg.Connection, partition: str, params: dict[str, Any]) -> bool:
+def _any_deletable(
+    conn: psycopg.Connection, partition: str, params: dict[str, Any], day: date | None = None
+) -> bool:
     """Exact: does ``partition`` hold a row retention may delete now?
 
-    First the index-only bound (``retention_may_expire.sql``: milliseconds), then
-    an ``EXISTS`` probe that stops at the first expired row.
+    First the index bound (``retention_may_expire.sql``: milliseconds; archived rows
+    are probed only in a partition that starts before their cutoff), then an
+    ``EXISTS`` probe that stops at the first deletable row.
     """
     from psycopg import sql
 
     ident = sql.Identifier(partition)
+    cutoff = params.get("archived_cutoff")
+    probe = cutoff is not None and (day is None or day_bounds(day)[0] < cutoff)
     may = sql.SQL(load_sql("maintenance/retention_may_expire.sql")).format(partition=ident)
-    if not conn.execute(may, params).fetchone()[0]:  # type: ignore[index]
+    if not conn.execute(may, {**params, "archived_probe": probe}).fetchone()[0]:  # type: ignore[index]
         return False
     query = sql.SQL(load_sql("maintenance/retention_any_deletable.sql")).format(partition=ident)
     return bool(conn.execute(query, params).fetchone()[0])  # type: ignore[index]
@@ -234,8 +278,10 @@ def run_retention(
     batch_blocks: int = heap_ranges.DEFAULT_BATCH_BLOCKS,
     force_mode: str | None = None,
     run_id: str | None = None,
+    archive_after_days: int = DEFAULT_ARCHIVE_AFTER_DAYS,
+    archived_keep_days: int = DEFAULT_ARCHIVED_KEEP_DAYS,
 ) -> RetentionResult:
-    """Delete every expired exported event, partition by partition.
+    """Delete every expired exported event and every archived one past its keep days, partition by partition.
 
     :param conn: an open connection (switched to autocommit: each step commits on its own).
     :param now: the reference time (UTC now by default).
@@ -244,12 +290,16 @@ def run_retention(
     :param batch_blocks: heap blocks per bounded DELETE batch.
     :param force_mode: ``"batch"`` or ``"swap"`` to force a mode (benchmarks).
     :param run_id: the Airflow run id, for ``maintenance_log``.
+    :param archive_after_days: ``events_archive_after_days``.
+    :param archived_keep_days: ``events_archived_keep_days`` (negative: archived events are kept).
     """
     now = (now or datetime.now(UTC)).astimezone(UTC)
     conn.autocommit = True
     drop_detached_leftovers(conn)
     gate = billed_through(conn)
-    result = RetentionResult(billed_through=gate)
+    result = RetentionResult(
+        billed_through=gate, archived_cutoff=archived_cutoff(now, archive_after_days, archived_keep_days)
+    )
     if gate is None:
         log.warning("retention: billing_runs is empty, nothing is deleted until billing has run")
         return result
@@ -259,15 +309,19 @@ def run_retention(
         log.info("retention: no clients, nothing to do")
         return result
     options = _Options(lock_timeout_ms, swap_max_survivor_ratio, batch_blocks, force_mode, run_id)
-    params = _params(cutoffs, billed_end)
-    for day, name in _targets(conn, gate, cutoffs, billed_end):
+    params = _params(cutoffs, billed_end, result.archived_cutoff)
+    for day, name in _targets(conn, gate, cutoffs, billed_end, result.archived_cutoff):
         result.partitions.append(_retain_partition(conn, day, name, params, options))
     log.info("retention: %d row(s) deleted in total", result.deleted)
     return result
 
 
 def _targets(
-    conn: psycopg.Connection, gate: date, cutoffs: dict[str, datetime], billed_end: datetime
+    conn: psycopg.Connection,
+    gate: date,
+    cutoffs: dict[str, datetime],
+    billed_end: datetime,
+    archived_before: datetime | None = None,
 ) -> list[tuple[date | None, str]]:
     """The partitions to look at: daily ones old enough for some row to expire, then the DEFAULT one.
 
@@ -275,16 +329,22 @@ def _targets(
     :param gate: the last billed day (for the log line).
     :param cutoffs: each client's expiry cutoff (:func:`client_cutoffs`).
     :param billed_end: the end of the last billed day.
+    :param archived_before: archived rows created before it are deleted (None: kept).
     :return: ``(day, partition)`` pairs, oldest first; the DEFAULT partition's day is None.
     """
-    horizon = min(max(cutoffs.values()), billed_end)
+    latest = max(cutoffs.values())
+    if archived_before is not None:
+        latest = max(latest, archived_before)
+    horizon = min(latest, billed_end)
     candidates = [
         (day, name) for day, name in sorted(existing_partitions(conn).items()) if day_bounds(day)[0] < horizon
     ]
     log.info(
-        "retention: billed through %s, %d client(s), %d daily partition(s) old enough to look at",
+        "retention: billed through %s, %d client(s), archived rows created before %s deleted, "
+        "%d daily partition(s) old enough to look at",
         gate,
         len(cutoffs),
+        archived_before.isoformat() if archived_before else "never",
         len(candidates),
     )
     return [*candidates, (None, DEFAULT_PARTITION)]
@@ -304,7 +364,7 @@ def _retain_partition(
     started = datetime.now(UTC)
     t0 = time.monotonic()
     part = PartitionResult(partition=name, mode="skip")
-    if _any_deletable(conn, name, params):
+    if _any_deletable(conn, name, params, day):
         mode, estimates = _choose_mode(conn, day, name, params, options)
         if mode == "deferred":
             part.mode = "deferred"
@@ -665,4 +725,6 @@ def run(run_id: str | None = None) -> dict[str, Any]:
             swap_max_survivor_ratio=float(get_setting(SET_SWAP_MAX_SURVIVOR_RATIO.name)),
             batch_blocks=int(get_setting(SET_BATCH_BLOCKS.name)),
             run_id=run_id,
+            archive_after_days=int(get_setting(SET_ARCHIVE_AFTER_DAYS.name)),
+            archived_keep_days=int(get_setting(SET_ARCHIVED_KEEP_DAYS.name)),
         ).as_dict()

@@ -84,8 +84,8 @@ def test_the_candidate_query_selects_exactly_the_rows_holding_a_raw_ip(gdpr_clie
         ids = [
             row[0]
             for row in db.execute(
-                load_sql("maintenance/gdpr_sweep_candidates.sql"),
-                {"client_id": "acme", "after_id": 0, "batch": 100},
+                load_sql("maintenance/gdpr_sweep_candidates.sql").replace("{partition}", "events_log"),
+                {"client_ids": ["acme"], "since": ["-infinity"], "after_id": 0, "batch": 100},
             )
         ]
     found = db.execute("SELECT visitor_id FROM events_log WHERE id = ANY(%s)", (ids,)).fetchall()

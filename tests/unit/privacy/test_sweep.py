@@ -41,3 +41,28 @@ def test_treat_row_invalid_ip_is_removed_not_kept():
     )
     assert invalid and ip is None
     assert json.loads(raw_json)["ip_address"] is None
+
+
+def test_only_partitions_that_can_hold_rows_newer_than_a_clients_last_sweep_are_read():
+    from datetime import UTC, date, datetime
+
+    from events_pipeline.privacy.sweep import ClientPlan, partitions_to_read
+
+    parts = {date(2026, 11, d): f"events_log_p202611{d:02d}" for d in (1, 2, 3, 4)}
+    since = datetime(2026, 11, 3, 3, 0, tzinfo=UTC)
+    current = ClientPlan("acme", 1, since, "since ...")
+    assert [name for name, _ in partitions_to_read(parts, [current])] == [
+        "events_log_p20261103",
+        "events_log_p20261104",
+        "events_log_default",
+    ]
+    switched = ClientPlan("globex", 2, None, "privacy level changed")
+    read = partitions_to_read(parts, [current, switched])
+    assert [(name, [p.client_id for p in wanted]) for name, wanted in read] == [
+        ("events_log_p20261101", ["globex"]),
+        ("events_log_p20261102", ["globex"]),
+        ("events_log_p20261103", ["acme", "globex"]),
+        ("events_log_p20261104", ["acme", "globex"]),
+        ("events_log_default", ["acme", "globex"]),
+    ]
+    assert partitions_to_read(parts, []) == []
