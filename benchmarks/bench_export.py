@@ -3,6 +3,7 @@
 Usage::
 
     .venv/bin/python benchmarks/bench_export.py [--rows 1000000] [--repeat 2] [--mark-variants]
+        [--server-variants] [--versus-stock] [--pg-setting NAME=VALUE ...] [--stock-server]
 
 Starts its own PostgreSQL (pgserver) and S3 server (moto), loads ``--rows``
 events for ONE client in ONE hour (20k realistic events generated in Python,
@@ -37,6 +38,11 @@ the marking's cost beyond its time.
 rows under table variants: today's indexes; a fillfactor leaving room for same-page
 updates; without ``events_log_export_hour_idx``; without both export indexes (the only
 way the marking can be a HOT update) - time, WAL and growth per million rows, HOT share.
+``--server-variants`` does the same under server settings (checkpoints, ``wal_compression``,
+buffers; ``full_page_writes = off`` as an unsafe reference). ``--versus-stock`` alternates the
+first run and operator + mark under PostgreSQL's defaults and under the run's settings
+(``--pg-setting NAME=VALUE``, applied with ALTER SYSTEM). Every path also reports the CPU
+seconds of the server, of its own process and of the S3 server.
 
 Each path runs in a fresh subprocess; peak memory is that process's ``VmHWM``.
 Prints a table and writes ``benchmarks/results/export.json``.
@@ -55,6 +61,7 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "plugins"), str(REPO)]
@@ -103,6 +110,12 @@ def _env(dsn_uri: str, endpoint: str, home: Path) -> dict[str, str]:
     return env
 
 
+def _own_cpu() -> float:
+    """CPU seconds of this process so far, all threads (user + system)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def child_pipeline() -> dict:
     """Run the pipeline's export of the benchmark hour (in a subprocess)."""
     # heavy imports before the clock starts (a worker has them loaded already)
@@ -112,10 +125,11 @@ def child_pipeline() -> dict:
 
     from events_pipeline.export.client_hour import export_client_hour
 
-    start = time.perf_counter()
+    cpu0, start = _own_cpu(), time.perf_counter()
     summary = export_client_hour(CLIENT, HOUR, HOUR + timedelta(hours=1), run_id="bench")
     return {
         "seconds": time.perf_counter() - start,
+        "timed_cpu_seconds": _own_cpu() - cpu0,
         "rows": summary["rows"],
         "bytes": summary["bytes"],
         "upload_seconds": summary["upload_seconds"],
@@ -147,7 +161,7 @@ def child_baseline(mark: bool = False) -> dict:
         df_kwargs={"compression": "zstd"},
         replace=True,
     )
-    start = time.perf_counter()
+    cpu0, start = _own_cpu(), time.perf_counter()
     op.execute(context={})
     mark_seconds = 0.0
     if mark:
@@ -163,7 +177,7 @@ def child_baseline(mark: bool = False) -> dict:
                 load_sql("export/mark_rows.sql"), _params(CLIENT, HourInterval(HOUR), claim="through")
             )
         mark_seconds = time.perf_counter() - mark_start
-    seconds = time.perf_counter() - start
+    seconds, timed_cpu = time.perf_counter() - start, _own_cpu() - cpu0
     import boto3
 
     from devtools import devstack
@@ -182,7 +196,13 @@ def child_baseline(mark: bool = False) -> dict:
 
     body = s3.get_object(Bucket=BASELINE_BUCKET, Key=op.s3_key)["Body"].read()
     rows = pq.ParquetFile(io.BytesIO(body)).metadata.num_rows
-    return {"seconds": seconds, "rows": rows, "bytes": head["ContentLength"], "mark_seconds": mark_seconds}
+    return {
+        "seconds": seconds,
+        "timed_cpu_seconds": timed_cpu,
+        "rows": rows,
+        "bytes": head["ContentLength"],
+        "mark_seconds": mark_seconds,
+    }
 
 
 def child_copy_floor() -> dict:
@@ -291,11 +311,14 @@ def load_rows(dsn: str, rows: int) -> None:
             {"hour": HOUR, "rows": rows, "client": CLIENT},
         )
         conn.execute("DROP TABLE bench_seed")
+        # Every reset and marking leaves 100 % dead rows: autovacuum would then clean the
+        # partition during whichever path runs next. The benchmark vacuums explicitly, untimed.
+        conn.execute(f"ALTER TABLE {PARTITION} SET (autovacuum_enabled = false)")
         conn.execute("VACUUM ANALYZE events_log")
 
 
 def reset_rows(dsn: str) -> None:
-    """Make the hour unexported again and compact the table as fresh ingest leaves it (untimed).
+    """Make the hour unexported again, compact the table as fresh ingest leaves it, checkpoint (untimed).
 
     :param dsn: the benchmark database.
     """
@@ -310,6 +333,9 @@ def reset_rows(dsn: str) -> None:
         conn.execute("DELETE FROM export_runs")
         conn.execute("VACUUM FULL events_log")
         conn.execute("VACUUM ANALYZE events_log")
+        # An export marks rows an hour or more after they were written: a checkpoint came
+        # in between, so the first change of each page writes its full-page image.
+        conn.execute("CHECKPOINT")
 
 
 PARTITION = f"events_log_p{HOUR:%Y%m%d}"
@@ -318,16 +344,84 @@ UPDATE events_log SET export_hour = %(hour_start)s, export_status = 'exported', 
 WHERE client_id = %(client_id)s AND export_status = 'pending' AND export_hour IS NULL
   AND created_at < %(hour_end)s
 """
-#: Variants of --mark-variants: (label, fillfactor, keep unclaimed_idx, keep export_hour_idx,
-#: wal_compression of the marking's session).
-MARK_VARIANTS = (
-    ("today: fillfactor 100, both export indexes", 100, True, True, "off"),
-    ("today + wal_compression=pglz (server setting)", 100, True, True, "pglz"),
-    ("fillfactor 50, both export indexes", 50, True, True, "off"),
-    ("fillfactor 100, no export_hour_idx", 100, True, False, "off"),
-    ("fillfactor 50, no export_hour_idx", 50, True, False, "off"),
-    ("fillfactor 50, no export indexes (HOT)", 50, False, False, "off"),
+#: Server settings compared by --server-variants, reset to the configuration file's values
+#: (PostgreSQL's defaults) by --stock-server.
+TUNED_NAMES = (
+    "shared_buffers",
+    "wal_buffers",
+    "max_wal_size",
+    "checkpoint_timeout",
+    "wal_compression",
+    "full_page_writes",
 )
+STOCK: dict[str, str | None] = dict.fromkeys(TUNED_NAMES)
+#: Variants of --mark-variants: (label, fillfactor, keep unclaimed_idx, keep export_hour_idx,
+#: server settings applied before the marking (on top of the run's)).
+MarkVariant = tuple[str, int, bool, bool, dict[str, str | None]]
+MARK_VARIANTS: tuple[MarkVariant, ...] = (
+    ("today: fillfactor 100, both export indexes", 100, True, True, {}),
+    ("today + wal_compression=pglz (server setting)", 100, True, True, {"wal_compression": "pglz"}),
+    ("fillfactor 50, both export indexes", 50, True, True, {}),
+    ("fillfactor 100, no export_hour_idx", 100, True, False, {}),
+    ("fillfactor 50, no export_hour_idx", 50, True, False, {}),
+    ("fillfactor 50, no export indexes (HOT)", 50, False, False, {}),
+)
+#: Variants of --server-variants: today's table under server settings, each on top of the
+#: previous one unless it resets it. ``full_page_writes = off`` is NOT safe (a torn page after
+#: a crash cannot be repaired): it is measured only to size the full-page images' share.
+SERVER_VARIANTS: tuple[MarkVariant, ...] = (
+    ("stock: PostgreSQL defaults", 100, True, True, STOCK),
+    (
+        "max_wal_size 8GB, checkpoint_timeout 30min",
+        100,
+        True,
+        True,
+        {"max_wal_size": "8GB", "checkpoint_timeout": "30min"},
+    ),
+    ("  + wal_compression pglz", 100, True, True, {"wal_compression": "pglz"}),
+    (
+        "  + full_page_writes off (unsafe, reference)",
+        100,
+        True,
+        True,
+        {"wal_compression": None, "full_page_writes": "off"},
+    ),
+    (
+        "  + shared_buffers 1GB, wal_buffers 64MB",
+        100,
+        True,
+        True,
+        {"full_page_writes": None, "shared_buffers": "1GB", "wal_buffers": "64MB"},
+    ),
+    (
+        "max_wal_size 8GB, checkpoint_timeout 30min (again)",
+        100,
+        True,
+        True,
+        {"shared_buffers": None, "wal_buffers": None},
+    ),
+)
+
+
+def cpu_seconds(postmaster_pid: int) -> dict[str, float]:
+    """CPU seconds used so far by the server, the path's child processes and this process.
+
+    ``server``: every PostgreSQL process alive now plus the ones that exited (counted in
+    the postmaster's children times); ``child``: the finished path subprocesses (this
+    process's children times); ``s3``: this process itself, i.e. the S3 server's threads.
+
+    :param postmaster_pid: the PostgreSQL server's main process.
+    """
+    import psutil
+
+    postmaster = psutil.Process(postmaster_pid)
+    t = postmaster.cpu_times()
+    server = t.user + t.system + t.children_user + t.children_system
+    for proc in postmaster.children():
+        with_times = proc.cpu_times()
+        server += with_times.user + with_times.system
+    me = psutil.Process().cpu_times()
+    return {"server": server, "child": me.children_user + me.children_system, "s3": me.user + me.system}
 
 
 def wal_and_size(dsn: str) -> tuple[int, int]:
@@ -343,23 +437,43 @@ def wal_and_size(dsn: str) -> tuple[int, int]:
     return int(lsn), int(size)
 
 
-def mark_variants(dsn: str) -> list[dict]:
-    """Run the marking UPDATE alone under each of :data:`MARK_VARIANTS`; return its measurements.
-
-    Before each: rows reset to unexported, the variant's fillfactor and indexes, the
-    partition rewritten (VACUUM FULL) and a CHECKPOINT, so every variant pays the same
-    full-page images (as a marking an hour after the load does).
+def server_settings(dsn: str) -> dict[str, str]:
+    """The running values of :data:`TUNED_NAMES` (as ``SHOW`` prints them).
 
     :param dsn: the benchmark database.
     """
     import psycopg
 
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return {
+            name: conn.execute("SELECT current_setting(%s)", (name,)).fetchone()[0] for name in TUNED_NAMES
+        }
+
+
+def mark_variants(pg: Any, dsn: str, variants: tuple[MarkVariant, ...]) -> list[dict]:
+    """Run the marking UPDATE alone under each of ``variants``; return its measurements.
+
+    Before each: the variant's server settings (reload, or restart when one needs it),
+    rows reset to unexported, the variant's fillfactor and indexes, the partition
+    rewritten (VACUUM FULL) and a CHECKPOINT, so every variant pays the same full-page
+    images (as a marking an hour after the load does).
+
+    :param pg: the benchmark's server (``devstack.PostgresInstance``).
+    :param dsn: the benchmark database.
+    :param variants: :data:`MARK_VARIANTS` or :data:`SERVER_VARIANTS`.
+    """
+    import psycopg
+
+    from devtools import devstack
     from events_pipeline.common.intervals import HourInterval
     from events_pipeline.export.client_hour import _params
 
     out = []
     params = _params(CLIENT, HourInterval(HOUR))
-    for label, fillfactor, unclaimed, hour_idx, wal_compression in MARK_VARIANTS:
+    base = server_settings(dsn)
+    for label, fillfactor, unclaimed, hour_idx, settings in variants:
+        if settings:
+            devstack.configure_postgres(pg, settings)
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(
                 "UPDATE events_log SET export_hour = NULL, export_status = 'pending', processed_at = NULL "
@@ -385,8 +499,8 @@ def mark_variants(dsn: str) -> list[dict]:
                 "SELECT n_tup_hot_upd, n_tup_upd FROM pg_stat_user_tables WHERE relname = %s", (PARTITION,)
             ).fetchone()
         wal0, size0 = wal_and_size(dsn)
+        running = server_settings(dsn)
         with psycopg.connect(dsn) as conn:  # one transaction, committed on exit
-            conn.execute("SELECT set_config('wal_compression', %s, true)", (wal_compression,))
             start = time.perf_counter()
             marked = conn.execute(MARK_ALONE_SQL, params).rowcount
         seconds = time.perf_counter() - start
@@ -407,8 +521,11 @@ def mark_variants(dsn: str) -> list[dict]:
                 "table_mb_before": size0 / 2**20,
                 "growth_mb_per_m_rows": (size1 - size0) * per_m / 2**20,
                 "hot_share": (hot1 - hot0) / max(upd1 - upd0, 1),
+                "server_settings": running,
             }
         )
+        if settings and variants is MARK_VARIANTS:  # a table variant's setting is its own
+            devstack.configure_postgres(pg, {name: base[name] for name in settings})
         r = out[-1]
         print(
             f"  {label:<44} {r['seconds']:>7.2f} s {r['rows_per_s']:>9,.0f} rows/s  "
@@ -417,6 +534,88 @@ def mark_variants(dsn: str) -> list[dict]:
             flush=True,
         )
     return out
+
+
+def versus_stock(
+    pg: Any,
+    dsn: str,
+    settings: dict[str, str | None],
+    rows: int,
+    repeat: int,
+    record: Any,
+    results: list[dict],
+) -> None:
+    """Alternate the first run and operator + mark under PostgreSQL's defaults and ``settings``.
+
+    Each repetition runs, under each settings in turn (reload, or restart when one
+    needs it), ``SqlToS3Operator + mark`` then ``pipeline (first run)``, each on reset
+    rows; prints each pair's ratio (c) and the medians, writes
+    ``benchmarks/results/export_versus_stock.json``.
+
+    :param pg: the benchmark's server (``devstack.PostgresInstance``).
+    :param dsn: the benchmark database.
+    :param settings: the run's server settings (the "tuned" side).
+    :param rows: rows of the hour.
+    :param repeat: repetitions of the pair of settings.
+    :param record: the caller's ``record(name, kind)`` (appends to ``results``).
+    :param results: the caller's measurements.
+    """
+    from devtools import devstack
+
+    sides = (("stock", STOCK), ("tuned", {name: settings.get(name) for name in TUNED_NAMES}))
+    pairs: list[dict] = []
+    for i in range(repeat):
+        for label, side in sides if i % 2 == 0 else sides[::-1]:
+            devstack.configure_postgres(pg, side)
+            running = server_settings(dsn)
+            reset_rows(dsn)
+            record(f"{label}: SqlToS3Operator + mark", "baseline_mark")
+            reset_rows(dsn)
+            record(f"{label}: pipeline (first run)", "pipeline")
+            op_mark, first = results[-2], results[-1]
+            pairs.append(
+                {
+                    "settings": label,
+                    "server_settings": running,
+                    "op_mark_seconds": op_mark["seconds"],
+                    "op_mark_mark_seconds": op_mark["mark_seconds"],
+                    "first_run_seconds": first["seconds"],
+                    "first_run_mark_seconds": first["mark_seconds"],
+                    "c_ratio": op_mark["seconds"] / first["seconds"],
+                    "first_run_wal_mb_per_m_rows": first["wal_mb_per_m_rows"],
+                    "op_mark_wal_mb_per_m_rows": op_mark["wal_mb_per_m_rows"],
+                    "first_run_growth_mb_per_m_rows": first["growth_mb_per_m_rows"],
+                    "loadavg_1min": first["loadavg_1min_before"],
+                    "first_run_cpu_seconds": first["cpu_seconds"],
+                    "op_mark_cpu_seconds": op_mark["cpu_seconds"],
+                }
+            )
+            print(f"    -> {label}: (c) {pairs[-1]['c_ratio']:.2f}x", flush=True)
+    print()
+    medians = {}
+    for label, _ in sides:
+        mine = [p for p in pairs if p["settings"] == label]
+        medians[label] = {
+            key: statistics.median(p[key] for p in mine)
+            for key in ("c_ratio", "first_run_seconds", "op_mark_seconds", "first_run_mark_seconds")
+        }
+        m = medians[label]
+        print(
+            f"{label}: median (c) {m['c_ratio']:.2f}x, first run {m['first_run_seconds']:.2f} s "
+            f"(mark {m['first_run_mark_seconds']:.2f} s), operator + mark {m['op_mark_seconds']:.2f} s"
+        )
+    out = REPO / "benchmarks" / "results" / "export_versus_stock.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    summary = {
+        "rows": rows,
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "loadavg_at_end": os.getloadavg()},
+        "pairs": pairs,
+        "medians": medians,
+        "runs": results,
+    }
+    out.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    print(f"\nwrote {out.relative_to(REPO)}")
 
 
 def main() -> None:
@@ -428,6 +627,29 @@ def main() -> None:
         "--mark-variants",
         action="store_true",
         help="measure the marking UPDATE alone under table variants (fillfactor, indexes) instead",
+    )
+    parser.add_argument(
+        "--server-variants",
+        action="store_true",
+        help="measure the marking UPDATE alone under server settings (WAL, checkpoints, buffers) instead",
+    )
+    parser.add_argument(
+        "--versus-stock",
+        action="store_true",
+        help="run only the first run and operator + mark, alternately under PostgreSQL's defaults and "
+        "under the run's settings, --repeat times (the server settings' effect, side by side)",
+    )
+    parser.add_argument(
+        "--stock-server",
+        action="store_true",
+        help="run PostgreSQL with its default settings instead of devstack.SERVER_SETTINGS",
+    )
+    parser.add_argument(
+        "--pg-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a server setting on top of the others (repeatable), e.g. wal_compression=pglz",
     )
     args = parser.parse_args()
 
@@ -450,7 +672,9 @@ def main() -> None:
     from events_pipeline.common.partitions import ensure_daily_partitions
 
     work = Path(tempfile.mkdtemp(prefix="bench-export-"))
-    pg = devstack.start_postgres(work / "pg" / "data")
+    settings: dict[str, str | None] = dict(STOCK) if args.stock_server else dict(devstack.SERVER_SETTINGS)
+    settings.update(dict(item.split("=", 1) for item in args.pg_setting))
+    pg = devstack.start_postgres(work / "pg" / "data", settings=settings)
     s3 = devstack.start_s3()
     try:
         pg.create_database("events")
@@ -462,14 +686,17 @@ def main() -> None:
         t0 = time.perf_counter()
         load_rows(dsn, args.rows)
         print(f"loaded {args.rows:,} rows in {time.perf_counter() - t0:.1f} s", flush=True)
+        running = server_settings(dsn)
+        print("server: " + ", ".join(f"{k}={v}" for k, v in running.items()), flush=True)
         env = _env(pg.airflow_uri("events"), s3.endpoint_url, work / "airflow")
         env["BENCH_S3_ENDPOINT"] = s3.endpoint_url
         env["BENCH_DSN"] = dsn
 
         results: list[dict] = []
-        if args.mark_variants:
-            variants = mark_variants(dsn)
-            out = REPO / "benchmarks" / "results" / "export_mark_variants.json"
+        if args.mark_variants or args.server_variants:
+            variants = mark_variants(pg, dsn, SERVER_VARIANTS if args.server_variants else MARK_VARIANTS)
+            name = "export_server_variants.json" if args.server_variants else "export_mark_variants.json"
+            out = REPO / "benchmarks" / "results" / name
             out.parent.mkdir(parents=True, exist_ok=True)
             summary = {
                 "rows": args.rows,
@@ -483,7 +710,12 @@ def main() -> None:
 
         def record(name: str, kind: str) -> None:
             wal0, size0 = wal_and_size(dsn)
+            load = os.getloadavg()[0]
+            cpu0 = cpu_seconds(pg.server.get_pid())
             r = run_child(kind, env)
+            cpu1 = cpu_seconds(pg.server.get_pid())
+            r["cpu_seconds"] = {k: cpu1[k] - cpu0[k] for k in cpu0}
+            r["loadavg_1min_before"] = load
             wal1, size1 = wal_and_size(dsn)
             r["path"] = name
             r["rows_per_s"] = r["rows"] / r["seconds"]
@@ -493,9 +725,15 @@ def main() -> None:
             print(
                 f"  {name:<26} {r['rows']:>10,} rows {r['seconds']:>8.2f} s {r['rows_per_s']:>10,.0f} rows/s "
                 f"peak {r['peak_rss_mb']:>7.0f} MB  WAL {r['wal_mb_per_m_rows']:>6,.0f} MB/M rows  "
-                f"growth {r['growth_mb_per_m_rows']:>6,.0f} MB/M rows",
+                f"growth {r['growth_mb_per_m_rows']:>6,.0f} MB/M rows  CPU s: "
+                + " ".join(f"{k} {v:.1f}" for k, v in r["cpu_seconds"].items())
+                + f" (child timed {r.get('timed_cpu_seconds', 0.0):.1f})",
                 flush=True,
             )
+
+        if args.versus_stock:
+            versus_stock(pg, dsn, settings, args.rows, args.repeat, record, results)
+            return
 
         for _ in range(args.repeat):
             reset_rows(dsn)
@@ -536,6 +774,7 @@ def main() -> None:
             "rows": args.rows,
             "when": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": {"cpus": os.cpu_count(), "loadavg_at_end": os.getloadavg()},
+            "server_settings": running,
             "runs": results,
             "best_rows_per_s": {n: best(n)["rows_per_s"] for n in names},
             "median_rows_per_s": {n: median(n) for n in names},

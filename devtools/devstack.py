@@ -19,7 +19,7 @@ import socket
 import stat
 import threading
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,15 @@ LOCAL_REGION = "us-east-1"
 LOOPBACK = "127.0.0.1"
 #: Longest wait for the S3 server thread to listen (seconds).
 S3_START_TIMEOUT = 15.0
+
+
+#: PostgreSQL settings the local server (dev, tests, benchmarks) gets on top of PostgreSQL's
+#: defaults, applied by :func:`configure_postgres` (values as ``SHOW`` prints them, e.g.
+#: ``{"max_wal_size": "8GB"}``). None today: the settings measured for the export's marking
+#: (WAL, checkpoints, buffers) did not change its ratio enough to impose them
+#: (docs/decisions/export-marking-cost.md); ``benchmarks/bench_export.py --pg-setting``
+#: measures others.
+SERVER_SETTINGS: dict[str, str] = {}
 
 
 class PortInUseError(RuntimeError):
@@ -126,7 +135,11 @@ class FolderAccessError(RuntimeError):
 
 
 def start_postgres(
-    data_dir: Path, *, keep_running: bool = False, confine_to: Path | None = None
+    data_dir: Path,
+    *,
+    keep_running: bool = False,
+    confine_to: Path | None = None,
+    settings: Mapping[str, str | None] | None = None,
 ) -> PostgresInstance:
     """Start (or reuse) an embedded PostgreSQL whose data lives in ``data_dir``.
 
@@ -143,6 +156,8 @@ def start_postgres(
     :param confine_to: the folder whose sub-folders pgserver may open (``.local``
         for ``make run``); ``None`` keeps pgserver's own behaviour (the test fixtures,
         whose scratch folder is private).
+    :param settings: server settings (see :func:`configure_postgres`); ``None``:
+        :data:`SERVER_SETTINGS`.
     :raises FolderAccessError: with ``confine_to``, a folder above it that others
         cannot search (``o+x``), naming it and the fixes.
     """
@@ -154,8 +169,57 @@ def start_postgres(
     uri = server.get_uri()
     query = urllib.parse.parse_qs(urllib.parse.urlparse(uri).query)
     socket_dir = query.get("host", [str(data_dir)])[0]
+    instance = PostgresInstance(data_dir=data_dir, socket_dir=socket_dir, server=server)
+    configure_postgres(instance, SERVER_SETTINGS if settings is None else settings)
     log.info("PostgreSQL running, data in %s, socket in %s", data_dir, socket_dir)
-    return PostgresInstance(data_dir=data_dir, socket_dir=socket_dir, server=server)
+    return instance
+
+
+def configure_postgres(instance: PostgresInstance, settings: Mapping[str, str | None]) -> bool:
+    """Set server settings with ``ALTER SYSTEM`` (``None`` resets one); reload, or restart if needed.
+
+    A restart happens only when a setting that PostgreSQL reads at start
+    (``pg_settings.context = 'postmaster'``) differs from the running value, i.e. once,
+    when the data folder is new; a reused server that has the settings is only reloaded.
+
+    :param instance: the running server.
+    :param settings: name -> value in ``SHOW`` form (e.g. ``"8GB"``), or ``None`` to
+        reset the name to the configuration file's value.
+    :return: whether the server was restarted.
+    """
+    import psycopg
+    from psycopg import sql
+
+    if not settings:
+        return False
+    with psycopg.connect(instance.dsn(), autocommit=True) as conn:
+        restart = False
+        for name, value in settings.items():
+            row = conn.execute(
+                "SELECT context, current_setting(name) FROM pg_settings WHERE name = %s", (name,)
+            ).fetchone()
+            if row is None:
+                raise ValueError(f"PostgreSQL has no setting {name!r}")
+            if value is None:
+                conn.execute(sql.SQL("ALTER SYSTEM RESET {}").format(sql.Identifier(name)))
+            else:
+                statement = sql.SQL("ALTER SYSTEM SET {} = {}")
+                conn.execute(statement.format(sql.Identifier(name), sql.Literal(value)))
+            restart = restart or (row[0] == "postmaster" and row[1] != value)
+        conn.execute("SELECT pg_reload_conf()")
+    if restart:
+        from pgserver._commands import pg_ctl
+
+        server = instance.server
+        # restart reuses the first start's options (socket folder, no TCP) from postmaster.opts
+        pg_ctl(
+            ["-w", "-m", "fast", "-l", str(server.log), "restart"],
+            pgdata=server.pgdata,
+            user=server.system_user,
+            timeout=60,
+        )
+        server.ensure_postgres_running()
+    return restart
 
 
 @contextlib.contextmanager
