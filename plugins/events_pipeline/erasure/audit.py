@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 #: The table name recorded as the ``key`` of database rows.
 EVENTS_TABLE = "events_log"
+#: The ``key`` of the visitor's rows deleted from the backup visitor index (hours purged).
+VISITOR_INDEX_TABLE = "backup_visitor_hours"
 
 
 class AuditTrail:

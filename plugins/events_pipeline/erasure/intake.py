@@ -51,7 +51,8 @@ class FormRequest:
     :param visitor_id: the visitor to erase.
     :param requested_by: who asked.
     :param reference: the request's reference (may be empty).
-    :param whole_backup: also read every backup folder of the client (events older than its retention).
+    :param whole_backup: also read every backup folder of the client (events older than its retention
+        in hours exported before the backup visitor index existed).
     """
 
     client_id: str

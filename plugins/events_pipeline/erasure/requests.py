@@ -9,11 +9,15 @@ requests go on in parallel runs) and:
    sites (the attribution rule over ``client_domains``), in any status (pending,
    exported, archived); records the export hours and landing files those rows came
    from (``gdpr_erasure_hours``, ``gdpr_erasure_files``), the count, the audit row, and
-   a tombstone (client, visitor digest) that re-attribution honours afterwards;
+   a tombstone (client, visitor digest) that re-attribution honours afterwards; the
+   hours the backup visitor index (``backup_visitor_hours``, written by the export)
+   names for the visitor's digest join the recorded hours: hours whose rows retention
+   already deleted are found there;
 2. **backup bucket** - purges only the recorded hours' folders
    (:class:`~events_pipeline.erasure.backup.BackupPurge`): the cost follows the
    visitor's data, not the client's history; the same hour in the client's own
-   bucket is listed for the client in the audit trail, never changed;
+   bucket is listed for the client in the audit trail, never changed. Hours exported
+   before the index existed are reached only by a request's ``whole_backup`` pass;
 3. **loads and exports that raced the delete** - a landing file whose load was still
    running when the delete ran has its rows deleted once the load has committed; an
    export of a purged hour that was running meanwhile makes that hour purged again;
@@ -23,7 +27,8 @@ requests go on in parallel runs) and:
    lines held a visitor) are rewritten without the visitor's lines, or deleted when
    nothing else is left (:mod:`~events_pipeline.erasure.landing_objects`).
 
-Then the request is ``done``: its visitor id is cleared (the digest stays) and its
+Then the request is ``done``: its visitor's rows of the visitor index for the purged
+hours are deleted, its visitor id is cleared (the digest stays) and its
 audit trail (``gdpr_erasure_audit``, one row per copy touched) is printed in the task
 log. A failed pass is retried by later runs with a growing delay (``next_attempt_at``:
 ``events_erasure_retry_base_minutes`` doubling, at most
@@ -60,7 +65,7 @@ from events_pipeline.common.settings import (
     get_setting,
     register,
 )
-from events_pipeline.erasure.audit import EVENTS_TABLE, AuditTrail, format_trail, trail
+from events_pipeline.erasure.audit import EVENTS_TABLE, VISITOR_INDEX_TABLE, AuditTrail, format_trail, trail
 from events_pipeline.erasure.backup import BackupPurge, ErasureError, UnreadableBackupError, list_keys
 from events_pipeline.erasure.landing_objects import LandingPurge, purge_landing_object
 from events_pipeline.erasure.matching import EventMatcher, Wanted
@@ -336,15 +341,17 @@ def _delete_rows(
                 hours[(request_id, export_hour)] += 1
             if file_id is not None:
                 files[(request_id, int(file_id))] += 1
-        _record_deletion(conn, one, per_request, hours, files, first)
+        indexed = _record_deletion(conn, one, per_request, hours, files, first)
     log.info(
-        "erasure: client %s: %d event row(s) deleted for %d visitor(s) "
-        "(%d export hour(s), %d landing file(s))",
+        "erasure: client %s: requests %s: %d event row(s) deleted for %d visitor(s) "
+        "(%d export hour(s), %d landing file(s)); %d more backup hour(s) from the visitor index",
         one.client_id,
+        one.ids,
         len(deleted),
         len(first),
         len({h for _, h in hours}),
         len({f for _, f in files}),
+        len(indexed),
     )
     return len(deleted)
 
@@ -356,8 +363,12 @@ def _record_deletion(
     hours: Counter[tuple[int, datetime]],
     files: Counter[tuple[int, int]],
     first: dict[str, int],
-) -> None:
+) -> set[datetime]:
     """Inside the delete's transaction: record hours, files, counts, audit rows and tombstones.
+
+    The hours to purge are those of the deleted rows and those the backup visitor index
+    (``backup_visitor_hours``) names for the visitors' digests: hours whose rows
+    retention already deleted are among the latter.
 
     :param conn: a connection inside the transaction.
     :param one: the client's pass.
@@ -365,6 +376,7 @@ def _record_deletion(
     :param hours: rows per (request, export hour).
     :param files: rows per (request, landing file).
     :param first: visitor -> its first request.
+    :return: the hours recorded from the visitor index only (not from the deleted rows).
     """
     if hours:
         keys = sorted(hours)
@@ -395,14 +407,13 @@ def _record_deletion(
         AuditTrail(conn).record(
             dict(per_request), bucket=None, key=EVENTS_TABLE, action="rows_deleted", detail=None
         )
-    conn.execute(
-        load_sql("erasure/tombstone.sql"),
-        {
-            "client_id": one.client_id,
-            "digests": [visitor_digest(one.client_id, v) for v in first],
-            "request_ids": list(first.values()),
-        },
-    )
+    by_digest = {
+        "client_id": one.client_id,
+        "digests": [visitor_digest(one.client_id, v) for v in first],
+        "request_ids": list(first.values()),
+    }
+    conn.execute(load_sql("erasure/tombstone.sql"), by_digest)
+    return {r[1] for r in conn.execute(load_sql("erasure/index_hours.sql"), by_digest)}
 
 
 def _purge_hours(conn: psycopg.Connection, s3: Any, backup_bucket: str, one: ClientPass) -> None:
@@ -437,8 +448,10 @@ def _purge_hours(conn: psycopg.Connection, s3: Any, backup_bucket: str, one: Cli
 def _purge_whole_backup(conn: psycopg.Connection, s3: Any, backup_bucket: str, one: ClientPass) -> None:
     """For requests that ask for it: purge every backup folder of the client (the whole history).
 
-    The recorded hours only cover rows still in ``events_log``; a visitor whose events
-    are older than the client's ``retention_days`` is only found this way (cost: the
+    The recorded hours cover the rows still in ``events_log`` and the hours of the
+    backup visitor index, which the export writes since migration
+    ``0100_backup_visitor_index``; a visitor's events of hours exported before that,
+    and older than the client's ``retention_days``, are only found this way (cost: the
     client's whole backup, as the original design read it on every run).
 
     :param conn: an autocommit connection.
@@ -775,10 +788,12 @@ def _finish(conn: psycopg.Connection, one: ClientPass, policy: RetryPolicy) -> s
         )
         log.warning("erasure: client %s: requests %s stay pending: %s", one.client_id, one.ids, one.hold)
         return None
-    conn.execute(load_sql("erasure/finish_done.sql"), {"request_ids": one.ids})
+    with conn.transaction():
+        forgotten = _forget_visitor_hours(conn, one)
+        conn.execute(load_sql("erasure/finish_done.sql"), {"request_ids": one.ids})
     log.info(
         "erasure: client %s: requests %s done: %d event row(s) deleted; backup: %d hour(s), %d object(s) "
-        "read, %d rewritten, %d manifest(s) updated; %.2fs",
+        "read, %d rewritten, %d manifest(s) updated; %d visitor index row(s) deleted; %.2fs",
         one.client_id,
         one.ids,
         one.rows_deleted,
@@ -786,11 +801,33 @@ def _finish(conn: psycopg.Connection, one: ClientPass, policy: RetryPolicy) -> s
         one.stats.get("objects_read", 0),
         one.stats.get("objects_rewritten", 0),
         one.stats.get("manifests_updated", 0),
+        forgotten,
         one.seconds,
     )
     for request_id in one.ids:
         log.info("erasure: audit trail of request %d:\n%s", request_id, format_trail(trail(conn, request_id)))
     return None
+
+
+def _forget_visitor_hours(conn: psycopg.Connection, one: ClientPass) -> int:
+    """Delete the requests' visitors' rows of the backup visitor index for the hours now purged.
+
+    Those rows name hours that no longer hold the visitor (the tombstone keeps the
+    digest); the deletion is one audit row per request (table ``backup_visitor_hours``).
+
+    :param conn: a connection inside the transaction that marks the requests done.
+    :param one: the client's pass.
+    :return: index rows deleted.
+    """
+    per_request = Counter(
+        int(r[0])
+        for r in conn.execute(load_sql("erasure/forget_visitor_hours.sql"), {"request_ids": one.ids})
+    )
+    if per_request:
+        AuditTrail(conn).record(
+            dict(per_request), bucket=None, key=VISITOR_INDEX_TABLE, action="rows_deleted", detail=None
+        )
+    return sum(per_request.values())
 
 
 def _record_failure(conn: psycopg.Connection, one: ClientPass, policy: RetryPolicy) -> str:

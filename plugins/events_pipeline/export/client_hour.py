@@ -69,6 +69,7 @@ from events_pipeline.export.limits import ExportLimits, S3Clients, read_limits
 from events_pipeline.export.manifest import CONTENT_TYPE as MANIFEST_CONTENT_TYPE
 from events_pipeline.export.manifest import ExportedFile, build_manifest, dump_manifest
 from events_pipeline.export.parquet_parts import PartSettings, iter_adbc_batches, write_parts
+from events_pipeline.export.visitor_index import HourVisitors
 
 if TYPE_CHECKING:
     from events_pipeline.export.gdpr_outbound import Untreated
@@ -1076,6 +1077,7 @@ def _read_and_mark(job: _HourExport, run: dict[str, Any], params: dict[str, Any]
             _begin_export_transaction(conn)
             # a gdpr client's rows stored before its switch: treated on the way out (and stored so)
             untreated = find_untreated(conn, job.client_id, job.client.privacy_level, params)
+            visitors = HourVisitors()  # the visitors written, for the backup visitor index
             parts, (marked, mark_seconds) = _stream_parts(
                 conn,
                 params,
@@ -1083,11 +1085,13 @@ def _read_and_mark(job: _HourExport, run: dict[str, Any], params: dict[str, Any]
                 job.settings,
                 lambda: _mark_rows(conn, params, published=run["published"]),
                 untreated,
+                visitors,
             )
             written = sum(p.rows for p in parts)
             untreated.write_back(conn)
             _check_written(job, params, written)
             _record_commit(job, parts, written)
+            visitors.record(conn, job.client_id, job.hour.start)  # the hour's backup visitor index
     except psycopg_errors.SerializationFailure as exc:
         raise ExportError(
             f"export client={job.client_id} hour={job.hour}: rows of the hour were changed or deleted by "
@@ -1165,6 +1169,7 @@ def _stream_parts(
     settings: PartSettings,
     mark: Callable[[], T],
     untreated: Untreated | None = None,
+    visitors: HourVisitors | None = None,
 ) -> tuple[list[ExportedFile], T]:
     """Read the selected rows into Parquet parts uploaded to both buckets, and run ``mark`` meanwhile.
 
@@ -1182,6 +1187,7 @@ def _stream_parts(
     :param mark: the marking, run in a thread on ``conn``.
     :param untreated: rows of a GDPR client to be written with the GDPR treatment
         (``export/gdpr_outbound.py``), or ``None``.
+    :param visitors: collects the distinct visitor ids written (the backup visitor index), or ``None``.
     :return: ``(parts, what mark returned)``.
     """
     from psycopg import ClientCursor
@@ -1205,6 +1211,7 @@ def _stream_parts(
             # closing(): on a failure the reading thread stops (and closes its connection) now
             with closing(batches):
                 rows = untreated.rewrite(batches) if untreated else batches
+                rows = visitors.collect(rows) if visitors is not None else rows
                 parts = write_parts(rows, Path(workdir), uploader.upload_file, settings)
         except BaseException as exc:
             cause = _stop_marking(conn, marker, marking_done)
