@@ -96,9 +96,9 @@ request is done; then the request keeps a digest of the visitor, not the id.
             type="boolean",
             title="Search the whole backup history",
             description="Also read every backup folder of the client (slow: the client's whole history). "
-            "Needed only for a visitor whose events may be in hours exported before the backup visitor "
-            "index existed (migration 0100) and older than the client's retention_days: by default the "
-            "hours of the visitor's events still in events_log and the hours the index names are purged.",
+            "Needed only for a visitor whose events may be in hours that retention had already deleted "
+            "when the backup visitor index was added (database migrations 0100 and 0130). By default the "
+            "hours of the visitor's events still stored and the hours the index names are purged.",
         ),
     },
 )

@@ -437,6 +437,7 @@ def _start_airflow(
         name: _start_component(name, args, env) for name, args in COMPONENTS.items() if name not in AFTER_API
     }
     started = time.monotonic()
+    next_warning = START_TIMEOUT
     while not _health(url):
         if stop["asked"]:
             return procs
@@ -444,6 +445,17 @@ def _start_airflow(
         if problem:
             _stop_airflow(procs)
             raise StackError(problem)
+        waited = time.monotonic() - started
+        if waited >= next_warning:
+            log.warning(
+                "the api server does not answer at %s/api/v2/monitor/health after %.0f s "
+                "(EVENTS_AIRFLOW_START_TIMEOUT=%.0f), still waiting; log %s",
+                url,
+                waited,
+                START_TIMEOUT,
+                _component_log("api-server"),
+            )
+            next_warning += START_TIMEOUT
         time.sleep(1)
     log.info("api server answers after %.0f s; starting %s", time.monotonic() - started, ", ".join(AFTER_API))
     procs.update({name: _start_component(name, COMPONENTS[name], env) for name in AFTER_API})

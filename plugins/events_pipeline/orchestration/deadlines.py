@@ -7,7 +7,9 @@ Airflow Deadline Alert: when a run is not finished :data:`RUN_DEADLINES` after i
 queued, the triggerer calls :func:`run_is_late`, which sends one ``LATE`` line through
 the same channels as failures (:func:`events_pipeline.orchestration.alerting.notify`).
 The deadline counts from the moment the run was queued, so a backfill or a manual
-re-run of an old hour gets the same allowance as the scheduled run, not an alert at once.
+re-run of an old hour gets the same allowance as the scheduled run, not an alert at once;
+a backfill queues all its runs at once and starts them behind its own run limit, so a
+backfill run still queued at its deadline is logged, not alerted.
 
 The callback runs in the triggerer (an ``AsyncCallback``): the triggerer must import
 this package (it does: ``plugins/`` is on its path in the local stack, the Celery stack
@@ -108,8 +110,13 @@ async def run_is_late(dag_id: str, context: dict[str, Any] | None = None, **_: A
 
     context = context or {}
     summary = late_summary(dag_id, context)
-    log.warning(summary)
     run = context.get("dag_run") or {}
+    if run.get("run_type") == "backfill" and run.get("state") == "queued":
+        # a backfill queues all its runs at once and starts them behind its own run limit:
+        # one still waiting is not late (the running one alerts if it is)
+        log.info("%s; not alerted: a backfill run still queued behind the backfill's run limit", summary)
+        return
+    log.warning(summary)
     # notify() de-duplicates on (dag, run, task, map index, try): one LATE alert per run
     alert_context = {"dag_run": _RunRef(str(run.get("dag_run_id", "?"))), "ti": _LateMarker(dag_id)}
     await asyncio.to_thread(notify, summary, alert_context)

@@ -60,3 +60,17 @@ def test_the_switch_parses_the_dags_without_deadline_alerts(monkeypatch):
     assert deadline_alert("events_export") is not None
     monkeypatch.setenv(SWITCH, "off")
     assert deadline_alert("events_export") is None
+
+
+def test_a_backfill_run_still_queued_behind_its_run_limit_is_not_alerted(smtp_inbox):
+    waiting = _context("backfill__2026-11-27T10:00:00+00:00")
+    waiting["dag_run"] |= {"run_type": "backfill", "state": "queued"}
+    running = _context("backfill__2026-11-27T09:00:00+00:00")
+    running["dag_run"] |= {"run_type": "backfill", "state": "running"}
+
+    asyncio.run(run_is_late("events_export", context=waiting))
+    asyncio.run(run_is_late("events_export", context=running))
+
+    assert len(smtp_inbox.messages) == 1
+    subject = str(make_header(decode_header(smtp_inbox.messages[0]["Subject"])))
+    assert "run=backfill__2026-11-27T09:00:00+00:00" in subject

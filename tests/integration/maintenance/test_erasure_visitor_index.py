@@ -283,3 +283,21 @@ def test_a_retry_that_rewrites_the_hour_keeps_every_visitor_and_a_rerun_keeps_th
     dr = run_hour(run_dag, RECENT)  # published: a re-run
     assert dr.state == "success", task_states(dr)
     assert _index_of_hour(db, RECENT) == second
+
+
+def test_the_backfill_indexes_the_hours_exported_before_the_index_existed(index_env, db, run_dag):
+    """Migration 0130 rebuilds the index of hours exported before it from their rows still stored."""
+    from pathlib import Path
+
+    insert_rows(db, _rows(RECENT, 12, seed=7, visitor=V))
+    run_hour(run_dag, RECENT)
+    expected = _digests_of(db, RECENT)
+    assert _index_of_hour(db, RECENT) == expected
+    db.execute("DELETE FROM backup_visitor_hours")  # as before the index existed
+    backfill = Path(__file__).resolve().parents[3] / "include/sql/migrations/0130_backfill_visitor_index.sql"
+
+    db.execute(backfill.read_text())
+    db.execute(backfill.read_text())  # idempotent
+
+    assert _index_of_hour(db, RECENT) == expected
+    assert _indexed(db, V) == [RECENT]
