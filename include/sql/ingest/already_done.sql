@@ -1,6 +1,6 @@
 -- Listed objects whose (key, etag) was already loaded or quarantined and moved:
--- an identical re-upload. They are moved again (nothing is loaded twice), to where
--- the first upload went (processed_key).
+-- an identical re-upload. They are deleted from incoming/, never loaded or copied
+-- again: the copy the first upload left (processed_key) stays authoritative.
 SELECT lf.file_id, lf.key, lf.etag, lf.size_bytes, lf.status, lf.attempts, lf.processed_key
 FROM landing_files lf
 JOIN unnest(%(keys)s::text[], %(etags)s::text[]) AS o(key, etag)

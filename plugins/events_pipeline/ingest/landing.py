@@ -79,7 +79,7 @@ class Claim:
     :param attempts: how many times the file has been claimed.
     :param token: the claim token (``claimed_by``) proving the lease.
     :param reupload: the version was already processed or quarantined; the
-        object in ``incoming/`` is an identical re-upload to move out, not load.
+        object in ``incoming/`` is an identical re-upload to delete, not load or copy.
     :param dest_key: where the first upload of a re-upload went (``landing_files.processed_key``).
     """
 

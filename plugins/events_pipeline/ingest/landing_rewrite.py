@@ -244,6 +244,37 @@ def move_without_lines(
     return "rewritten"
 
 
+def delete_version(client: Any, bucket: str, key: str, etag: str | None) -> str:
+    """Delete version ``etag`` of ``key`` without copying it anywhere (an identical re-upload).
+
+    The delete is conditional on the ETag, so a newer upload under the same key stays;
+    on a versioned bucket every version of ``key`` with that ETag is deleted too (a
+    delete marker alone would leave the bytes in an older version).
+
+    :param client: a boto3 S3 client.
+    :param bucket: the landing bucket.
+    :param key: the landing key.
+    :param etag: the version to delete (None: whatever is there).
+    :return: ``deleted``, ``already_gone`` (no object under ``key``) or ``replaced``
+        (``key`` holds another version: nothing deleted).
+    """
+    from botocore.exceptions import ClientError
+
+    condition = {"IfMatch": f'"{etag}"'} if etag else {}
+    try:
+        deleted = client.delete_object(Bucket=bucket, Key=key, **condition)
+    except ClientError as exc:
+        code = error_code(exc)
+        if code in PRECONDITION_FAILED:
+            return "replaced"
+        if code not in NO_SUCH_KEY:
+            raise
+        return "already_gone"
+    if deleted.get("DeleteMarker") or deleted.get("VersionId"):
+        _drop_versions_with_etag(client, bucket, key, etag)
+    return "deleted"
+
+
 def _latest_version(client: Any, bucket: str, key: str) -> str | None:
     """The version id of ``key``'s current version (None: the bucket is not versioned)."""
     version = client.head_object(Bucket=bucket, Key=key).get("VersionId")

@@ -323,8 +323,8 @@ def claim_available(
         for dup in landing.already_done(conn, bucket, page, token):
             if dup.file_id not in seen and len(claims) < max_files:
                 log.warning(
-                    "%s (etag %s) was already %s (file_id=%d): identical re-upload, moving it out "
-                    "of incoming/ without loading it again",
+                    "%s (etag %s) was already %s (file_id=%d): identical re-upload, deleting it "
+                    "from incoming/ without loading or copying it again",
                     dup.key,
                     dup.etag,
                     dup.status,
@@ -611,7 +611,7 @@ def _failed(conn: psycopg.Connection, claim: Claim, exc: BaseException) -> FileR
 class ClaimState(Enum):
     """Where a claimed file stands; :func:`process_claim` runs the step of each state in turn."""
 
-    #: an identical re-upload of a version already processed or quarantined: move it out, load nothing
+    #: an identical re-upload of a version already processed or quarantined: delete it, load nothing
     REUPLOAD = "reupload"
     #: another run took the claim over (this run's lease expired): leave the file to it
     TAKEN_OVER = "taken_over"
@@ -727,23 +727,39 @@ def _renew_claim(job: _ClaimJob) -> ClaimState:
 
 
 def _move_reupload(job: _ClaimJob, _result: FileResult | None) -> tuple[None, FileResult]:
-    """REUPLOAD: move the object where its first upload went (``processed/`` or ``quarantine/``).
+    """REUPLOAD: delete the identical re-upload from ``incoming/``; never copy it anywhere.
+
+    The version was loaded (or quarantined) and moved already: its ``processed/`` (or
+    ``quarantine/``) copy is the authoritative one. Since then an erasure may have
+    rewritten that copy without a visitor's lines, or deleted it (or it expired): a
+    copy of the re-upload would put the erased lines back. Its lines were handled once,
+    so deleting it loses nothing. The registry row is left as it is.
 
     :param job: the call's shared state.
     """
     claim = job.claim
     if claim.dest_key:
-        dest = claim.dest_key
+        handled = claim.dest_key
     elif claim.status == "processed":
-        dest = landing.processed_key(claim.key, claim.file_id)
+        handled = landing.processed_key(claim.key, claim.file_id)
     else:
-        dest = landing.quarantine_key(claim.key)
-    erased = _erased_line_numbers(job.conn, claim.file_id) if claim.status == "processed" else []
-    how = _move_to_processed(job.client, job.bucket, claim, dest, erased)
-    log.info("moved re-uploaded %s -> %s (%s)", claim.key, dest, how)
-    return None, FileResult(
-        claim.key, claim.file_id, MOVED_ONLY, dest_key=dest, detail="identical re-upload", bytes=0
+        handled = landing.quarantine_key(claim.key)
+    how = landing_rewrite.delete_version(job.client, job.bucket, claim.key, claim.etag)
+    copy = "still there" if landing.object_exists(job.client, job.bucket, handled) else "gone"
+    log.warning(
+        "%s re-uploaded %s (etag %s): identical to file_id=%d, already %s; its copy %s is %s and "
+        "stays authoritative (not overwritten or re-created, so lines an erasure removed stay "
+        "removed); nothing loaded",
+        "deleted" if how == "deleted" else f"did not delete ({how})",
+        claim.key,
+        claim.etag,
+        claim.file_id,
+        claim.status,
+        handled,
+        copy,
     )
+    detail = f"identical re-upload deleted ({how}); {handled} {copy}, not overwritten"
+    return None, FileResult(claim.key, claim.file_id, MOVED_ONLY, detail=detail, bytes=0)
 
 
 def _skip_taken_over(job: _ClaimJob, _result: FileResult | None) -> tuple[None, FileResult]:

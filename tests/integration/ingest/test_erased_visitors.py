@@ -284,3 +284,88 @@ def test_a_replay_drops_the_erased_visitors_lines_the_same_way(
     )
     assert MARK.encode() not in processed
     assert len(processed.split(b"\n")) == len(body.split(b"\n")) - len(DROPPED)
+
+
+@pytest.mark.parametrize("erasure", ["rewrote", "deleted"])
+def test_an_identical_reupload_never_brings_back_what_an_erasure_removed(
+    erasure: str, ingest_env: Any, db: Any, run_dag: Any
+) -> None:
+    """F loaded before the erasure; the erasure rewrote (or deleted) its processed/ copy; F comes again."""
+    s3 = ingest_env
+    body = _body(LINES)
+    key = put(s3, "backlog/again.ndjson", body)
+    assert run_dag("events_ingest").state == "success"
+    (row,) = registry(db)
+    processed = row["processed_key"]
+    assert s3.get_object(Bucket=LANDING_BUCKET, Key=processed)["Body"].read() == body
+    loaded = count(db)
+    # the erasure as it leaves the landing bucket: processed/ without the visitor's lines, or gone
+    _tombstone(db, "acme", GONE)
+    without = b"\n".join(line for n, line in enumerate(body.split(b"\n"), 1) if n not in DROPPED)
+    if erasure == "rewrote":
+        s3.put_object(Bucket=LANDING_BUCKET, Key=processed, Body=without)
+    else:
+        s3.delete_object(Bucket=LANDING_BUCKET, Key=processed)
+    rejected = s3.get_object(Bucket=LANDING_BUCKET, Key=row["rejected_key"])["Body"].read()
+    kept = b"".join(x for x in rejected.splitlines(keepends=True) if MARK.encode() not in x)
+    s3.put_object(Bucket=LANDING_BUCKET, Key=row["rejected_key"], Body=kept)
+    assert _objects_holding(s3, MARK.encode()) == []
+
+    assert put(s3, "backlog/again.ndjson", body) == key  # the same bytes under the same key
+    dr = run_dag("events_ingest")
+    assert dr.state == "success", task_states(dr)
+
+    assert _objects_holding(s3, MARK.encode()) == []
+    assert keys(s3, "incoming/") == []
+    if erasure == "rewrote":
+        assert s3.get_object(Bucket=LANDING_BUCKET, Key=processed)["Body"].read() == without
+    else:
+        assert keys(s3, "processed/") == []
+    # nothing loaded twice, the registry as it was
+    assert count(db) == loaded
+    assert db.execute("SELECT count(DISTINCT event_id) FROM events_log").fetchone()[0] == loaded
+    assert registry(db) == [row]
+
+
+def test_an_identical_reupload_on_a_versioned_bucket_leaves_no_version(
+    ingest_env: Any, db: Any, run_dag: Any
+) -> None:
+    s3 = ingest_env
+    s3.put_bucket_versioning(Bucket=LANDING_BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    try:
+        request_id = _tombstone(db, "acme", GONE)
+        key = put(s3, "backlog/versioned-again.ndjson", _body(LINES))
+        assert run_dag("events_ingest").state == "success"
+        _assert_erased_lines_gone(db, s3, request_id, key)
+        put(s3, "backlog/versioned-again.ndjson", _body(LINES))
+        assert run_dag("events_ingest").state == "success"
+        _assert_erased_lines_gone(db, s3, request_id, key)
+        listing = s3.list_object_versions(Bucket=LANDING_BUCKET, Prefix="incoming/")
+        assert listing.get("Versions", []) == []
+    finally:
+        listing = s3.list_object_versions(Bucket=LANDING_BUCKET)
+        for entry in (*listing.get("Versions", []), *listing.get("DeleteMarkers", [])):
+            s3.delete_object(Bucket=LANDING_BUCKET, Key=entry["Key"], VersionId=entry["VersionId"])
+
+
+def test_an_identical_reupload_of_a_quarantined_file_is_not_put_back(
+    ingest_env: Any, db: Any, run_dag: Any
+) -> None:
+    """The erasure deleted the quarantined copy holding the visitor: the same bytes again are deleted."""
+    s3 = ingest_env
+    body = _body(LINES)  # not gzip under a .gz name: unreadable, quarantined whole
+    key = put(s3, "backlog/broken.ndjson.gz", body, gz=False)
+    assert run_dag("events_ingest").state == "success"
+    (row,) = registry(db)
+    assert row["status"] == "quarantined"
+    quarantined = keys(s3, "quarantine/")
+    assert f"quarantine/{key.removeprefix('incoming/')}" in quarantined
+    s3.delete_object(Bucket=LANDING_BUCKET, Key=f"quarantine/{key.removeprefix('incoming/')}")
+    assert _objects_holding(s3, MARK.encode()) == []
+
+    put(s3, "backlog/broken.ndjson.gz", body, gz=False)
+    assert run_dag("events_ingest").state == "success"
+    assert _objects_holding(s3, MARK.encode()) == []
+    assert keys(s3, "incoming/") == []
+    assert count(db) == 0
+    assert registry(db) == [row]

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from devtools.demo_data import BAD_LINES, iter_events
-from tests.conftest import task_states
+from tests.conftest import LANDING_BUCKET, task_states
 from tests.integration.ingest.conftest import count, events, keys, ndjson, put, read_ndjson, registry
 
 START = datetime(2026, 11, 27, 10, tzinfo=UTC)
@@ -135,11 +135,24 @@ def test_rerun_loads_nothing_new_and_identical_reupload_is_not_loaded_twice(
     assert task_states(dr)["summarize"] == "skipped"  # nothing committed: no Asset event
     assert count(db) == 7
 
+    (row,) = registry(db)
+    assert keys(s3, "processed/") == [row["processed_key"]]
+
     put(s3, "r/a.ndjson", body)  # the collector uploads the same file again
     assert run_dag("events_ingest").state == "success"
     assert count(db) == 7
     assert keys(s3, "incoming/") == []
-    assert len(registry(db)) == 1
+    assert keys(s3, "processed/") == [row["processed_key"]]
+    assert registry(db) == [row]
+
+    # its processed/ copy expired: the re-upload is deleted, the copy not re-created
+    s3.delete_object(Bucket=LANDING_BUCKET, Key=row["processed_key"])
+    put(s3, "r/a.ndjson", body)
+    assert run_dag("events_ingest").state == "success"
+    assert count(db) == 7
+    assert keys(s3, "incoming/") == []
+    assert keys(s3, "processed/") == []
+    assert registry(db) == [row]
 
 
 def test_attribution_edge_cases(ingest_env: Any, db: Any, run_dag: Any) -> None:

@@ -114,3 +114,20 @@ def test_a_newer_version_written_before_the_copy_is_neither_moved_nor_deleted(
     one, two = registry(db)
     assert _object(s3, two["processed_key"]) == second and count(db) == 8
     assert keys(s3, "incoming/") == []
+
+
+def test_deleting_a_reupload_removes_only_its_version(ingest_env: Any) -> None:
+    """``landing_rewrite.delete_version`` (identical re-uploads): a newer version of the key stays."""
+    from events_pipeline.ingest import landing_rewrite
+
+    s3 = ingest_env
+    first, second = _body("one", 11), _body("two", 12)
+    key = put(s3, "again/k.ndjson", first)
+    etag = s3.head_object(Bucket=LANDING_BUCKET, Key=key)["ETag"].strip('"')
+    put(s3, "again/k.ndjson", second)
+    assert landing_rewrite.delete_version(s3, LANDING_BUCKET, key, etag) == "replaced"
+    assert _object(s3, key) == second
+    put(s3, "again/k.ndjson", first)
+    assert landing_rewrite.delete_version(s3, LANDING_BUCKET, key, etag) == "deleted"
+    assert keys(s3, "incoming/") == []
+    assert landing_rewrite.delete_version(s3, LANDING_BUCKET, key, etag) == "already_gone"
