@@ -4,7 +4,10 @@ The domain rule (contract §3 (docs/contract.md): exact domain, else nearest lis
 port and trailing dot ignored) is applied set-based in SQL
 (``include/sql/maintenance/match_domains.sql``) to the distinct unattributed
 sites, then rows are updated in bounded batches through the partial index
-``events_log_unattributed_idx``. Rows of a GDPR client get the GDPR treatment in
+``events_log_unattributed_idx``. Each batch of rows of a standard client checks the
+client's level again and locks the client row (``FOR SHARE``) until it commits, so a
+client switched to gdpr during the step never gets old rows stored raw after the
+sweep's full pass. Rows of a GDPR client get the GDPR treatment in
 the same transaction as their client (every IP of the event, nested ones too, as
 an edit of the stored text: contract §6.3), so no export can ever see such a row
 with a raw IP. ``export_hour`` stays NULL: the next hourly export claims them.
@@ -73,6 +76,45 @@ def delete_erased(conn: psycopg.Connection, matched: dict[str, tuple[str, str]])
     return erased
 
 
+def attribute_standard(conn: psycopg.Connection, standard: dict[str, str], batch_rows: int) -> Counter[str]:
+    """Give the unattributed pending rows of ``standard`` sites their client, batch by batch.
+
+    ``standard`` is what :func:`match_sites` saw when the step started; each batch checks
+    the level again (``reattribute_standard_batch.sql``: only clients still ``standard``,
+    their row locked ``FOR SHARE`` until the batch commits), so the rows of a client
+    switched to gdpr since are left unattributed (for the gdpr path or the next run),
+    never stored with a raw IP and ``privacy_level='standard'``.
+
+    :param conn: an autocommit connection (each batch is one transaction).
+    :param standard: ``{site_id: client_id}`` of clients that were standard.
+    :param batch_rows: rows per transaction.
+    :return: rows attributed per client.
+    """
+    per_client: Counter[str] = Counter()
+    params = {"sites": list(standard), "clients": list(standard.values()), "batch": batch_rows}
+    query = load_sql("maintenance/reattribute_standard_batch.sql")
+    while True:
+        changed = conn.execute(query, params).fetchall()
+        if not changed:
+            break
+        per_client.update(r[0] for r in changed)
+    return per_client
+
+
+def now_gdpr(conn: psycopg.Connection, standard: dict[str, str]) -> dict[str, str]:
+    """The sites of ``standard`` that now map to the same client, switched to gdpr since.
+
+    :param conn: an open connection.
+    :param standard: ``{site_id: client_id}`` as matched when the step started.
+    :return: ``{site_id: client_id}`` for the sites whose client is gdpr now.
+    """
+    return {
+        site: client_id
+        for site, (client_id, level) in match_sites(conn, list(standard)).items()
+        if level == "gdpr" and standard.get(site) == client_id
+    }
+
+
 def run_reattribution(
     conn: psycopg.Connection, secret: str, *, batch_rows: int = 5000, run_id: str | None = None
 ) -> dict[str, int]:
@@ -94,13 +136,18 @@ def run_reattribution(
     standard = {s: c for s, (c, p) in matched.items() if p != "gdpr"}
     gdpr = {s: c for s, (c, p) in matched.items() if p == "gdpr"}
     if standard:
-        params = {"sites": list(standard), "clients": list(standard.values()), "batch": batch_rows}
-        query = load_sql("maintenance/reattribute_standard_batch.sql")
-        while True:
-            changed = conn.execute(query, params).fetchall()
-            if not changed:
-                break
-            per_client.update(r[0] for r in changed)
+        per_client.update(attribute_standard(conn, standard, batch_rows))
+        # A client switched to gdpr since match_sites: the batches left its rows alone;
+        # they take the gdpr path below (a switch after this point: the next run).
+        switched = now_gdpr(conn, standard)
+        for site, client_id in sorted(switched.items()):
+            log.warning(
+                "re-attribution: client %s switched to gdpr during the step: rows of site %r get the "
+                "gdpr treatment",
+                client_id,
+                site,
+            )
+        gdpr.update(switched)
     if gdpr:
         params = {"sites": list(gdpr), "clients": list(gdpr.values()), "batch": batch_rows}
         query = load_sql("maintenance/reattribute_gdpr_candidates.sql")

@@ -470,7 +470,7 @@ def _delete_in_batches(
     )
     deleted = 0
     for lo, hi in heap_ranges.block_ranges(heap_ranges.relation_blocks(conn, partition), batch_blocks):
-        deleted += conn.execute(query, {**params, "lo": lo, "hi": hi}).rowcount
+        deleted += int(conn.execute(query, {**params, "lo": lo, "hi": hi}).fetchone()[0])  # type: ignore[index]
     return deleted
 
 

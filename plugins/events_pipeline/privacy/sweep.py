@@ -142,7 +142,8 @@ class ClientPlan:
 class SweepResult:
     """Outcome of one sweep.
 
-    :param swept_from: the watermark recorded for the next sweep.
+    :param swept_from: the watermark recorded for the next sweep (None: not advanced, some
+        sessions were hidden from the sweep's role).
     :param per_client: rows anonymised per GDPR client.
     :param invalid: invalid IP values removed per client.
     :param full_pass: clients that got a full pass (and why).
@@ -166,6 +167,46 @@ class SweepResult:
             "partitions": self.partitions,
             "seconds": round(self.seconds, 3),
         }
+
+
+#: The grant a sweep role needs to see every session's transaction start.
+STATS_GRANT = "pg_read_all_stats"
+
+
+def decide_watermark(oldest_open: datetime | None, hidden_sessions: int, role: str) -> datetime | None:
+    """The watermark to record, given what ``gdpr_sweep_watermark.sql`` could see.
+
+    :param oldest_open: ``least(now(), start of the oldest open transaction visible)``.
+    :param hidden_sessions: other sessions of the database whose activity the role may not
+        see (``xact_start`` NULL although they may be in a transaction: a role without
+        ``pg_read_all_stats``). Any of them may be a long load with an older start.
+    :param role: the sweep's role (for the warning).
+    :return: ``oldest_open``, or None when sessions were hidden: the watermark is not
+        advanced for this run (each client keeps its previous one), with a WARNING
+        naming the missing grant.
+    """
+    if hidden_sessions:
+        log.warning(
+            "gdpr sweep: %d session(s) of other roles are not visible to role %s (their transaction "
+            "start is hidden): the watermark is not advanced this run, each client keeps its previous "
+            "one. Run GRANT %s TO %s;",
+            hidden_sessions,
+            role,
+            STATS_GRANT,
+            role,
+        )
+        return None
+    return oldest_open
+
+
+def take_watermark(conn: psycopg.Connection) -> datetime | None:
+    """Where the next sweep may start reading (``gdpr_sweep_watermark.sql``, :func:`decide_watermark`).
+
+    :param conn: an open connection (the sweep's role).
+    :return: the watermark, or None to keep each client's previous one.
+    """
+    oldest, hidden, role = conn.execute(load_sql("maintenance/gdpr_sweep_watermark.sql")).fetchone()  # type: ignore[misc]
+    return decide_watermark(oldest, int(hidden), str(role))
 
 
 def plan_clients(conn: psycopg.Connection, rule_version: int = RULE_VERSION) -> list[ClientPlan]:
@@ -244,7 +285,7 @@ def sweep_gdpr(
     started = datetime.now(UTC)
     result = SweepResult()
     # First the watermark, then the clients: a switch after this point is seen next time.
-    result.swept_from = conn.execute(load_sql("maintenance/gdpr_sweep_watermark.sql")).fetchone()[0]  # type: ignore[index]
+    result.swept_from = take_watermark(conn)
     plans = plan_clients(conn, rule_version)
     result.per_client = {p.client_id: 0 for p in plans}
     result.invalid = {p.client_id: 0 for p in plans}
@@ -295,7 +336,7 @@ def sweep_gdpr(
         sum(result.per_client.values()),
         len(result.partitions),
         result.seconds,
-        result.swept_from.isoformat() if result.swept_from else None,
+        result.swept_from.isoformat() if result.swept_from else "each client's previous watermark",
     )
     return result
 
@@ -362,10 +403,11 @@ def _save_state(
 
     :param conn: an autocommit connection.
     :param plans: the clients swept.
-    :param swept_from: the watermark taken when the sweep started.
+    :param swept_from: the watermark taken when the sweep started; None keeps each client's
+        previous one (:func:`decide_watermark`).
     :param rule_version: the treatment rule applied.
     """
-    if not plans or swept_from is None:
+    if not plans:
         return
     with conn.transaction():
         conn.execute(

@@ -174,3 +174,55 @@ def test_the_watermark_waits_for_transactions_still_open(maint_db, partitions_ba
         result = sweep_gdpr(db, SECRET)
         other.rollback()
     assert result.swept_from <= started
+
+
+NOSTATS_ROLE = "gdpr_sweep_nostats"
+
+
+def test_the_watermark_is_not_advanced_past_sessions_the_role_cannot_see(maint_db, caplog):
+    """Without pg_read_all_stats another role's open transaction shows xact_start NULL: not ignored."""
+    from events_pipeline.privacy.sweep import take_watermark
+
+    db = maint_db
+    db.execute(f"DROP ROLE IF EXISTS {NOSTATS_ROLE}")
+    db.execute(f"CREATE ROLE {NOSTATS_ROLE} NOLOGIN")
+    try:
+        with psycopg.connect(db.info.dsn) as other, psycopg.connect(db.info.dsn) as sweeper:
+            started = other.execute("SELECT now()").fetchone()[0]  # a superuser's transaction stays open
+            sweeper.autocommit = True
+            sweeper.execute(f"SET ROLE {NOSTATS_ROLE}")
+            with caplog.at_level("WARNING", logger="events_pipeline.privacy.sweep"):
+                assert take_watermark(sweeper) is None
+            assert f"GRANT pg_read_all_stats TO {NOSTATS_ROLE}" in caplog.text
+            # With the grant the transaction is visible: the watermark waits for it.
+            db.execute(f"GRANT pg_read_all_stats TO {NOSTATS_ROLE}")
+            caplog.clear()
+            with caplog.at_level("WARNING", logger="events_pipeline.privacy.sweep"):
+                assert take_watermark(sweeper) <= started
+            assert caplog.text == ""
+            sweeper.execute("RESET ROLE")
+            other.rollback()
+    finally:
+        db.execute(f"DROP ROLE IF EXISTS {NOSTATS_ROLE}")
+
+
+def test_a_sweep_with_hidden_sessions_keeps_each_clients_previous_watermark(
+    maint_db, partitions_back, monkeypatch
+):
+    from events_pipeline.privacy import sweep
+
+    db = maint_db
+    add_client(db, "acme", privacy_level="gdpr")
+    first = sweep_gdpr(db, SECRET)
+    assert first.swept_from is not None
+    add_client(db, "globex", privacy_level="gdpr")
+    monkeypatch.setattr(sweep, "take_watermark", lambda conn: sweep.decide_watermark(None, 1, "r"))
+    second = sweep_gdpr(db, SECRET)
+    assert second.swept_from is None and second.full_pass == {"globex": "never swept"}
+    state = dict(db.execute("SELECT client_id, swept_from FROM gdpr_sweep_state"))
+    assert state["acme"] == first.swept_from  # not advanced
+    assert state.get("globex") is None  # no watermark yet: the next sweep makes its full pass again
+    monkeypatch.undo()
+    third = sweep_gdpr(db, SECRET)
+    assert third.full_pass == {"globex": "never swept"}
+    assert dict(db.execute("SELECT client_id, swept_from FROM gdpr_sweep_state"))["acme"] == third.swept_from

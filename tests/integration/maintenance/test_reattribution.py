@@ -126,3 +126,98 @@ def test_reattribution_to_a_gdpr_client_treats_every_ip_of_the_event(maint_db, p
         '{"ip_address":"203.0.113.0","ctx":{"ip":"203.0.113.0","all":["198.51.100.0","203.0.113.0"]},'
         '"n":18446744073709551616,"ip_pseudonym":"'
     )
+
+
+RAW_IP = "198.51.100.23"
+
+
+def _raw_ip_rows(db) -> int:
+    return db.execute(
+        "SELECT count(*) FROM events_log WHERE host(ip_address) = %s OR raw_event_data::text LIKE %s",
+        (RAW_IP, f"%{RAW_IP}%"),
+    ).fetchone()[0]
+
+
+def _old_unattributed_row(db) -> None:
+    add_client(db, "acme", domains=["acme.com"])  # standard when the step starts
+    t = datetime.now(UTC) - timedelta(days=10)  # old created_at: below any later watermark
+    insert_events(db, [event(t, client_id=None, site_id="shop.acme.com", visitor_id="late", ip=RAW_IP)])
+
+
+def test_a_batch_with_a_stale_standard_level_leaves_a_switched_clients_rows_alone(maint_db, partitions_back):
+    """The race: level read as standard, client switched, sweep's full pass, then the batch."""
+    from events_pipeline.maintenance.reattribution import attribute_standard
+    from events_pipeline.privacy.sweep import sweep_gdpr
+
+    db = maint_db
+    _old_unattributed_row(db)
+    stale = {s: c for s, (c, p) in match_sites(db, ["shop.acme.com"]).items() if p == "standard"}
+    assert stale == {"shop.acme.com": "acme"}
+    db.execute("UPDATE clients SET privacy_level = 'gdpr' WHERE client_id = 'acme'")
+    assert sweep_gdpr(db, SECRET).full_pass == {"acme": "never swept"}
+
+    assert attribute_standard(db, stale, 100) == {}  # the batch re-checks the level: nothing taken
+    assert db.execute("SELECT client_id, privacy_level FROM events_log").fetchone() == (None, "standard")
+
+    # The next run gives the row its client with the gdpr treatment; no raw IP left anywhere.
+    assert run_reattribution(db, SECRET) == {"acme": 1}
+    assert db.execute("SELECT client_id, privacy_level, host(ip_address) FROM events_log").fetchone() == (
+        "acme",
+        "gdpr",
+        "198.51.100.0",
+    )
+    assert sweep_gdpr(db, SECRET).per_client == {"acme": 0}
+    assert _raw_ip_rows(db) == 0
+
+
+def test_a_switch_during_the_step_sends_the_rows_down_the_gdpr_path(maint_db, partitions_back, monkeypatch):
+    """Switched after match_sites read 'standard', before the first batch: treated in the same run."""
+    from events_pipeline.maintenance import reattribution
+
+    db = maint_db
+    _old_unattributed_row(db)
+    original = reattribution.delete_erased
+
+    def switch_then_delete(conn, matched):
+        assert matched == {"shop.acme.com": ("acme", "standard")}
+        db.execute("UPDATE clients SET privacy_level = 'gdpr' WHERE client_id = 'acme'")
+        return original(conn, matched)
+
+    monkeypatch.setattr(reattribution, "delete_erased", switch_then_delete)
+    assert run_reattribution(db, SECRET) == {"acme": 1}
+    assert db.execute("SELECT privacy_level, host(ip_address) FROM events_log").fetchone() == (
+        "gdpr",
+        "198.51.100.0",
+    )
+    assert _raw_ip_rows(db) == 0
+
+
+def test_a_switch_in_flight_waits_for_the_batch_or_is_seen_by_it(maint_db, partitions_back, migrated_db):
+    """The batch locks the client row FOR SHARE: an uncommitted switch makes it wait, then skip."""
+    import threading
+    import time
+
+    import psycopg
+
+    from events_pipeline.maintenance.reattribution import attribute_standard
+
+    db = maint_db
+    _old_unattributed_row(db)
+    switch = psycopg.connect(migrated_db.dsn("events"))
+    switch.execute("UPDATE clients SET privacy_level = 'gdpr' WHERE client_id = 'acme'")  # not committed
+    result = {}
+
+    def batch() -> None:
+        with psycopg.connect(migrated_db.dsn("events"), autocommit=True) as conn:
+            result["n"] = attribute_standard(conn, {"shop.acme.com": "acme"}, 100)
+
+    worker = threading.Thread(target=batch)
+    worker.start()
+    time.sleep(1.0)
+    assert worker.is_alive()  # waiting for the client row
+    switch.commit()
+    switch.close()
+    worker.join(timeout=30)
+    assert not worker.is_alive()
+    assert result["n"] == {}
+    assert db.execute("SELECT client_id FROM events_log").fetchone() == (None,)

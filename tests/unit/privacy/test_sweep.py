@@ -66,3 +66,23 @@ def test_only_partitions_that_can_hold_rows_newer_than_a_clients_last_sweep_are_
         ("events_log_default", ["acme", "globex"]),
     ]
     assert partitions_to_read(parts, []) == []
+
+
+def test_watermark_is_the_oldest_open_transaction_when_every_session_is_visible(caplog):
+    from events_pipeline.privacy.sweep import decide_watermark
+
+    with caplog.at_level("WARNING", logger="events_pipeline.privacy.sweep"):
+        assert decide_watermark(T, 0, "events_sweeper") == T
+    assert caplog.records == []
+
+
+def test_watermark_is_not_advanced_when_sessions_are_hidden_and_the_grant_is_named(caplog):
+    """Sessions of other roles hide their xact_start from a role without pg_read_all_stats."""
+    from events_pipeline.privacy.sweep import decide_watermark
+
+    with caplog.at_level("WARNING", logger="events_pipeline.privacy.sweep"):
+        assert decide_watermark(T, 2, "events_sweeper") is None
+    [rec] = caplog.records
+    assert rec.levelname == "WARNING"
+    assert "GRANT pg_read_all_stats TO events_sweeper" in rec.getMessage()
+    assert "not advanced" in rec.getMessage()
