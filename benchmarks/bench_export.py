@@ -260,13 +260,10 @@ def load_rows(dsn: str, rows: int) -> None:
 
     import psycopg
 
-    from devtools.demo_data import make_event
+    from devtools.demo_data import STORED_COLUMNS, make_event, stored_columns
 
     rng = random.Random(42)
-    cols = (
-        "event_id, event_type, session_id, visitor_id, site_id, timestamp, url, path, user_agent, "
-        "ip_address, raw_event_data"
-    )
+    cols = STORED_COLUMNS
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO clients (client_id, name, export_bucket, export_prefix) VALUES (%s, %s, %s, %s)",
@@ -280,22 +277,7 @@ def load_rows(dsn: str, rows: int) -> None:
         with conn.cursor().copy(f"COPY bench_seed (rn, {cols}) FROM STDIN") as copy:
             for i in range(SEED_EVENTS):
                 ev = make_event(rng, HOUR + timedelta(seconds=i % 3600))
-                copy.write_row(
-                    (
-                        i,
-                        ev["event_id"],
-                        ev["event_type"],
-                        ev["session_id"],
-                        ev["visitor_id"],
-                        ev["site_id"],
-                        ev["timestamp"],
-                        ev["url"],
-                        "/" + ev["url"].split("?")[0].split("/", 3)[-1],
-                        ev["user_agent"],
-                        ev["ip_address"],
-                        json.dumps(ev),
-                    )
-                )
+                copy.write_row((i, *stored_columns(ev)))
         reps = -(-rows // SEED_EVENTS)
         conn.execute(
             f"""

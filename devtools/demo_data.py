@@ -116,6 +116,35 @@ def make_event(rng: random.Random, when: datetime, hosts: Sequence[str] = DEMO_H
     }
 
 
+#: The ``events_log`` columns :func:`stored_columns` returns, in its order.
+STORED_COLUMNS = (
+    "event_id, event_type, session_id, visitor_id, site_id, timestamp, url, path, user_agent, "
+    "ip_address, raw_event_data"
+)
+
+
+def stored_columns(event: dict[str, Any]) -> tuple[Any, ...]:
+    """Return a generated event as the values of :data:`STORED_COLUMNS` (a COPY row).
+
+    The page path is the URL's path, as ingest stores it; ``raw_event_data`` is the JSON text.
+
+    :param event: an event of :func:`make_event`.
+    """
+    return (
+        event["event_id"],
+        event["event_type"],
+        event["session_id"],
+        event["visitor_id"],
+        event["site_id"],
+        event["timestamp"],
+        event["url"],
+        "/" + event["url"].split("?")[0].split("/", 3)[-1],
+        event["user_agent"],
+        event["ip_address"],
+        json.dumps(event),
+    )
+
+
 def iter_events(
     count: int, *, start: datetime | None = None, seed: int = 7, hosts: Sequence[str] = DEMO_HOSTS
 ) -> Iterator[dict[str, Any]]:
