@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import io
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -207,23 +208,28 @@ def test_a_move_that_never_finishes_is_finished_by_the_next_run(
     _assert_erased_lines_gone(db, s3, request_id, key)
 
 
-def test_on_a_versioned_landing_bucket_no_version_keeps_the_lines(
-    ingest_env: Any, db: Any, run_dag: Any
-) -> None:
+@pytest.fixture
+def versioned_landing(ingest_env: Any) -> Iterator[Any]:
+    """The landing bucket with versioning on; every version removed afterwards. Yields boto3."""
     s3 = ingest_env
     s3.put_bucket_versioning(Bucket=LANDING_BUCKET, VersioningConfiguration={"Status": "Enabled"})
-    try:
-        request_id = _tombstone(db, "acme", GONE)
-        key = put(s3, "backlog/versioned.ndjson", _body(LINES))
-        assert run_dag("events_ingest").state == "success"
-        _assert_erased_lines_gone(db, s3, request_id, key)
-        (row,) = registry(db)
-        versions = s3.list_object_versions(Bucket=LANDING_BUCKET, Prefix=row["processed_key"])
-        assert len(versions.get("Versions", [])) == 1
-    finally:
-        listing = s3.list_object_versions(Bucket=LANDING_BUCKET)
-        for entry in (*listing.get("Versions", []), *listing.get("DeleteMarkers", [])):
-            s3.delete_object(Bucket=LANDING_BUCKET, Key=entry["Key"], VersionId=entry["VersionId"])
+    yield s3
+    listing = s3.list_object_versions(Bucket=LANDING_BUCKET)
+    for entry in (*listing.get("Versions", []), *listing.get("DeleteMarkers", [])):
+        s3.delete_object(Bucket=LANDING_BUCKET, Key=entry["Key"], VersionId=entry["VersionId"])
+
+
+def test_on_a_versioned_landing_bucket_no_version_keeps_the_lines(
+    versioned_landing: Any, db: Any, run_dag: Any
+) -> None:
+    s3 = versioned_landing
+    request_id = _tombstone(db, "acme", GONE)
+    key = put(s3, "backlog/versioned.ndjson", _body(LINES))
+    assert run_dag("events_ingest").state == "success"
+    _assert_erased_lines_gone(db, s3, request_id, key)
+    (row,) = registry(db)
+    versions = s3.list_object_versions(Bucket=LANDING_BUCKET, Prefix=row["processed_key"])
+    assert len(versions.get("Versions", [])) == 1
 
 
 def test_parquet_rows_of_the_erased_visitor_are_dropped(ingest_env: Any, db: Any, run_dag: Any) -> None:
@@ -328,24 +334,18 @@ def test_an_identical_reupload_never_brings_back_what_an_erasure_removed(
 
 
 def test_an_identical_reupload_on_a_versioned_bucket_leaves_no_version(
-    ingest_env: Any, db: Any, run_dag: Any
+    versioned_landing: Any, db: Any, run_dag: Any
 ) -> None:
-    s3 = ingest_env
-    s3.put_bucket_versioning(Bucket=LANDING_BUCKET, VersioningConfiguration={"Status": "Enabled"})
-    try:
-        request_id = _tombstone(db, "acme", GONE)
-        key = put(s3, "backlog/versioned-again.ndjson", _body(LINES))
-        assert run_dag("events_ingest").state == "success"
-        _assert_erased_lines_gone(db, s3, request_id, key)
-        put(s3, "backlog/versioned-again.ndjson", _body(LINES))
-        assert run_dag("events_ingest").state == "success"
-        _assert_erased_lines_gone(db, s3, request_id, key)
-        listing = s3.list_object_versions(Bucket=LANDING_BUCKET, Prefix="incoming/")
-        assert listing.get("Versions", []) == []
-    finally:
-        listing = s3.list_object_versions(Bucket=LANDING_BUCKET)
-        for entry in (*listing.get("Versions", []), *listing.get("DeleteMarkers", [])):
-            s3.delete_object(Bucket=LANDING_BUCKET, Key=entry["Key"], VersionId=entry["VersionId"])
+    s3 = versioned_landing
+    request_id = _tombstone(db, "acme", GONE)
+    key = put(s3, "backlog/versioned-again.ndjson", _body(LINES))
+    assert run_dag("events_ingest").state == "success"
+    _assert_erased_lines_gone(db, s3, request_id, key)
+    put(s3, "backlog/versioned-again.ndjson", _body(LINES))
+    assert run_dag("events_ingest").state == "success"
+    _assert_erased_lines_gone(db, s3, request_id, key)
+    listing = s3.list_object_versions(Bucket=LANDING_BUCKET, Prefix="incoming/")
+    assert listing.get("Versions", []) == []
 
 
 def test_an_identical_reupload_of_a_quarantined_file_is_not_put_back(
